@@ -1,0 +1,1 @@
+"""Model loaders. Every model enters dxray through here, as plain torch modules."""
