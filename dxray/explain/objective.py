@@ -22,6 +22,9 @@ class ClassifierOutput:
     logits: Tensor  # [B, num_classes]
     units: dict[str, Tensor] = field(default_factory=dict)  # layer -> [B, channels]
 
+    def rows(self, index: Tensor) -> ClassifierOutput:
+        return ClassifierOutput(self.logits[index], {k: v[index] for k, v in self.units.items()})
+
 
 class Objective:
     """Base class: subclasses implement `__call__` and, if they read hidden layers, `layers`."""
@@ -168,15 +171,20 @@ def _lift(x: Objective | float) -> Objective:
 
 
 def evaluate_rows(objectives: list[Objective], out: ClassifierOutput) -> Tensor:
-    """Row i's value under objective i: shape [B]. Objectives equal to each other are evaluated
-    once for the whole batch."""
-    values = {}
-    rows = []
+    """Row i's value under objective i: shape [B].
+
+    Each objective sees only its own rows (rows sharing an objective are evaluated together):
+    an objective that blows up on another row's output must not send NaN into that row's
+    gradient.
+    """
+    groups: dict[Objective, list[int]] = {}
     for i, objective in enumerate(objectives):
-        if objective not in values:
-            values[objective] = objective(out)
-        rows.append(values[objective][i])
-    return torch.stack(rows)
+        groups.setdefault(objective, []).append(i)
+    values = out.logits.new_empty(len(objectives))
+    for objective, rows in groups.items():
+        index = torch.tensor(rows, device=out.logits.device)
+        values = values.index_put((index,), objective(out.rows(index)).to(values.dtype))
+    return values
 
 
 def target_probabilities(objectives: list[Objective], logits: Tensor) -> Tensor:

@@ -23,14 +23,17 @@ def build_tokenizer(words: list[str], *, max_length: int = 16, vocab_size: int =
     """A real `CLIPTokenizer` whose byte-level BPE is trained in code on `words`.
 
     No download: the BPE is trained with the `tokenizers` library. Its pre-tokenizer must be
-    WhitespaceSplit + ByteLevel(use_regex=False), otherwise CLIP's merges never match.
+    WhitespaceSplit + ByteLevel(use_regex=False, add_prefix_space=False), otherwise CLIP's merges never match.
     """
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import CLIPTokenizer
 
     bpe = Tokenizer(models.BPE(end_of_word_suffix="</w>"))
     bpe.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.ByteLevel(use_regex=False)]
+        [
+            pre_tokenizers.WhitespaceSplit(),
+            pre_tokenizers.ByteLevel(use_regex=False, add_prefix_space=False),
+        ]
     )
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -175,8 +178,9 @@ def build_generator(arch: GeneratorArch, *, seed: int = 0, tokenizer=None):
             num_encoder_blocks=(1,) + (3,) * (n_tiny - 1),
             num_decoder_blocks=(3,) * (n_tiny - 1) + (1,),
             latent_channels=arch.latent_channels,
-            # Same scale as the VAE, so one `latents / scaling_factor` serves both decoders.
-            scaling_factor=arch.vae_scaling_factor,
+            # Like TAESD: it decodes the VAE-scaled latents directly (scaling_factor 1.0), so
+            # one `latents / decoder.config.scaling_factor` serves both decoders.
+            scaling_factor=1.0,
         )
     common = dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
     if arch.scheduler == "lcm":

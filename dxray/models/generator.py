@@ -145,9 +145,12 @@ def load_generator(
         lambda: CLIPTextModel.from_pretrained(src, subfolder="text_encoder", dtype=dtype),
     )
     unet = load(
-        "unet", lambda: UNet2DConditionModel.from_pretrained(src, subfolder="unet", torch_dtype=dtype)
+        "unet",
+        lambda: UNet2DConditionModel.from_pretrained(src, subfolder="unet", torch_dtype=dtype),
     )
-    vae = load("vae", lambda: AutoencoderKL.from_pretrained(src, subfolder="vae", torch_dtype=dtype))
+    vae = load(
+        "vae", lambda: AutoencoderKL.from_pretrained(src, subfolder="vae", torch_dtype=dtype)
+    )
     scheduler = load("scheduler", lambda: _load_scheduler(src))
     tiny = None
     if tiny_decoder is not None:

@@ -1,0 +1,159 @@
+"""The optimisation loop: objectives rise, rows are independent, rows stop on their own."""
+
+import pytest
+import torch
+
+from dxray.explain.objective import ClassCE, ClassLogit, Objective, Unit
+from dxray.explain.optimize import ExplainConfig, explain
+from dxray.explain.sampler import SamplerConfig
+
+FAST = ExplainConfig(iterations=4, stop_prob=None, sampler=SamplerConfig(steps=2))
+
+
+def test_objective_rises_for_class_and_unit(tiny_generator, tiny_classifier):
+    objectives = [ClassLogit(0), ClassCE(2), Unit("features.conv2", 5)]
+    cfg = ExplainConfig(iterations=25, lr=0.2, stop_prob=None, sampler=SamplerConfig(steps=2))
+    result = explain(tiny_generator, tiny_classifier, objectives, [0, 1, 2], cfg)
+    for row in result.history["objective"]:
+        assert len(row) == 25
+        # A random tiny generator responds weakly to its prompt, so the rise is small but it
+        # must be steady: a sign error or a broken gradient path fails this.
+        assert row[-1] > row[0], row
+        rises = sum(b > a for a, b in zip(row[:-1], row[1:], strict=True))
+        assert rises >= 0.8 * (len(row) - 1), row
+    assert result.status == ["max_iterations"] * 3
+    assert result.images.shape == (3, 3, 16, 16)
+    assert result.vectors.shape == (3, 4, 16)
+
+
+def test_batched_rows_equal_rows_alone(tiny_models64):
+    gen, clf = tiny_models64
+    objectives = [ClassLogit(0), ClassLogit(1), Unit("features.conv1", 3)]
+    seeds = [3, 4, 5]
+    batched = explain(gen, clf, objectives, seeds, FAST)
+    for i in range(3):
+        alone = explain(gen, clf, [objectives[i]], [seeds[i]], FAST)
+        # Float64 models: only summation order differs between batch sizes.
+        torch.testing.assert_close(batched.vectors[i], alone.vectors[0], atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(batched.images[i], alone.images[0], atol=1e-6, rtol=1e-6)
+        assert batched.history["objective"][i] == pytest.approx(
+            alone.history["objective"][0], abs=1e-9
+        )
+
+
+class NaNAfter(Objective):
+    """ClassLogit(0) that turns NaN after `calls` evaluations: a row that diverges."""
+
+    def __init__(self, calls: int):
+        self.calls = calls
+
+    def __call__(self, out):
+        self.calls -= 1
+        value = out.logits[:, 0]
+        return value if self.calls >= 0 else value * float("nan")
+
+
+def test_nan_row_stops_and_others_go_on_unchanged(tiny_models64):
+    gen, clf = tiny_models64
+    cfg = ExplainConfig(iterations=5, stop_prob=None, sampler=SamplerConfig(steps=2))
+    objectives = [ClassLogit(1), NaNAfter(2), ClassLogit(2)]
+    result = explain(gen, clf, objectives, [0, 1, 2], cfg)
+    assert result.status == ["max_iterations", "nan", "max_iterations"]
+    assert result.steps.tolist() == [5, 3, 5]
+    assert "non-finite objective at iteration 2" in result.errors[1]
+    assert result.errors[0] is None and result.errors[2] is None
+    assert torch.isfinite(result.vectors).all()
+    # The row that left the batch did not disturb the others (the batch was compacted).
+    alone = explain(gen, clf, [ClassLogit(2)], [2], cfg)
+    torch.testing.assert_close(result.vectors[2], alone.vectors[0], atol=1e-6, rtol=1e-6)
+
+
+def test_early_stop_after_patience(tiny_generator, tiny_classifier):
+    # Any probability >= 0 counts as a hit: every row converges after exactly `patience` steps.
+    cfg = ExplainConfig(
+        iterations=20, stop_prob=0.0, stop_patience=3, sampler=SamplerConfig(steps=1)
+    )
+    objectives = [ClassLogit(0), Unit("features.conv1", 0)]
+    result = explain(tiny_generator, tiny_classifier, objectives, [0, 1], cfg)
+    assert result.status[0] == "converged" and result.steps[0] == 3
+    # A unit objective has no target class: no probability, no early stop.
+    assert result.status[1] == "max_iterations" and result.steps[1] == 20
+    assert torch.isnan(result.probability[1]) and 0 <= result.probability[0] <= 1
+    assert result.converged.tolist() == [True, False]
+
+
+def test_stopped_row_keeps_the_vectors_that_met_the_criterion(tiny_generator, tiny_classifier):
+    stop = ExplainConfig(
+        iterations=10, stop_prob=0.0, stop_patience=2, sampler=SamplerConfig(steps=1)
+    )
+    run2 = ExplainConfig(iterations=2, stop_prob=None, sampler=SamplerConfig(steps=1))
+    stopped = explain(tiny_generator, tiny_classifier, [ClassLogit(0)], [7], stop)
+    # Evaluated at iterations 0 and 1, then kept: the vectors after exactly one update.
+    one_update = explain(
+        tiny_generator,
+        tiny_classifier,
+        [ClassLogit(0)],
+        [7],
+        ExplainConfig(iterations=1, stop_prob=None, sampler=SamplerConfig(steps=1)),
+    )
+    two_updates = explain(tiny_generator, tiny_classifier, [ClassLogit(0)], [7], run2)
+    torch.testing.assert_close(stopped.vectors, one_update.vectors)
+    assert not torch.allclose(stopped.vectors, two_updates.vectors)
+
+
+def test_hard_prompt_forward_uses_real_tokens(tiny_generator, tiny_classifier):
+    cfg = ExplainConfig(
+        iterations=3, hard_prompt=True, stop_prob=None, sampler=SamplerConfig(steps=1)
+    )
+    result = explain(tiny_generator, tiny_classifier, [ClassLogit(0)], [0], cfg)
+    assert len(result.words[0]) == 4 and all(len(w) == 3 for w in result.words[0])
+    assert all(isinstance(word, str) and word for vec in result.words[0] for word, _ in vec)
+
+
+def test_words_init_starts_from_the_word(tiny_generator, tiny_classifier):
+    cfg = ExplainConfig(
+        iterations=1,
+        lr=1e-6,
+        init="words",
+        init_words=("circle", "water"),
+        stop_prob=None,
+        sampler=SamplerConfig(steps=1),
+    )
+    result = explain(tiny_generator, tiny_classifier, [ClassLogit(0)], [0], cfg)
+    assert [vec[0][0] for vec in result.words[0]] == ["circle", "water", "circle", "water"]
+
+
+def test_bad_inputs(tiny_generator, tiny_classifier):
+    with pytest.raises(ValueError, match="one seed per objective"):
+        explain(tiny_generator, tiny_classifier, [ClassLogit(0)], [0, 1], FAST)
+    with pytest.raises(ValueError, match="exactly one"):
+        explain(
+            tiny_generator, tiny_classifier, [ClassLogit(0)], [0], ExplainConfig(template="a photo")
+        )
+    with pytest.raises(ValueError, match="iterations"):
+        explain(tiny_generator, tiny_classifier, [ClassLogit(0)], [0], ExplainConfig(iterations=0))
+    with pytest.raises(ValueError, match="needs .* tokens"):
+        explain(tiny_generator, tiny_classifier, [ClassLogit(0)], [0], ExplainConfig(n_vectors=40))
+
+
+def test_objectives_compose():
+    from dxray.explain.objective import ClassifierOutput
+
+    out = ClassifierOutput(
+        logits=torch.tensor([[1.0, 2.0, 3.0], [0.0, -1.0, 4.0]]),
+        units={"l": torch.tensor([[10.0, 20.0], [30.0, 40.0]])},
+    )
+    combo = ClassLogit(1) + 0.5 * Unit("l", 1) - ClassLogit(0)
+    assert combo(out).tolist() == [11.0, 19.0]
+    assert (-ClassLogit(2))(out).tolist() == [-3.0, -4.0]
+    assert combo.layers() == {"l"}
+    # Maximising one class while pushing another down still targets the first...
+    assert combo.target_class == 1
+    # ...but two classes pulled up together name no single target.
+    assert (ClassLogit(0) + ClassLogit(1)).target_class is None
+    assert (ClassLogit(1) + 0.5 * Unit("l", 1)).target_class == 1
+    assert (-ClassLogit(1)).target_class is None
+    log_p = torch.log_softmax(out.logits, -1)[:, 2]
+    torch.testing.assert_close(ClassCE(2)(out), log_p)
+    with pytest.raises(TypeError):
+        ClassLogit(0) + "x"
