@@ -33,6 +33,10 @@ class ExplainConfig:
     lr: float = 0.1  # DEXTER's AdamW learning rate for soft prompts
     optimizer: Literal["adam", "adamw"] = "adamw"
     weight_decay: float = 0.0  # >0 pulls vectors toward 0, away from the token manifold
+    # Regulariser: >0 penalises each vector's norm straying from the vocabulary's mean token
+    # norm (squared, relative). Unbounded vectors drift to norms no real word has, and the
+    # text encoder's output (and so the image) goes off the model's distribution.
+    norm_weight: float = 0.0
     n_vectors: int = 4
     template: str = "a photo of {}"
     init: Literal["random", "words"] = "random"
@@ -94,6 +98,7 @@ def explain(
     layers = set().union(*(o.layers() for o in objectives))
     tokenizer, text_encoder = generator.tokenizer, generator.text_encoder
     table, specials = sp.token_embeddings(text_encoder), sp.special_ids(tokenizer)
+    typical_norm = table.detach().float().norm(dim=-1).mean()
 
     # 2. Encode the template once; draw every row's noise up front (one generator per row)
     layout = sp.layout(tokenizer, config.template, config.n_vectors)
@@ -141,10 +146,14 @@ def explain(
         values = evaluate_rows(objs, out)
         probs = target_probabilities(objs, out.logits)
         # 5b. gradient ascent on the sum (rows independent); a non-finite row is left out
-        finite = torch.isfinite(values.detach())
+        gain = values.float()
+        if config.norm_weight:
+            drift = (params.norm(dim=-1) / typical_norm - 1).square().sum(-1)
+            gain = gain - config.norm_weight * drift
+        finite = torch.isfinite(gain.detach())
         optimizer.zero_grad(set_to_none=True)
         if finite.any():
-            (-values[finite].sum()).backward()
+            (-gain[finite].sum()).backward()
         grad_ok = (
             torch.isfinite(params.grad).flatten(1).all(1) if params.grad is not None else finite
         )

@@ -157,3 +157,23 @@ def test_objectives_compose():
     torch.testing.assert_close(ClassCE(2)(out), log_p)
     with pytest.raises(TypeError):
         ClassLogit(0) + "x"
+
+
+def test_norm_regulariser_keeps_vectors_near_token_norms(tiny_generator, tiny_classifier):
+    from dxray.explain.prompt import token_embeddings
+
+    typical = token_embeddings(tiny_generator.text_encoder).norm(dim=-1).mean()
+    base = dict(iterations=15, lr=0.5, stop_prob=None, sampler=SamplerConfig(steps=1))
+    free = explain(tiny_generator, tiny_classifier, [ClassLogit(0)], [0], ExplainConfig(**base))
+    held = explain(
+        tiny_generator,
+        tiny_classifier,
+        [ClassLogit(0)],
+        [0],
+        ExplainConfig(**base, norm_weight=50.0),
+    )
+
+    def off(result):
+        return (result.vectors.norm(dim=-1) / typical - 1).abs().mean()
+
+    assert off(held) < 0.5 * off(free)
