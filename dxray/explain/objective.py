@@ -37,6 +37,14 @@ class Objective:
 
     def layers(self) -> set[str]:
         """Hidden layers this objective reads (hooks are placed on them)."""
+        return {layer for layer, _ in self.units()}
+
+    def classes(self) -> set[int]:
+        """Class indices this objective reads (validated against the classifier)."""
+        return set()
+
+    def units(self) -> set[tuple[str, int]]:
+        """(layer, channel) pairs this objective reads (validated against the classifier)."""
         return set()
 
     def __add__(self, other: Objective | float) -> Objective:
@@ -72,6 +80,9 @@ class ClassLogit(Objective):
     def __call__(self, out: ClassifierOutput) -> Tensor:
         return out.logits[:, self.index]
 
+    def classes(self) -> set[int]:
+        return {self.index}
+
     def __repr__(self) -> str:
         return f"ClassLogit({self.index})"
 
@@ -90,6 +101,9 @@ class ClassCE(Objective):
     def __call__(self, out: ClassifierOutput) -> Tensor:
         return F.log_softmax(out.logits.float(), dim=-1)[:, self.index]
 
+    def classes(self) -> set[int]:
+        return {self.index}
+
     def __repr__(self) -> str:
         return f"ClassCE({self.index})"
 
@@ -104,8 +118,8 @@ class Unit(Objective):
     def __call__(self, out: ClassifierOutput) -> Tensor:
         return out.units[self.layer][:, self.channel]
 
-    def layers(self) -> set[str]:
-        return {self.layer}
+    def units(self) -> set[tuple[str, int]]:
+        return {(self.layer, self.channel)}
 
     def __repr__(self) -> str:
         return f"Unit({self.layer!r}, {self.channel})"
@@ -135,8 +149,11 @@ class Scaled(Objective):
     def __call__(self, out: ClassifierOutput) -> Tensor:
         return self.factor * self.inner(out)
 
-    def layers(self) -> set[str]:
-        return self.inner.layers()
+    def classes(self) -> set[int]:
+        return self.inner.classes()
+
+    def units(self) -> set[tuple[str, int]]:
+        return self.inner.units()
 
     def __repr__(self) -> str:
         return f"-{self.inner!r}" if self.factor == -1.0 else f"{self.factor:g} * {self.inner!r}"
@@ -155,8 +172,11 @@ class Sum(Objective):
     def __call__(self, out: ClassifierOutput) -> Tensor:
         return self.left(out) + self.right(out)
 
-    def layers(self) -> set[str]:
-        return self.left.layers() | self.right.layers()
+    def classes(self) -> set[int]:
+        return self.left.classes() | self.right.classes()
+
+    def units(self) -> set[tuple[str, int]]:
+        return self.left.units() | self.right.units()
 
     def __repr__(self) -> str:
         return f"({self.left!r} + {self.right!r})"

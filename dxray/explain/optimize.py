@@ -94,6 +94,11 @@ def explain(
         )
     if config.iterations < 1:
         raise ValueError(f"iterations must be >= 1, got {config.iterations}")
+    for objective in objectives:  # bad targets fail here, with the classifier's own message
+        for index in objective.classes():
+            classifier.class_index(index)
+        for layer, channel in objective.units():
+            classifier.check_unit(layer, channel)
     n_rows, device = len(objectives), generator.device
     layers = set().union(*(o.layers() for o in objectives))
     tokenizer, text_encoder = generator.tokenizer, generator.text_encoder
