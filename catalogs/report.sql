@@ -1,0 +1,63 @@
+-- Queries behind the HTML bias report (dxray.catalog.report). Each starts with "-- name: X";
+-- the parameter $run_id is the run being reported.
+
+-- name: latest_run
+-- The run to report when none is named: of the runs with results, the one that started last
+-- (its runs row; for a run without one, its first result).
+SELECT a.run_id
+FROM (SELECT run_id, min(created_at) AS first_result FROM audit GROUP BY run_id) AS a
+LEFT JOIN runs AS r USING (run_id)
+ORDER BY coalesce(r.created_at, a.first_result) DESC, a.run_id DESC
+LIMIT 1;
+
+-- name: run
+SELECT run_id, name, status, created_at, updated_at, generator, classifier,
+       classifier_sha256, segmenter, dxray_version, versions_json, num_targets,
+       wall_seconds, error
+FROM runs
+WHERE run_id = $run_id;
+
+-- name: counts
+-- Headline numbers. `spurious_classes` counts classes whose majority verdict is spurious;
+-- `judged_classes` those with any verdict (the denominator of "% spurious").
+SELECT
+    count(*) FILTER (WHERE kind = 'class') AS classes,
+    count(*) FILTER (WHERE kind = 'class' AND verdict IS NOT NULL) AS judged_classes,
+    count(*) FILTER (WHERE kind = 'class' AND verdict = 'spurious') AS spurious_classes,
+    count(*) FILTER (WHERE kind = 'class' AND verdict = 'core') AS core_classes,
+    count(*) FILTER (WHERE kind = 'class' AND verdict = 'uncertain') AS uncertain_classes,
+    count(*) FILTER (WHERE kind = 'unit') AS units,
+    count(*) FILTER (WHERE kind = 'unit' AND verdict = 'spurious') AS spurious_units,
+    coalesce(sum(seeds), 0) AS seeds,
+    coalesce(sum(failed), 0) AS failed_seeds,
+    coalesce(sum(judged), 0) AS judged_seeds
+FROM target_summary
+WHERE run_id = $run_id;
+
+-- name: targets
+-- Targets in report order: the most spurious first, then by class index.
+SELECT *
+FROM target_summary
+WHERE run_id = $run_id
+ORDER BY spurious_fraction DESC NULLS LAST, mean_presence NULLS LAST, class_index NULLS LAST,
+         target_id;
+
+-- name: seeds
+SELECT target_id, seed, status, error, ok, attempts, probability, presence, verdict,
+       object_query, words, steps
+FROM audit
+WHERE run_id = $run_id
+ORDER BY target_id, seed;
+
+-- name: images
+-- The newest image of each (target, seed).
+SELECT target_id, seed, png, mask_png
+FROM images
+WHERE run_id = $run_id
+QUALIFY row_number() OVER (PARTITION BY target_id, seed ORDER BY created_at DESC) = 1;
+
+-- name: probes
+SELECT target_id, probe, rate, mean_presence, images
+FROM probe_rates
+WHERE run_id = $run_id
+ORDER BY probe;

@@ -1,0 +1,131 @@
+-- The standard views of a dxray catalog.
+--
+-- dxray.catalog.connect() registers one Arrow dataset per table (raw_runs, raw_explanations,
+-- raw_verdicts, raw_images; empty but typed when a table has no files yet) and then runs this
+-- file. Tables are append-only: a retried target adds rows, and the views below decide which
+-- row counts. Statements are separated by semicolons; comments are ignored.
+
+-- One row per run: its latest row (a run writes "running" at start, then "finished"/"failed").
+CREATE OR REPLACE VIEW runs AS
+SELECT *
+FROM raw_runs
+QUALIFY row_number() OVER (
+    PARTITION BY run_id ORDER BY updated_at DESC, (status <> 'running') DESC
+) = 1;
+
+-- Every row ever written, retries included: a failed attempt stays visible.
+CREATE OR REPLACE VIEW runs_log AS SELECT * FROM raw_runs;
+CREATE OR REPLACE VIEW explanations AS SELECT * FROM raw_explanations;
+CREATE OR REPLACE VIEW verdicts AS SELECT * FROM raw_verdicts;
+CREATE OR REPLACE VIEW images AS SELECT * FROM raw_images;
+
+-- One row per (run, target, seed): the best attempt (a result over "nan" over "error", then
+-- the newest), its latest verdict, and whether an image was stored. `ok` marks a usable
+-- explanation (status "converged" or "max_iterations"); summaries count only those.
+CREATE OR REPLACE VIEW audit AS
+WITH best AS (
+    SELECT
+        * EXCLUDE (prompt_vectors, vector_shape),
+        count(*) OVER (PARTITION BY run_id, target_id, seed) AS attempts
+    FROM explanations
+    QUALIFY row_number() OVER (
+        PARTITION BY run_id, target_id, seed
+        ORDER BY CASE status WHEN 'error' THEN 2 WHEN 'nan' THEN 1 ELSE 0 END, created_at DESC
+    ) = 1
+),
+latest_verdict AS (
+    SELECT *
+    FROM verdicts
+    QUALIFY row_number() OVER (PARTITION BY run_id, target_id, seed ORDER BY created_at DESC) = 1
+),
+stored AS (
+    SELECT DISTINCT run_id, target_id, seed FROM images
+)
+SELECT
+    b.run_id, b.target_id, b.kind, b.class_index, b.class_name, b.layer, b.channel,
+    b.objective, b.seed,
+    b.status, b.error, b.status NOT IN ('error', 'nan') AS ok, b.attempts,
+    b.steps, b.objective_value, b.probability, b.converged, b.words, b.seconds, b.worker,
+    b.created_at,
+    v.object_query, v.presence, v.verdict, v.probe_scores,
+    s.run_id IS NOT NULL AS has_image
+FROM best AS b
+LEFT JOIN latest_verdict AS v USING (run_id, target_id, seed)
+LEFT JOIN stored AS s USING (run_id, target_id, seed);
+
+-- Long form of the attribute probes: one row per usable image and probe.
+CREATE OR REPLACE VIEW probe_scores AS
+SELECT run_id, target_id, kind, class_index, class_name, seed,
+       entry.key AS probe, entry.value AS presence
+FROM (
+    SELECT *, unnest(map_entries(probe_scores)) AS entry
+    FROM audit
+    WHERE ok AND probe_scores IS NOT NULL
+);
+
+-- Per run, target and probe: the fraction of images in which the probe is present
+-- (presence >= 0.5, the same cut as the core verdict), and its mean presence.
+CREATE OR REPLACE VIEW probe_rates AS
+SELECT
+    run_id, target_id,
+    any_value(kind) AS kind, any_value(class_index) AS class_index,
+    any_value(class_name) AS class_name,
+    probe,
+    count(*) AS images,
+    avg(CASE WHEN presence >= 0.5 THEN 1.0 ELSE 0.0 END) AS rate,
+    avg(presence) AS mean_presence
+FROM probe_scores
+GROUP BY run_id, target_id, probe;
+
+-- Per run and target (class or unit), over its seeds. `verdict` is the majority of the judged
+-- seeds with a tie -> "uncertain" (as dxray.judge.aggregate); null when no seed was judged.
+-- `spurious_fraction` = spurious seeds / judged seeds. `top_probes`: up to three probes with
+-- the highest non-zero rate (ties by name), as [{probe, rate}]; null when none is present.
+CREATE OR REPLACE VIEW target_summary AS
+WITH counts AS (
+    SELECT
+        run_id, target_id,
+        any_value(kind) AS kind,
+        any_value(class_index) AS class_index,
+        any_value(class_name) AS class_name,
+        any_value(layer) AS layer,
+        any_value(channel) AS channel,
+        any_value(objective) AS objective,
+        any_value(object_query) AS object_query,
+        count(*) AS seeds,
+        count(*) FILTER (WHERE NOT ok) AS failed,
+        count(verdict) FILTER (WHERE ok) AS judged,
+        count(*) FILTER (WHERE ok AND verdict = 'core') AS n_core,
+        count(*) FILTER (WHERE ok AND verdict = 'spurious') AS n_spurious,
+        count(*) FILTER (WHERE ok AND verdict = 'uncertain') AS n_uncertain,
+        avg(probability) FILTER (WHERE ok AND NOT isnan(probability)) AS mean_probability,
+        avg(presence) FILTER (WHERE ok) AS mean_presence
+    FROM audit
+    GROUP BY run_id, target_id
+),
+top AS (
+    SELECT
+        run_id, target_id,
+        list({'probe': probe, 'rate': rate} ORDER BY rate DESC, probe)[1:3] AS top_probes
+    FROM probe_rates
+    WHERE rate > 0
+    GROUP BY run_id, target_id
+)
+SELECT
+    c.*,
+    CASE WHEN c.judged > 0 THEN c.n_spurious / c.judged END AS spurious_fraction,
+    CASE
+        WHEN c.judged = 0 THEN NULL
+        WHEN c.n_core > greatest(c.n_spurious, c.n_uncertain) THEN 'core'
+        WHEN c.n_spurious > greatest(c.n_core, c.n_uncertain) THEN 'spurious'
+        ELSE 'uncertain'
+    END AS verdict,
+    t.top_probes
+FROM counts AS c
+LEFT JOIN top AS t USING (run_id, target_id);
+
+CREATE OR REPLACE VIEW class_summary AS
+SELECT * EXCLUDE (layer, channel) FROM target_summary WHERE kind = 'class';
+
+CREATE OR REPLACE VIEW unit_summary AS
+SELECT * FROM target_summary WHERE kind = 'unit';

@@ -1,0 +1,39 @@
+"""The audit catalog: Parquet tables per run, DuckDB views, read-only SQL, diffs and reports.
+
+writer = CatalogWriter("catalogs/toy")
+writer.write_run("run-1", name="toy", classifier="toyworld/classifier", num_targets=8)
+writer.write_batch("run-1", explanations=[...], verdicts=[...], images=[...])
+writer.finish_run("run-1", "finished")
+
+con = connect("catalogs/toy")                       # views: see catalogs/views.sql
+print(run_sql("catalogs/toy", "SELECT * FROM class_summary"))
+diff_runs(con, "run-0", "run-1").summary
+write_report("catalogs/toy", "report.html", diff_from="run-0")
+"""
+
+from dxray.catalog.diff import RunDiff, diff_runs
+from dxray.catalog.report import render_report, write_report
+from dxray.catalog.schema import SCHEMAS, TABLES, SchemaError, schema, validate
+from dxray.catalog.sql import SqlRefused, check_read_only, query_table, run_sql
+from dxray.catalog.views import VIEWS, connect
+from dxray.catalog.writer import RETRY_STATUSES, CatalogWriter
+
+__all__ = [
+    "RETRY_STATUSES",
+    "SCHEMAS",
+    "TABLES",
+    "VIEWS",
+    "CatalogWriter",
+    "RunDiff",
+    "SchemaError",
+    "SqlRefused",
+    "check_read_only",
+    "connect",
+    "diff_runs",
+    "query_table",
+    "render_report",
+    "run_sql",
+    "schema",
+    "validate",
+    "write_report",
+]

@@ -1,0 +1,96 @@
+"""Checkpoint diff: how the verdicts of two audit runs differ, target by target.
+
+The typical use: audit checkpoint A, retrain to remove a bias, audit checkpoint B, then ask
+which classes stopped being spurious ("resolved"), which started ("new spurious"), and how
+each class's probability and attribute-probe rates moved. The query is catalogs/diff.sql.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import duckdb
+import pyarrow as pa
+
+from dxray.catalog.views import sql_file
+
+CHANGES = ("new spurious", "resolved", "changed", "unchanged", "added", "removed")
+
+
+@dataclass
+class RunDiff:
+    """One row per target of either run (see catalogs/diff.sql for the columns), plus a
+    summary: the runs compared, counts per change, spurious classes before and after."""
+
+    from_run: str
+    to_run: str
+    table: pa.Table
+    summary: dict
+
+    @property
+    def rows(self) -> list[dict]:
+        return self.table.to_pylist()
+
+    def by_target(self) -> dict[str, dict]:
+        return {row["target_id"]: row for row in self.rows}
+
+
+def _run_info(con: duckdb.DuckDBPyConnection, run_id: str) -> dict:
+    rows = con.sql(
+        "SELECT run_id, name, classifier, classifier_sha256, created_at FROM runs "
+        "WHERE run_id = $run_id",
+        params={"run_id": run_id},
+    ).fetchall()
+    targets = con.sql(
+        "SELECT count(*) FROM target_summary WHERE run_id = $run_id", params={"run_id": run_id}
+    ).fetchall()[0][0]
+    if not rows and not targets:
+        known = [r[0] for r in con.sql("SELECT DISTINCT run_id FROM audit ORDER BY 1").fetchall()]
+        raise ValueError(f"run {run_id!r} is not in the catalog; runs with results: {known}")
+    keys = ("run_id", "name", "classifier", "classifier_sha256", "created_at")
+    info = dict(zip(keys, rows[0], strict=True)) if rows else {"run_id": run_id}
+    info["targets"] = targets
+    return info
+
+
+def diff_runs(
+    con: duckdb.DuckDBPyConnection, from_run: str, to_run: str, *, probe_threshold: float = 0.25
+) -> RunDiff:
+    """Compare run `from_run` (before) with `to_run` (after) on a `connect()`ed catalog.
+
+    Per target: verdict before/after, the change kind, the spurious fraction, mean
+    probability and its shift, and the probes whose rate moved by at least `probe_threshold`
+    (largest first).
+    """
+    if not 0.0 <= probe_threshold <= 1.0:
+        raise ValueError(f"probe_threshold is a rate difference in [0, 1]; got {probe_threshold}")
+    before, after = _run_info(con, from_run), _run_info(con, to_run)
+    table = con.sql(
+        sql_file("diff.sql"),
+        params={"from_run": from_run, "to_run": to_run, "threshold": probe_threshold},
+    ).to_arrow_table()
+    changes = Counter(table.column("change").to_pylist())
+    kinds = table.column("kind").to_pylist()
+
+    def count(column: str, value: str, kind: str = "class") -> int:
+        return sum(
+            1
+            for v, k in zip(table.column(column).to_pylist(), kinds, strict=True)
+            if v == value and k == kind
+        )
+
+    shifts = [abs(s) for s in table.column("probability_shift").to_pylist() if s is not None]
+    summary = {
+        "from_run": before,
+        "to_run": after,
+        "targets": table.num_rows,
+        "changes": {change: changes.get(change, 0) for change in CHANGES},
+        "spurious_classes_before": count("verdict_before", "spurious"),
+        "spurious_classes_after": count("verdict_after", "spurious"),
+        "spurious_units_before": count("verdict_before", "spurious", "unit"),
+        "spurious_units_after": count("verdict_after", "spurious", "unit"),
+        "mean_abs_probability_shift": sum(shifts) / len(shifts) if shifts else None,
+        "probe_threshold": probe_threshold,
+    }
+    return RunDiff(from_run, to_run, table, summary)

@@ -1,0 +1,183 @@
+"""The catalog's tables: one pyarrow schema each, and `validate` for the boundary.
+
+Every table has a `run_id` (also the hive partition, `run_id=<id>/`). Result tables key their
+rows by (run_id, target_id, seed); a target that failed still has an `explanations` row with
+status "error" and its error text, so nothing goes silently missing. PNG blobs live in
+`images` alone so that scans of the other tables stay small. docs/PLATFORM.md describes the
+fields; this module is the single source of their types.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pyarrow as pa
+
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+
+def _required(name: str, type_: pa.DataType) -> pa.Field:
+    return pa.field(name, type_, nullable=False)
+
+
+RUNS = pa.schema(
+    [
+        _required("run_id", pa.string()),
+        _required("created_at", TIMESTAMP),  # when the run started; the same on every row
+        _required("updated_at", TIMESTAMP),  # when this row was written: the latest row wins
+        pa.field("name", pa.string()),
+        pa.field("spec_yaml", pa.string()),
+        pa.field("generator", pa.string()),
+        pa.field("classifier", pa.string()),
+        pa.field("classifier_sha256", pa.string()),
+        pa.field("segmenter", pa.string()),
+        pa.field("dxray_version", pa.string()),
+        pa.field("versions_json", pa.string()),  # {"torch": "2.13.0", "diffusers": ...}
+        pa.field("num_targets", pa.int64()),  # (target, seed) rows the run was asked for
+        _required("status", pa.string()),
+        pa.field("wall_seconds", pa.float64()),
+        pa.field("error", pa.string()),  # why a run failed
+    ]
+)
+
+# The target fields (docs/PLATFORM.md, "Targets"), shared by the explanations table.
+TARGET_FIELDS = [
+    _required("run_id", pa.string()),
+    _required("target_id", pa.string()),
+    _required("kind", pa.string()),
+    pa.field("class_index", pa.int32()),
+    pa.field("class_name", pa.string()),
+    pa.field("layer", pa.string()),
+    pa.field("channel", pa.int32()),
+    _required("objective", pa.string()),
+    _required("seed", pa.int64()),
+]
+
+EXPLANATIONS = pa.schema(
+    TARGET_FIELDS
+    + [
+        _required("status", pa.string()),
+        pa.field("error", pa.string()),
+        pa.field("steps", pa.int32()),
+        pa.field("objective_value", pa.float64()),
+        pa.field("probability", pa.float64()),
+        pa.field("converged", pa.bool_()),
+        pa.field("words", pa.string()),  # JSON: per vector, [[word, cosine], ...] nearest first
+        pa.field("prompt_vectors", pa.list_(pa.float32())),  # flattened; see vector_shape
+        pa.field("vector_shape", pa.list_(pa.int32())),
+        pa.field("seconds", pa.float64()),
+        pa.field("worker", pa.string()),
+        _required("created_at", TIMESTAMP),
+    ]
+)
+
+VERDICTS = pa.schema(
+    [
+        _required("run_id", pa.string()),
+        _required("target_id", pa.string()),
+        _required("seed", pa.int64()),
+        pa.field("object_query", pa.string()),
+        pa.field("presence", pa.float64()),
+        pa.field("verdict", pa.string()),
+        pa.field("probe_scores", pa.map_(pa.string(), pa.float64())),  # probe -> presence
+        _required("created_at", TIMESTAMP),
+    ]
+)
+
+IMAGES = pa.schema(
+    [
+        _required("run_id", pa.string()),
+        _required("target_id", pa.string()),
+        _required("seed", pa.int64()),
+        _required("png", pa.binary()),
+        # Single-channel PNG of the segmenter's per-pixel object probability (0..255); an RGBA
+        # PNG is read through its alpha. The report draws its >= 0.5 outline on the image.
+        pa.field("mask_png", pa.binary()),
+        _required("created_at", TIMESTAMP),
+    ]
+)
+
+SCHEMAS: dict[str, pa.Schema] = {
+    "runs": RUNS,
+    "explanations": EXPLANATIONS,
+    "verdicts": VERDICTS,
+    "images": IMAGES,
+}
+TABLES = tuple(SCHEMAS)
+
+# Allowed values of the enumerated string columns (null is allowed where the field is).
+CHOICES: dict[str, dict[str, frozenset[str]]] = {
+    "runs": {"status": frozenset({"running", "finished", "failed"})},
+    "explanations": {
+        "kind": frozenset({"class", "unit"}),
+        "status": frozenset({"converged", "max_iterations", "nan", "error"}),
+    },
+    "verdicts": {"verdict": frozenset({"core", "spurious", "uncertain"})},
+    "images": {},
+}
+
+# A run id becomes a folder name (`run_id=<id>`) and a SQL literal: keep it plain.
+RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+class SchemaError(ValueError):
+    """Rows that do not fit a catalog table; the message names the table and the column."""
+
+
+def check_run_id(run_id: str) -> str:
+    if not isinstance(run_id, str) or not RUN_ID.match(run_id):
+        raise SchemaError(
+            f"run_id {run_id!r} is not usable as a partition name: use 1-128 letters, digits, "
+            "'.', '_' or '-', starting with a letter or digit"
+        )
+    return run_id
+
+
+def schema(table_name: str) -> pa.Schema:
+    """The schema of one catalog table."""
+    try:
+        return SCHEMAS[table_name]
+    except KeyError:
+        raise SchemaError(
+            f"unknown catalog table {table_name!r}; the tables are {', '.join(TABLES)}"
+        ) from None
+
+
+def validate(table_name: str, table: pa.Table) -> pa.Table:
+    """Check that `table` has exactly the columns and types of `table_name`, no nulls where a
+    field is required, and only allowed values in enumerated columns. Returns the table with
+    its columns in schema order; raises SchemaError naming what is wrong."""
+    expected = schema(table_name)
+    names = set(table.column_names)
+    missing = [f.name for f in expected if f.name not in names]
+    extra = [n for n in table.column_names if expected.get_field_index(n) < 0]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"missing column(s) {missing}")
+        if extra:
+            parts.append(f"unknown column(s) {extra}")
+        raise SchemaError(f"{table_name}: {'; '.join(parts)}")
+    for field in expected:
+        column = table.column(field.name)
+        if not column.type.equals(field.type):
+            raise SchemaError(
+                f"{table_name}.{field.name} has type {column.type}; expected {field.type}"
+            )
+        if not field.nullable and column.null_count:
+            raise SchemaError(
+                f"{table_name}.{field.name} is required but {column.null_count} row(s) are null"
+            )
+    for name, allowed in CHOICES[table_name].items():
+        values = set(table.column(name).drop_null().unique().to_pylist())
+        bad = values - allowed
+        if bad:
+            raise SchemaError(
+                f"{table_name}.{name} has value(s) {sorted(bad)}; allowed: {sorted(allowed)}"
+            )
+    return table.select([f.name for f in expected]).cast(expected)
+
+
+def empty(table_name: str) -> pa.Table:
+    """A table with no rows and the schema of `table_name`."""
+    return schema(table_name).empty_table()

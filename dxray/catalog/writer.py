@@ -1,0 +1,300 @@
+"""Appending results to the catalog: one Parquet file per batch, written atomically.
+
+Layout: `<root>/<table>/run_id=<id>/part-<uuid>.parquet`. A file is written to a hidden temp
+name (`.part-<uuid>.parquet.tmp`) in the same folder and then renamed with `os.replace`, so
+a reader sees either the whole file or nothing; readers list only `part-*.parquet`, so a temp
+file left by a crash is never read. Files are appended, never rewritten: a retried target
+adds a row, and the views pick the best row per (run_id, target_id, seed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from dxray.catalog.schema import SchemaError, check_run_id, schema, validate
+
+# Statuses that resume retries by default: an "error" is an exception (out of memory, a lost
+# worker, a bad input) that may well pass on a second try. "nan" is kept as a result: the same
+# seed and config diverge the same way again, so retrying it only spends GPU time.
+RETRY_STATUSES = ("error",)
+
+# Packages whose versions a run records, read from installed metadata (nothing is imported).
+RECORDED_PACKAGES = ("torch", "diffusers", "transformers", "ray", "pyarrow", "duckdb")
+
+# Fields a caller may give to `write_run`; the rest of a runs row is filled in here.
+RUN_FIELDS = (
+    "name",
+    "spec_yaml",
+    "generator",
+    "classifier",
+    "classifier_sha256",
+    "segmenter",
+    "num_targets",
+)
+
+
+def partition_dir(root: str | os.PathLike, table_name: str, run_id: str) -> Path:
+    return Path(root) / table_name / f"run_id={check_run_id(run_id)}"
+
+
+def part_files(root: str | os.PathLike, table_name: str, run_id: str | None = None) -> list[Path]:
+    """The committed Parquet files of one table (of one run, if given), in a stable order."""
+    base = Path(root) / table_name
+    pattern = (
+        f"run_id={check_run_id(run_id)}/part-*.parquet" if run_id else "run_id=*/part-*.parquet"
+    )
+    return sorted(base.glob(pattern))
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def to_table(table_name: str, rows: Sequence[Mapping] | pa.Table, run_id: str) -> pa.Table:
+    """Rows (dicts or an Arrow table) as a validated table of `table_name` for run `run_id`.
+
+    `run_id` is filled in where rows leave it out and must match where they give it; optional
+    fields left out are null; `created_at` (and `updated_at` for runs) default to now. Dicts
+    with unknown keys are refused (a misspelt field would otherwise vanish). Arrow columns are cast only within a
+    kind (int64 -> int32, float32 -> float64, large_string -> string), never across kinds.
+    """
+    check_run_id(run_id)
+    target = schema(table_name)
+    if isinstance(rows, pa.Table):
+        table = _fill(rows, table_name, run_id)
+        table = _cast_within_kind(table, target, table_name)
+    else:
+        table = _from_dicts(list(rows), target, table_name, run_id)
+    ids = set(table.column("run_id").unique().to_pylist())
+    if ids - {run_id}:
+        raise SchemaError(
+            f"{table_name}: rows carry run_id {sorted(i for i in ids if i != run_id)}, "
+            f"but they are being written to run {run_id!r}"
+        )
+    return validate(table_name, table)
+
+
+def _fill(table: pa.Table, table_name: str, run_id: str) -> pa.Table:
+    now = pa.scalar(_now(), type=schema(table_name).field("created_at").type)
+    n = table.num_rows
+    if "run_id" not in table.column_names:
+        table = table.append_column("run_id", pa.array([run_id] * n, pa.string()))
+    for name in ("created_at", "updated_at"):
+        if schema(table_name).get_field_index(name) >= 0 and name not in table.column_names:
+            table = table.append_column(name, pa.array([now.as_py()] * n, now.type))
+    for field in schema(table_name):  # optional columns left out are null, as with dicts
+        if field.nullable and field.name not in table.column_names:
+            table = table.append_column(field.name, pa.nulls(n, field.type))
+    return table
+
+
+def _from_dicts(rows: list[Mapping], target: pa.Schema, table_name: str, run_id: str) -> pa.Table:
+    known = set(target.names)
+    now = _now()
+    columns: dict[str, list] = {name: [] for name in target.names}
+    for i, row in enumerate(rows):
+        unknown = set(row) - known
+        if unknown:
+            raise SchemaError(f"{table_name}: row {i} has unknown field(s) {sorted(unknown)}")
+        for name in target.names:
+            value = row.get(name)
+            if value is None and name == "run_id":
+                value = run_id
+            elif value is None and name in ("created_at", "updated_at"):
+                value = now
+            columns[name].append(value)
+    arrays = []
+    for field in target:
+        try:
+            arrays.append(pa.array(columns[field.name], type=field.type))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError) as err:
+            raise SchemaError(
+                f"{table_name}.{field.name}: values do not fit type {field.type}: {err}"
+            ) from None
+    return pa.table(arrays, names=target.names)
+
+
+def _kind(t: pa.DataType) -> str:
+    if pa.types.is_integer(t):
+        return "int"
+    if pa.types.is_floating(t):
+        return "float"
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return "string"
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t):
+        return "binary"
+    if pa.types.is_timestamp(t):
+        return "timestamp"
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return "list:" + _kind(t.value_type)
+    return str(t)
+
+
+def _cast_within_kind(table: pa.Table, target: pa.Schema, table_name: str) -> pa.Table:
+    for name in table.column_names:
+        index = target.get_field_index(name)
+        if index < 0:
+            continue  # validate() names unknown columns
+        have, want = table.column(name).type, target.field(index).type
+        if have.equals(want):
+            continue
+        same = _kind(have) == _kind(want) or (_kind(have), _kind(want)) == ("int", "float")
+        if not same:
+            continue  # validate() reports the wrong type with both types named
+        if pa.types.is_timestamp(have) and have.tz is None:
+            raise SchemaError(
+                f"{table_name}.{name} is a timestamp without a time zone; give UTC times"
+            )
+        try:
+            column = table.column(name).cast(want)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
+            raise SchemaError(f"{table_name}.{name}: cannot cast {have} to {want}: {err}") from None
+        table = table.set_column(table.column_names.index(name), name, column)
+    return table
+
+
+class CatalogWriter:
+    """Appends batches of rows to a catalog folder; safe for many workers writing at once
+    (each file has its own uuid name) and for a crash at any point (atomic rename)."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    # -- results -----------------------------------------------------------------------------
+    def write(
+        self, table_name: str, rows: Sequence[Mapping] | pa.Table, run_id: str
+    ) -> Path | None:
+        """Validate `rows` and append them as one new Parquet file; returns its path (None
+        when there are no rows). Give a whole worker batch at once, not one target."""
+        table = to_table(table_name, rows, run_id)
+        if table.num_rows == 0:
+            return None
+        folder = partition_dir(self.root, table_name, run_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        name = f"part-{uuid.uuid4().hex}.parquet"
+        temp = folder / f".{name}.tmp"
+        try:
+            pq.write_table(table, temp, compression="zstd")
+            os.replace(temp, folder / name)
+        finally:
+            temp.unlink(missing_ok=True)
+        return folder / name
+
+    def write_batch(
+        self,
+        run_id: str,
+        explanations: Sequence[Mapping] | pa.Table,
+        verdicts: Sequence[Mapping] | pa.Table = (),
+        images: Sequence[Mapping] | pa.Table = (),
+    ) -> None:
+        """One worker batch: images and verdicts first, explanations last. The explanations
+        file is the batch's commit record (`done_keys` reads it), so a crash in between leaves
+        the batch not done and it is redone on resume rather than left without images."""
+        # Validate all three before writing any, so a bad batch writes nothing.
+        tables = {
+            "images": to_table("images", images, run_id),
+            "verdicts": to_table("verdicts", verdicts, run_id),
+            "explanations": to_table("explanations", explanations, run_id),
+        }
+        for name, table in tables.items():
+            self.write(name, table, run_id)
+
+    def done_keys(self, run_id: str, retry: Iterable[str] = RETRY_STATUSES) -> set[tuple[str, int]]:
+        """(target_id, seed) pairs of `run_id` that resume should skip: those with at least
+        one explanations row whose status is not in `retry` (by default only "error" is
+        retried; pass ("error", "nan") to retry diverged targets too). Reads two columns."""
+        retry = set(retry)
+        done: set[tuple[str, int]] = set()
+        for path in part_files(self.root, "explanations", run_id):
+            table = pq.read_table(path, columns=["target_id", "seed", "status"])
+            for target_id, seed, status in zip(
+                table.column("target_id").to_pylist(),
+                table.column("seed").to_pylist(),
+                table.column("status").to_pylist(),
+                strict=True,
+            ):
+                if status not in retry:
+                    done.add((target_id, int(seed)))
+        return done
+
+    # -- runs ----------------------------------------------------------------------------------
+    def write_run(
+        self,
+        run_id: str,
+        *,
+        versions: Mapping[str, str] | None = None,
+        created_at: datetime | None = None,
+        **fields,
+    ) -> dict:
+        """Record that run `run_id` started (status "running"). `fields` are runs columns:
+        name, spec_yaml, generator, classifier, classifier_sha256, segmenter, num_targets.
+        Versions of the main packages are filled in from installed metadata. Returns the row."""
+        unknown = set(fields) - set(RUN_FIELDS)
+        if unknown:
+            raise SchemaError(f"runs: unknown field(s) {sorted(unknown)}; known: {RUN_FIELDS}")
+        now = _now()
+        row = {
+            "run_id": run_id,
+            "created_at": created_at or now,
+            "updated_at": now,
+            **fields,
+            "dxray_version": _version("dxray"),
+            "versions_json": json.dumps(
+                dict(versions) if versions is not None else _recorded_versions(), sort_keys=True
+            ),
+            "status": "running",
+        }
+        self.write("runs", [row], run_id)
+        return row
+
+    def finish_run(
+        self,
+        run_id: str,
+        status: str = "finished",
+        *,
+        wall_seconds: float | None = None,
+        error: str | None = None,
+    ) -> dict:
+        """Record the end of a run: a new runs row, a copy of its latest one with `status`
+        ("finished" or "failed"), `wall_seconds` and `error`. The views show the latest row."""
+        if status not in ("finished", "failed"):
+            raise ValueError(f"a run finishes as 'finished' or 'failed'; got {status!r}")
+        row = self.latest_run(run_id)
+        if row is None:
+            raise ValueError(f"run {run_id!r} has no start row: call write_run first")
+        now = _now()
+        if wall_seconds is None:
+            wall_seconds = (now - row["created_at"]).total_seconds()
+        row.update(status=status, updated_at=now, wall_seconds=wall_seconds, error=error)
+        self.write("runs", [row], run_id)
+        return row
+
+    def latest_run(self, run_id: str) -> dict | None:
+        """The latest runs row of `run_id`, or None."""
+        rows = [
+            r for p in part_files(self.root, "runs", run_id) for r in pq.read_table(p).to_pylist()
+        ]
+        if not rows:
+            return None
+        return max(rows, key=lambda r: (r["updated_at"], r["status"] != "running"))
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _recorded_versions() -> dict[str, str]:
+    found = {name: _version(name) for name in RECORDED_PACKAGES}
+    return {name: v for name, v in found.items() if v is not None}

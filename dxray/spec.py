@@ -1,0 +1,983 @@
+"""The audit spec: what to audit, with which models, how hard, and where it runs.
+
+An audit is one YAML file; `pipelines/toy.yaml` documents every field. `load_spec` reads it
+into a frozen `AuditSpec` and checks every field on the way. An unknown key, a value of the
+wrong type, a number out of range or a choice that does not exist raises `SpecError`, whose
+message names the file, the field path and what is allowed:
+
+    pipelines/toy.yaml: engine.iteratons: unknown key; allowed: iterations, lr, ...
+    (did you mean 'iterations'?)
+
+Typical use:
+
+    spec = load_spec("pipelines/toy.yaml")
+    spec = with_overrides(spec, **{"engine.iterations": 10, "ray.workers": 2})
+    rows = expand_targets(spec, classifier.class_names, spec.run_id_for(sha256), unit_ranking=rank)
+
+Model sources are checked for form only. Whether a directory or hub id exists is for the
+loaders to find out when the audit starts, so a spec written for a GPU cluster validates on a
+laptop. Model paths are passed on as written (relative to the directory dxray runs from); the
+unit CSV is relative to the spec file, because it belongs with the spec.
+
+torch is imported only when an engine object is asked for (`EngineSpec.to_explain_config`,
+`JudgeSpec.thresholds`, `expand_targets`), so loading and checking a spec stays instant.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import dataclasses
+import difflib
+import hashlib
+import json
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from math import isfinite
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, get_args
+
+import yaml
+
+if TYPE_CHECKING:
+    from dxray.explain.objective import Objective
+    from dxray.explain.optimize import ExplainConfig
+    from dxray.judge.verdict import Thresholds
+
+# The engine's choices, written out here so that checking a spec needs no torch.
+# tests/test_spec.py keeps them equal to the engine's own.
+DType = Literal["float32", "bfloat16", "float16"]
+ObjectiveKind = Literal["logit", "ce"]
+SamplerKind = Literal["auto", "lcm", "ddim"]
+GradMode = Literal["full", "detached", "last"]
+InitKind = Literal["random", "words"]
+DecoderKind = Literal["vae", "tiny"]
+LCM_MAX_STEPS = 50  # LCM's timestep grid is its teacher's 50-step schedule
+# The keys of a classifier dict source (`load_classifier`'s SPEC_KEYS).
+CLASSIFIER_SOURCE_KEYS = (
+    "source", "factory", "factory_kwargs", "input_size", "mean", "std", "class_names",
+)  # fmt: skip
+# Columns a unit CSV must have (Salient ImageNet labels: one row per annotated class/neuron).
+CSV_COLUMNS = ("class_index", "feature_index")
+
+# A name that can go into a path and a Hive partition ("run_id=<id>/"): no "/", no "=".
+_SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_SLUG_RULE = "letters, digits, '.', '_' and '-', starting with a letter or digit"
+
+UnitRanking = Callable[[int, int], list[tuple[str, int]]]
+
+
+class SpecError(ValueError):
+    """An audit spec that cannot be used; the message names the file, the field and the fix."""
+
+
+# ---------------------------------------------------------------------------------------------
+# The typed spec
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model to load. `source` goes to its loader unchanged: a directory or a hub id, and for
+    a classifier any form `load_classifier` takes, dicts with a factory included."""
+
+    source: str | dict[str, Any]
+    dtype: DType = "float32"  # the CPU default; bfloat16 halves a GPU's memory and time
+    tiny_decoder: str | None = None  # generator only: a TAESD-like decoder used while optimising
+
+    def torch_dtype(self):
+        """`dtype` as a torch.dtype."""
+        import torch
+
+        return getattr(torch, self.dtype)
+
+
+@dataclass(frozen=True)
+class UnitTargets:
+    """Hidden units to explain, beside the classes.
+
+    A unit CSV (Salient ImageNet's labels) has a header line and one row per unit:
+
+        class_index,feature_index
+        0,17
+        0,412
+
+    `feature_index` is a channel of `layer`; `class_index` the class it was annotated for.
+    Other columns (a core/spurious label, say) are ignored here.
+    """
+
+    top_k: int = 0  # per audited class, ranked by head weight x mean activation; 0: none
+    # The layer that top_k and csv channels live on (e.g. "avgpool" for a torchvision ResNet-50).
+    # None: the ranking picks (the input of the classifier's last linear layer); a csv needs it.
+    layer: str | None = None
+    units: tuple[str, ...] = ()  # "layer.path:channel", explained for no class in particular
+    csv: str | None = None  # relative to the spec file
+
+
+@dataclass(frozen=True)
+class Targets:
+    """What to explain: classes and units, each once per seed."""
+
+    classes: Literal["all"] | tuple[int | str, ...] = "all"  # indices and/or names
+    # The class log-probability: unlike the logit, it also pushes the other classes down, so
+    # the image shows what sets the class apart rather than what makes any class confident.
+    objective: ObjectiveKind = "ce"
+    units: UnitTargets = field(default_factory=UnitTargets)
+    seeds: tuple[int, ...] = (0,)  # noise seeds; each one a full explanation of every target
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """`dxray.explain.sampler.SamplerConfig` as a spec writes it (`engine.sampler`)."""
+
+    kind: SamplerKind = "auto"  # "lcm" for an LCMScheduler, else "ddim"
+    steps: int = 4
+    # None: 8.0 for LCM-distilled UNets, 1.0 (no classifier-free guidance) otherwise.
+    guidance_scale: float | None = None
+    grad_mode: GradMode = "full"
+    checkpoint: bool = False  # recompute UNet activations in backward: less memory, ~1.5x time
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """The explain engine's settings (`ExplainConfig`), plus how many targets share a batch.
+
+    Defaults are the engine's; see docs/ENGINE.md for what each one does.
+    """
+
+    iterations: int = 200
+    lr: float = 0.1
+    n_vectors: int = 4
+    template: str = "a photo of {}"
+    init: InitKind = "random"
+    init_words: tuple[str, ...] = ("object",)  # used when init is "words"
+    hard_prompt: bool = False
+    norm_weight: float = 0.0
+    sampler: SamplerSpec = field(default_factory=SamplerSpec)
+    decoder: DecoderKind = "tiny"  # while optimising; the final image always uses the full VAE
+    decoder_checkpoint: bool = False
+    decode_micro_batch: int | None = None
+    stop_prob: float | None = 0.9  # None: always run every iteration
+    stop_patience: int = 3
+    # Targets optimised together in one batch on one worker. Rows are independent, so this
+    # changes speed and memory, not results (up to rounding).
+    batch_size: int = 8
+
+    def to_explain_config(self) -> ExplainConfig:
+        """The engine's config for these settings."""
+        from dxray.explain.optimize import ExplainConfig
+        from dxray.explain.sampler import SamplerConfig
+
+        return ExplainConfig(
+            iterations=self.iterations,
+            lr=self.lr,
+            n_vectors=self.n_vectors,
+            template=self.template,
+            init=self.init,
+            init_words=self.init_words,
+            hard_prompt=self.hard_prompt,
+            norm_weight=self.norm_weight,
+            sampler=SamplerConfig(**dataclasses.asdict(self.sampler)),
+            decoder=self.decoder,
+            decoder_checkpoint=self.decoder_checkpoint,
+            decode_micro_batch=self.decode_micro_batch,
+            stop_prob=self.stop_prob,
+            stop_patience=self.stop_patience,
+        )
+
+
+@dataclass(frozen=True)
+class JudgeSpec:
+    """How explanation images are judged: the object query, the verdict cut-offs, the probes."""
+
+    object_template: str = "a {}"  # the segmenter's query for a class's object: "a tench"
+    core: float = 0.5  # presence at or above: the object is there
+    spurious: float = 0.2  # presence at or below: the object is not there
+    probes: tuple[str, ...] = ()  # attribute queries scored on every image ("a watermark")
+    class_queries: dict[str, str] = field(default_factory=dict)  # class name -> its own query
+
+    def thresholds(self) -> Thresholds:
+        """The verdict cut-offs."""
+        from dxray.judge.verdict import Thresholds
+
+        return Thresholds(core=self.core, spurious=self.spurious)
+
+    def object_query(self, class_name: str) -> str:
+        """The segmenter's query for `class_name`: its override, else the template's."""
+        if class_name in self.class_queries:
+            return self.class_queries[class_name]
+        from dxray.judge.verdict import object_query
+
+        return object_query(class_name, self.object_template)
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """Where results land."""
+
+    # Relative to the directory dxray runs from, not to the spec. None: "catalogs/<name>".
+    catalog: str | None = None
+    # None: derived from the name, the classifier's weights and the spec (`run_id_for`), so
+    # running the same spec again resumes the same run.
+    run_id: str | None = None
+
+
+@dataclass(frozen=True)
+class RaySpec:
+    """Where the audit runs."""
+
+    # None: start Ray inside the process (a laptop); "auto": join the cluster (ray job submit).
+    address: str | None = None
+    workers: int = 1
+    num_gpus_per_worker: float = 0.0
+    # Also the worker's torch threads: two threads on one busy core thrash.
+    num_cpus_per_worker: int = 1
+    max_retries: int = 2  # a batch whose worker dies is retried this often, then marked "error"
+
+
+@dataclass(frozen=True)
+class AuditSpec:
+    """A validated audit. Build it with `load_spec` or `AuditSpec.from_dict`."""
+
+    name: str
+    generator: ModelRef
+    classifier: ModelRef
+    segmenter: ModelRef
+    targets: Targets = field(default_factory=Targets)
+    engine: EngineSpec = field(default_factory=EngineSpec)
+    judge: JudgeSpec = field(default_factory=JudgeSpec)
+    output: OutputSpec = field(default_factory=OutputSpec)
+    ray: RaySpec = field(default_factory=RaySpec)
+    source_path: Path | None = field(default=None, compare=False)
+
+    def __post_init__(self):
+        if self.output.catalog is None:
+            output = dataclasses.replace(self.output, catalog=f"catalogs/{self.name}")
+            object.__setattr__(self, "output", output)
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "<dict>") -> AuditSpec:
+        """Validate parsed YAML; errors name `source` and the field path."""
+        return _parse_spec(data, source)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field as plain data, defaults filled in; `from_dict(s.to_dict()) == s`."""
+        models = {
+            role: _model_to_dict(getattr(self, role), role)
+            for role in ("generator", "classifier", "segmenter")
+        }
+        return {"name": self.name, **models} | {
+            section: _plain(dataclasses.asdict(getattr(self, section)))
+            for section in ("targets", "engine", "judge", "output", "ray")
+        }
+
+    def to_yaml(self) -> str:
+        """The normalised spec as YAML: every field, defaults filled in."""
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+
+    def spec_hash(self) -> str:
+        """sha256 of the normalised content, blind to key order and to how a field is spelt
+        (a model as a string or as {source: ...}). Where and how wide the audit runs (`ray`,
+        `output`, `engine.batch_size`) is left out: it does not change the results, so a
+        spec moved to a bigger cluster, or to smaller batches after running out of memory,
+        keeps its run id."""
+        content = self.to_dict()
+        for section in ("ray", "output"):
+            del content[section]
+        del content["engine"]["batch_size"]
+        text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def run_id_for(self, classifier_sha256: str) -> str:
+        """`output.run_id` if set, else `<name>-<weights sha256[:8]>-<spec hash[:8]>`: the same
+        spec on the same classifier weights resumes the same run."""
+        if self.output.run_id is not None:
+            return self.output.run_id
+        if not re.fullmatch(r"[0-9a-fA-F]{8,}", str(classifier_sha256)):
+            raise ValueError(f"classifier_sha256 must be a hex digest, got {classifier_sha256!r}")
+        return f"{self.name}-{classifier_sha256[:8].lower()}-{self.spec_hash()[:8]}"
+
+
+def load_spec(path: str | Path) -> AuditSpec:
+    """Read and validate an audit spec YAML file."""
+    path = Path(path)
+    try:
+        data = yaml.load(path.read_text(), Loader=_StrictLoader)
+    except OSError as err:
+        raise SpecError(f"{path}: cannot read the audit spec ({err.strerror})") from err
+    except yaml.YAMLError as err:
+        raise SpecError(f"{path}: not valid YAML: {err}") from err
+    spec = _parse_spec(data, str(path))
+    return dataclasses.replace(spec, source_path=path.resolve())
+
+
+def with_overrides(spec: AuditSpec, **dotted: Any) -> AuditSpec:
+    """A copy of `spec` with fields replaced by dotted path, validated like a file:
+    `with_overrides(spec, **{"engine.iterations": 10, "ray.workers": 2})`."""
+    label = f"{spec.source_path or '<dict>'} (with overrides)"
+    data = spec.to_dict()
+    for key, value in dotted.items():
+        parts = key.split(".")
+        if not all(parts):
+            raise SpecError(f"{label}: {key!r} is not a field path; write e.g. 'engine.iterations'")
+        node = data
+        for depth, part in enumerate(parts[:-1]):
+            if node.get(part) is None:
+                node[part] = {}  # a new section: validation rejects it if it is not a field
+            elif not isinstance(node[part], dict):
+                where = ".".join(parts[: depth + 1])
+                raise SpecError(f"{label}: {where}: holds a value, not a section; cannot set {key}")
+            node = node[part]
+        node[parts[-1]] = value
+    return dataclasses.replace(_parse_spec(data, label), source_path=spec.source_path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Targets: the rows a run computes (docs/PLATFORM.md)
+# ---------------------------------------------------------------------------------------------
+
+
+def expand_targets(
+    spec: AuditSpec,
+    class_names: list[str],
+    run_id: str,
+    *,
+    unit_ranking: UnitRanking | None = None,
+) -> list[dict[str, Any]]:
+    """The target rows of a run: one per (target, seed), in a fixed order, no duplicates.
+
+    Order: the classes (as listed, or by index for "all"), the listed units, each class's
+    ranked units (`unit_ranking(class_index, top_k)` -> [(layer, channel), ...], best first),
+    then the CSV's units of audited classes (in file order); every target with every seed, the
+    seeds innermost. A unit reached twice for the same class is kept once.
+    """
+    # 1. Check inputs
+    if not class_names:
+        raise ValueError("class_names is empty: the classifier's class names are needed")
+    if not isinstance(run_id, str) or not _SLUG.match(run_id):
+        raise ValueError(f"run_id must be {_SLUG_RULE}; got {run_id!r}")
+    source = str(spec.source_path) if spec.source_path is not None else "<dict>"
+    units = spec.targets.units
+    if units.top_k and unit_ranking is None:
+        raise ValueError(
+            f"targets.units.top_k is {units.top_k}: pass unit_ranking(class_index, k), the "
+            "function that ranks the classifier's units for a class"
+        )
+
+    # 2. The audited classes, by index or name; the judge's per-class queries name real classes
+    classes = _resolve_classes(spec.targets.classes, class_names, source)
+    for name in spec.judge.class_queries:
+        if name not in class_names:
+            raise SpecError(
+                f"{source}: judge.class_queries.{name}: no class of the classifier is named "
+                f"{name!r}" + _suggest(name, class_names, n=5)
+            )
+
+    # 3. Targets, duplicates dropped (a unit ranked and in the CSV for one class is one target)
+    targets: dict[str, dict[str, Any]] = {}
+
+    def add(kind: str, class_index: int | None, layer: str | None, channel: int | None) -> None:
+        if kind == "class":
+            target_id = f"class:{class_index}"
+        else:
+            target_id = f"unit:{layer}:{channel}:{'-' if class_index is None else class_index}"
+        targets.setdefault(
+            target_id,
+            {
+                "target_id": target_id,
+                "kind": kind,
+                "class_index": class_index,
+                "class_name": None if class_index is None else class_names[class_index],
+                "layer": layer,
+                "channel": channel,
+            },
+        )
+
+    for c in classes:
+        add("class", c, None, None)
+    for unit in units.units:
+        layer, channel = _split_unit(unit)
+        add("unit", None, layer, channel)
+    if units.top_k:
+        for c in classes:
+            for layer, channel in _ranked(unit_ranking, c, units.top_k):
+                add("unit", c, layer, channel)
+    if units.csv is not None:
+        audited = set(classes)
+        for c, channel in _read_unit_csv(spec, class_names, source):
+            if c in audited:
+                add("unit", c, units.layer, channel)
+
+    # 4. Every target with every seed
+    rows = []
+    for target in targets.values():
+        objective = repr(objective_for(spec, target))
+        for seed in spec.targets.seeds:
+            rows.append({"run_id": run_id, **target, "objective": objective, "seed": seed})
+    return rows
+
+
+def objective_for(spec: AuditSpec, row: Mapping[str, Any]) -> Objective:
+    """The engine objective of a target row: the class objective the spec asks for, or the
+    unit's mean activation."""
+    from dxray.explain.objective import ClassCE, ClassLogit, Unit
+
+    if row["kind"] == "unit":
+        return Unit(row["layer"], int(row["channel"]))
+    make = ClassCE if spec.targets.objective == "ce" else ClassLogit
+    return make(int(row["class_index"]))
+
+
+def _resolve_classes(classes, class_names: list[str], source: str) -> list[int]:
+    n = len(class_names)
+    if classes == "all":
+        return list(range(n))
+    resolved: dict[int, int] = {}  # class index -> position in the list
+    for i, key in enumerate(classes):
+        path = f"targets.classes[{i}]"
+        # As the classifier reads it: a name first; "3" is an index unless a class is so named.
+        if isinstance(key, str) and key in class_names:
+            index = class_names.index(key)
+        elif isinstance(key, str) and not _is_index(key.strip()):
+            by_lower = {name.lower(): name for name in class_names}
+            close = difflib.get_close_matches(key.lower(), list(by_lower), n=5, cutoff=0.6)
+            hint = f"; did you mean {', '.join(repr(by_lower[c]) for c in close)}?" if close else ""
+            raise SpecError(
+                f"{source}: {path}: the classifier has no class named {key!r}{hint} "
+                f"Give a class name or an index in 0..{n - 1}."
+            )
+        else:
+            index = int(key)
+            if not 0 <= index < n:
+                raise SpecError(
+                    f"{source}: {path}: class index {index} out of range: the classifier has "
+                    f"{n} classes (0..{n - 1})"
+                )
+        if index in resolved:
+            raise SpecError(
+                f"{source}: {path}: {key!r} is class {index} ({class_names[index]!r}), already "
+                f"listed as targets.classes[{resolved[index]}]"
+            )
+        resolved[index] = i
+    return list(resolved)
+
+
+def _is_index(text: str) -> bool:
+    return text.isascii() and text.isdigit()
+
+
+def _ranked(unit_ranking: UnitRanking, class_index: int, k: int) -> list[tuple[str, int]]:
+    ranked = list(unit_ranking(class_index, k))
+    if len(ranked) > k:
+        raise ValueError(
+            f"unit_ranking({class_index}, {k}) returned {len(ranked)} units, not <= {k}"
+        )
+    for item in ranked:
+        ok = (
+            isinstance(item, tuple | list)
+            and len(item) == 2
+            and isinstance(item[0], str)
+            and item[0]
+            and isinstance(item[1], int)
+            and not isinstance(item[1], bool)
+            and item[1] >= 0
+        )
+        if not ok:
+            raise ValueError(
+                f"unit_ranking({class_index}, {k}) must return (layer, channel) pairs, got {item!r}"
+            )
+    return [(layer, channel) for layer, channel in ranked]
+
+
+def _read_unit_csv(spec: AuditSpec, class_names: list[str], source: str) -> list[tuple[int, int]]:
+    """(class_index, feature_index) pairs of the unit CSV, in file order."""
+    path = Path(spec.targets.units.csv).expanduser()
+    if not path.is_absolute() and spec.source_path is not None:
+        path = spec.source_path.parent / path
+    where = f"{source}: targets.units.csv"
+    try:
+        with path.open(newline="") as file:
+            reader = csv.reader(file)
+            header = [column.strip() for column in next(reader, [])]
+            missing = [column for column in CSV_COLUMNS if column not in header]
+            if missing:
+                hints = "".join(_suggest(column, header) for column in missing)
+                raise SpecError(
+                    f"{where}: '{path}' needs a header line with columns "
+                    f"{','.join(CSV_COLUMNS)}; found {header or 'no header'}{hints}"
+                )
+            at = {column: header.index(column) for column in CSV_COLUMNS}
+            pairs = []
+            for line, record in enumerate(reader, start=2):
+                if not any(cell.strip() for cell in record):
+                    continue
+                values = {}
+                for column, position in at.items():
+                    cell = record[position].strip() if position < len(record) else ""
+                    if not _is_index(cell):
+                        raise SpecError(
+                            f"{where}: '{path}' line {line}: {column} must be an integer >= 0, "
+                            f"got {cell!r}"
+                        )
+                    values[column] = int(cell)
+                if values["class_index"] >= len(class_names):
+                    raise SpecError(
+                        f"{where}: '{path}' line {line}: class_index {values['class_index']} out "
+                        f"of range: the classifier has {len(class_names)} classes. Is the CSV "
+                        "for another classifier?"
+                    )
+                pairs.append((values["class_index"], values["feature_index"]))
+    except OSError as err:
+        raise SpecError(f"{where}: cannot read '{path}' ({err.strerror})") from err
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise SpecError(f"{where}: '{path}' is not a readable CSV: {err}") from err
+    return pairs
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation: each check knows the file and the field path, so every error can name both.
+# ---------------------------------------------------------------------------------------------
+
+_REQUIRED = {
+    "name": f"a short id for the audit ({_SLUG_RULE}); it names the run and the catalog",
+    "generator": "the diffusion model that renders explanations: a directory or a hub id",
+    "classifier": "the classifier to audit: a directory, a hub id or a loader spec",
+    "segmenter": "the text-prompted segmenter (CLIPSeg) that judges images",
+}
+_SOURCE_WHY = {
+    "generator": "a diffusers directory or hub id",
+    "classifier": "a directory, a hub id, 'torchvision:<name>', or a loader mapping",
+    "segmenter": "a directory or hub id",
+}
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """Safe YAML that rejects a key written twice in one mapping (YAML would keep the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _suggest(word: Any, allowed: Sequence[Any], n: int = 1) -> str:
+    close = difflib.get_close_matches(str(word), [str(a) for a in allowed], n=n, cutoff=0.6)
+    return f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
+
+
+def _kind(value: Any) -> str:
+    return "nothing (null)" if value is None else f"{type(value).__name__} {value!r}"
+
+
+_NONE: Mapping[str, str] = {}
+
+
+class _Section:
+    """One mapping of the spec, read key by key against the fields of a dataclass."""
+
+    def __init__(
+        self, data: Any, path: str, source: str, cls: type, required: Mapping[str, str] = _NONE
+    ):
+        self.path, self.source = path, source
+        self.allowed = [f.name for f in fields(cls) if f.name != "source_path"]
+        if data is None:
+            data = {}  # "engine:" with nothing under it: every default
+        if not isinstance(data, Mapping):
+            raise self.error(
+                "", f"expected a mapping with keys {', '.join(self.allowed)}; got {_kind(data)}"
+            )
+        for key in data:
+            if key not in self.allowed:
+                raise self.error(
+                    str(key),
+                    f"unknown key; allowed: {', '.join(self.allowed)}"
+                    + _suggest(key, self.allowed),
+                )
+        for key in required:
+            if key not in data:
+                raise self.error(key, f"missing (required): {required[key]}")
+        self.data = data
+
+    def at(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def error(self, key: str, problem: str) -> SpecError:
+        path = self.at(key) if key else self.path
+        return SpecError(
+            f"{self.source}: {path}: {problem}" if path else f"{self.source}: {problem}"
+        )
+
+    def value(self, key: str, default: Any) -> Any:
+        return self.data.get(key, default)
+
+    def integer(
+        self, key: str, default: int | None, *, lo: int, nullable: bool = False
+    ) -> int | None:
+        value = self.value(key, default)
+        if value is None and nullable:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            also = " or null" if nullable else ""
+            raise self.error(key, f"expected an integer >= {lo}{also}, got {_kind(value)}")
+        if value < lo:
+            raise self.error(key, f"must be >= {lo}, got {value}")
+        return value
+
+    def number(
+        self,
+        key: str,
+        default: float | None,
+        *,
+        lo: float,
+        hi: float | None = None,
+        open_lo: bool = False,
+        nullable: bool = False,
+    ) -> float | None:
+        value = self.value(key, default)
+        if value is None and nullable:
+            return None
+        bounds = (f"> {lo:g}" if open_lo else f">= {lo:g}") + (
+            f" and <= {hi:g}" if hi is not None else ""
+        )
+        allowed = f"a number {bounds}" + (" or null" if nullable else "")
+        if isinstance(value, str) and _is_finite_number(value):
+            # YAML 1.1 reads 1e-3 (no dot) as text; 1.0e-3 or 0.001 is a number.
+            raise self.error(
+                key, f"expected {allowed}, got the text {value!r}; write it as {float(value)!r}"
+            )
+        if isinstance(value, bool) or not isinstance(value, int | float) or not isfinite(value):
+            raise self.error(key, f"expected {allowed}, got {_kind(value)}")
+        if (value <= lo if open_lo else value < lo) or (hi is not None and value > hi):
+            raise self.error(key, f"must be {bounds}, got {value}")
+        return float(value)
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self.value(key, default)
+        if not isinstance(value, bool):
+            raise self.error(key, f"expected true or false, got {_kind(value)}")
+        return value
+
+    def choice(self, key: str, default: str, choices: Sequence[str]) -> str:
+        value = self.value(key, default)
+        if not isinstance(value, str) or value not in choices:
+            raise self.error(
+                key,
+                f"{value!r} is not one of {', '.join(choices)}" + _suggest(value, choices),
+            )
+        return value
+
+    def text(
+        self, key: str, default: str | None, *, nullable: bool = False, slug: bool = False
+    ) -> str | None:
+        value = self.value(key, default)
+        if value is None and nullable:
+            return None
+        if not isinstance(value, str) or not value.strip():
+            also = " or null" if nullable else ""
+            raise self.error(key, f"expected a non-empty string{also}, got {_kind(value)}")
+        if slug and not _SLUG.match(value):
+            raise self.error(key, f"{value!r} is not a valid id: use {_SLUG_RULE}")
+        return value
+
+    def sequence(self, key: str, default: Sequence[Any], what: str) -> list:
+        value = self.value(key, default)
+        if not isinstance(value, list | tuple):
+            raise self.error(key, f"expected a list of {what}, got {_kind(value)}")
+        return list(value)
+
+    def texts(self, key: str, default: Sequence[str], what: str, item: str) -> tuple[str, ...]:
+        """A list of distinct non-empty strings: `what` names the list, `item` one entry."""
+        items = self.sequence(key, default, what)
+        seen: dict[str, int] = {}
+        for i, entry in enumerate(items):
+            if not isinstance(entry, str) or not entry.strip():
+                raise self.error(
+                    f"{key}[{i}]", f"expected {item} (a non-empty string), got {_kind(entry)}"
+                )
+            if entry in seen:
+                raise self.error(
+                    f"{key}[{i}]", f"{entry!r} is listed twice (also at [{seen[entry]}])"
+                )
+            seen[entry] = i
+        return tuple(items)
+
+    def section(self, key: str, cls: type) -> _Section:
+        return _Section(self.data.get(key), self.at(key), self.source, cls)
+
+
+def _is_finite_number(text: str) -> bool:
+    try:
+        return isfinite(float(text))
+    except ValueError:
+        return False
+
+
+def _parse_spec(data: Any, source: str) -> AuditSpec:
+    top = _Section(data, "", source, AuditSpec, required=_REQUIRED)
+    name = top.text("name", None, slug=True)
+    generator = _parse_model(top, "generator")
+    classifier = _parse_model(top, "classifier")
+    segmenter = _parse_model(top, "segmenter")
+    return AuditSpec(
+        name=name,
+        generator=generator,
+        classifier=classifier,
+        segmenter=segmenter,
+        targets=_parse_targets(top.section("targets", Targets)),
+        engine=_parse_engine(top.section("engine", EngineSpec)),
+        judge=_parse_judge(top.section("judge", JudgeSpec)),
+        output=_parse_output(top.section("output", OutputSpec), name),
+        ray=_parse_ray(top.section("ray", RaySpec)),
+    )
+
+
+def _parse_model(top: _Section, role: str) -> ModelRef:
+    value = top.data[role]
+    if isinstance(value, str):
+        value = {"source": value}  # shorthand: a model is often just its source
+    if not isinstance(value, Mapping):
+        raise top.error(
+            role,
+            "expected a directory or hub id, or a mapping with keys source, dtype"
+            + (", tiny_decoder" if role == "generator" else "")
+            + f"; got {_kind(value)}",
+        )
+    loader_keys = [key for key in value if key in CLASSIFIER_SOURCE_KEYS and key != "source"]
+    if role == "classifier" and loader_keys:
+        raise top.error(
+            f"{role}.{loader_keys[0]}",
+            "loader options go inside the source: classifier: {source: {source: "
+            "w.safetensors, factory: pkg.module:build, ...}, dtype: ...}",
+        )
+    sec = _Section(value, role, top.source, ModelRef, required={"source": _SOURCE_WHY[role]})
+    source = sec.data["source"]
+    if role == "classifier" and isinstance(source, Mapping):
+        source = _parse_classifier_source(source, sec.at("source"), sec.source)
+    elif not isinstance(source, str) or not source.strip():
+        more = ", or a mapping for load_classifier" if role == "classifier" else ""
+        raise sec.error("source", f"expected a directory or hub id{more}; got {_kind(source)}")
+    tiny_decoder = sec.text("tiny_decoder", None, nullable=True)
+    if tiny_decoder is not None and role != "generator":
+        raise sec.error("tiny_decoder", "only the generator has a tiny decoder")
+    return ModelRef(
+        source=source,
+        dtype=sec.choice("dtype", "float32", get_args(DType)),
+        tiny_decoder=tiny_decoder,
+    )
+
+
+def _parse_classifier_source(source: Mapping, path: str, file: str) -> dict[str, Any]:
+    for key in source:
+        if key not in CLASSIFIER_SOURCE_KEYS:
+            raise SpecError(
+                f"{file}: {path}.{key}: unknown loader key; allowed: "
+                f"{', '.join(CLASSIFIER_SOURCE_KEYS)}" + _suggest(key, CLASSIFIER_SOURCE_KEYS)
+            )
+    inner = source.get("source")
+    if not isinstance(inner, str) or not inner.strip():
+        raise SpecError(
+            f"{file}: {path}.source: expected the weights file, directory or hub id, got "
+            f"{_kind(inner)}"
+        )
+    return copy.deepcopy(dict(source))
+
+
+def _parse_targets(sec: _Section) -> Targets:
+    classes = _parse_classes(sec)
+    units = _parse_units(sec.section("units", UnitTargets))
+    seeds = sec.sequence("seeds", [0], "integer seeds")
+    if not seeds:
+        raise sec.error("seeds", "needs at least one seed")
+    seen: dict[int, int] = {}
+    for i, seed in enumerate(seeds):
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+            raise sec.error(f"seeds[{i}]", f"expected an integer in 0..2**63-1, got {_kind(seed)}")
+        if seed in seen:
+            raise sec.error(f"seeds[{i}]", f"seed {seed} is listed twice (also at [{seen[seed]}])")
+        seen[seed] = i
+    if classes == () and (units.top_k or units.csv is not None):
+        key = "units.top_k" if units.top_k else "units.csv"
+        raise sec.error(key, "units are ranked per audited class, but targets.classes is empty")
+    if classes == () and not units.units:
+        raise sec.error("classes", "nothing to audit: no classes and no units listed")
+    return Targets(
+        classes=classes,
+        objective=sec.choice("objective", "ce", get_args(ObjectiveKind)),
+        units=units,
+        seeds=tuple(seeds),
+    )
+
+
+def _parse_classes(sec: _Section) -> Literal["all"] | tuple[int | str, ...]:
+    value = sec.value("classes", "all")
+    if value == "all":
+        return "all"
+    if isinstance(value, str):
+        raise sec.error(
+            "classes",
+            f"expected 'all' or a list of class indices and names (one class: [{value}]), "
+            f"got {value!r}" + _suggest(value, ["all"]),
+        )
+    items = sec.sequence("classes", [], "class indices and names")
+    seen: dict[int | str, int] = {}
+    for i, item in enumerate(items):
+        is_index = isinstance(item, int) and not isinstance(item, bool) and item >= 0
+        if not (is_index or (isinstance(item, str) and item.strip())):
+            raise sec.error(
+                f"classes[{i}]", f"expected a class index >= 0 or a class name, got {_kind(item)}"
+            )
+        if item in seen:
+            raise sec.error(f"classes[{i}]", f"{item!r} is listed twice (also at [{seen[item]}])")
+        seen[item] = i
+    return tuple(items)
+
+
+def _parse_units(sec: _Section) -> UnitTargets:
+    top_k = sec.integer("top_k", 0, lo=0)
+    layer = sec.text("layer", None, nullable=True)
+    units = sec.texts("units", (), "units", "a unit 'layer.path:channel'")
+    for i, unit in enumerate(units):
+        try:
+            _split_unit(unit)
+        except ValueError as err:
+            raise sec.error(f"units[{i}]", str(err)) from None
+    csv_path = sec.text("csv", None, nullable=True)
+    if csv_path is not None and layer is None:
+        raise sec.error(
+            "layer",
+            "required with targets.units.csv: the CSV gives channels, the layer says "
+            "where they live (e.g. avgpool for a torchvision ResNet-50)",
+        )
+    return UnitTargets(top_k=top_k, layer=layer, units=units, csv=csv_path)
+
+
+def _split_unit(unit: str) -> tuple[str, int]:
+    """ "layer4.2:17" -> ("layer4.2", 17), the syntax of `dxray.models.classifier.parse_unit`."""
+    layer, sep, channel = unit.strip().rpartition(":")
+    if not sep or not layer or not channel.isdigit():
+        raise ValueError(
+            f"bad unit {unit!r}: expected 'layer.path:channel' with a channel index >= 0, "
+            "e.g. 'layer4.2:17'"
+        )
+    return layer, int(channel)
+
+
+def _parse_engine(sec: _Section) -> EngineSpec:
+    template = sec.text("template", EngineSpec.template)
+    if template.count("{}") != 1:
+        raise sec.error(
+            "template",
+            f"{template!r} must contain '{{}}' exactly once: the learned vectors go there",
+        )
+    init_words = sec.texts("init_words", EngineSpec.init_words, "words", "a word")
+    if not init_words:
+        raise sec.error("init_words", "needs at least one word")
+    return EngineSpec(
+        iterations=sec.integer("iterations", EngineSpec.iterations, lo=1),
+        lr=sec.number("lr", EngineSpec.lr, lo=0.0, open_lo=True),
+        n_vectors=sec.integer("n_vectors", EngineSpec.n_vectors, lo=1),
+        template=template,
+        init=sec.choice("init", EngineSpec.init, get_args(InitKind)),
+        init_words=init_words,
+        hard_prompt=sec.boolean("hard_prompt", EngineSpec.hard_prompt),
+        norm_weight=sec.number("norm_weight", EngineSpec.norm_weight, lo=0.0),
+        sampler=_parse_sampler(sec.section("sampler", SamplerSpec)),
+        decoder=sec.choice("decoder", EngineSpec.decoder, get_args(DecoderKind)),
+        decoder_checkpoint=sec.boolean("decoder_checkpoint", EngineSpec.decoder_checkpoint),
+        decode_micro_batch=sec.integer("decode_micro_batch", None, lo=1, nullable=True),
+        stop_prob=sec.number(
+            "stop_prob", EngineSpec.stop_prob, lo=0.0, hi=1.0, open_lo=True, nullable=True
+        ),
+        stop_patience=sec.integer("stop_patience", EngineSpec.stop_patience, lo=1),
+        batch_size=sec.integer("batch_size", EngineSpec.batch_size, lo=1),
+    )
+
+
+def _parse_sampler(sec: _Section) -> SamplerSpec:
+    kind = sec.choice("kind", SamplerSpec.kind, get_args(SamplerKind))
+    steps = sec.integer("steps", SamplerSpec.steps, lo=1)
+    if kind == "lcm" and steps > LCM_MAX_STEPS:
+        raise sec.error("steps", f"LCM sampling takes at most {LCM_MAX_STEPS} steps, got {steps}")
+    return SamplerSpec(
+        kind=kind,
+        steps=steps,
+        # 1 is no guidance; below 1 the guided and unguided predictions swap roles.
+        guidance_scale=sec.number("guidance_scale", None, lo=1.0, nullable=True),
+        grad_mode=sec.choice("grad_mode", SamplerSpec.grad_mode, get_args(GradMode)),
+        checkpoint=sec.boolean("checkpoint", SamplerSpec.checkpoint),
+    )
+
+
+def _parse_judge(sec: _Section) -> JudgeSpec:
+    template = sec.text("object_template", JudgeSpec.object_template)
+    if "{}" not in template:
+        raise sec.error(
+            "object_template", f"{template!r} must contain '{{}}' where the class name goes"
+        )
+    core = sec.number("core", JudgeSpec.core, lo=0.0, hi=1.0)
+    spurious = sec.number("spurious", JudgeSpec.spurious, lo=0.0, hi=1.0)
+    if not spurious < core:
+        raise sec.error(
+            "spurious",
+            f"must be below judge.core ({core:g}), got {spurious:g}: presence at or below "
+            "spurious means the object is absent, at or above core that it is there",
+        )
+    queries = sec.value("class_queries", {})
+    if not isinstance(queries, Mapping):
+        raise sec.error(
+            "class_queries", f"expected a mapping class name -> query, got {_kind(queries)}"
+        )
+    for name, query in queries.items():
+        if not isinstance(name, str):
+            raise sec.error(f"class_queries.{name}", "class names are strings: quote the key")
+        if not isinstance(query, str) or not query.strip():
+            raise sec.error(
+                f"class_queries.{name}", f"expected a non-empty query, got {_kind(query)}"
+            )
+    return JudgeSpec(
+        object_template=template,
+        core=core,
+        spurious=spurious,
+        probes=sec.texts("probes", (), "queries", "a query"),
+        class_queries=dict(queries),
+    )
+
+
+def _parse_output(sec: _Section, name: str) -> OutputSpec:
+    return OutputSpec(
+        catalog=sec.text("catalog", f"catalogs/{name}"),
+        run_id=sec.text("run_id", None, nullable=True, slug=True),
+    )
+
+
+def _parse_ray(sec: _Section) -> RaySpec:
+    return RaySpec(
+        address=sec.text("address", None, nullable=True),
+        workers=sec.integer("workers", RaySpec.workers, lo=1),
+        num_gpus_per_worker=sec.number("num_gpus_per_worker", RaySpec.num_gpus_per_worker, lo=0.0),
+        num_cpus_per_worker=sec.integer("num_cpus_per_worker", RaySpec.num_cpus_per_worker, lo=1),
+        max_retries=sec.integer("max_retries", RaySpec.max_retries, lo=0),
+    )
+
+
+def _model_to_dict(ref: ModelRef, role: str) -> dict[str, Any]:
+    out = {"source": copy.deepcopy(ref.source), "dtype": ref.dtype}
+    if role == "generator":
+        out["tiny_decoder"] = ref.tiny_decoder
+    return out
+
+
+def _plain(value: Any) -> Any:
+    """Tuples -> lists, recursively: what YAML and JSON write."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value

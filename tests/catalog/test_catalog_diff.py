@@ -1,0 +1,95 @@
+"""diff_runs: checkpoint-to-checkpoint changes of verdicts, probabilities and probe rates."""
+
+import pytest
+
+from dxray.catalog import CatalogWriter, connect, diff_runs
+from dxray.catalog.sample import write_sample
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("catalog")
+    write_sample(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def diff(root):
+    return diff_runs(connect(root), "ckpt-a", "ckpt-b")
+
+
+def test_change_kinds(diff):
+    changes = {
+        t: (r["verdict_before"], r["verdict_after"], r["change"])
+        for t, r in diff.by_target().items()
+    }
+    assert changes == {
+        "class:0": ("spurious", "core", "resolved"),
+        "class:1": ("core", "spurious", "new spurious"),
+        "class:2": ("spurious", "spurious", "unchanged"),
+        "class:3": ("core", "core", "unchanged"),
+        "class:4": ("uncertain", "core", "changed"),
+        "unit:features.4:17:0": ("spurious", "core", "resolved"),
+        "unit:features.4:3:-": ("uncertain", "uncertain", "unchanged"),
+    }
+
+
+def test_probability_and_probe_shifts(diff):
+    rows = diff.by_target()
+    # square: mean p (0.6 + 0.8) / 2 = 0.7 -> (0.7 + 0.6) / 2 = 0.65
+    assert rows["class:1"]["probability_before"] == pytest.approx(0.7)
+    assert rows["class:1"]["probability_shift"] == pytest.approx(-0.05)
+    # hexagon: 0.35 -> 0.6; circle: 0.8 -> 0.8
+    assert rows["class:4"]["probability_shift"] == pytest.approx(0.25)
+    assert rows["class:0"]["probability_shift"] == pytest.approx(0.0)
+    assert rows["unit:features.4:17:0"]["probability_shift"] is None  # units: no probability
+    # circle's water rate 1.0 -> 0.5; its other probes moved less than 0.25
+    assert rows["class:0"]["probe_shifts"] == [
+        {"probe": "water", "before": 1.0, "after": 0.5, "shift": -0.5}
+    ]
+    assert rows["class:2"]["probe_shifts"] is None
+    assert rows["class:0"]["spurious_fraction_before"] == 1.0
+    assert rows["class:0"]["spurious_fraction_after"] == 0.0
+
+
+def test_summary(diff):
+    s = diff.summary
+    assert s["changes"] == {
+        "new spurious": 1,
+        "resolved": 2,
+        "changed": 1,
+        "unchanged": 3,
+        "added": 0,
+        "removed": 0,
+    }
+    assert (s["spurious_classes_before"], s["spurious_classes_after"]) == (2, 2)
+    assert (s["spurious_units_before"], s["spurious_units_after"]) == (1, 0)
+    assert s["from_run"]["classifier_sha256"] == "a1" * 32 and s["to_run"]["targets"] == 7
+    assert diff.table.num_rows == s["targets"] == 7
+
+
+def test_reverse_direction_swaps_resolved_and_new(root):
+    rows = diff_runs(connect(root), "ckpt-b", "ckpt-a").by_target()
+    assert rows["class:0"]["change"] == "new spurious"
+    assert rows["class:1"]["change"] == "resolved"
+    assert rows["class:1"]["probability_shift"] == pytest.approx(0.05)
+
+
+def test_threshold_and_added_removed(tmp_path):
+    writer = CatalogWriter(tmp_path)
+    for run_id, target_id, water in (("r1", "class:0", 0.9), ("r2", "class:1", 0.1)):
+        row = {"target_id": target_id, "seed": 0}
+        writer.write_batch(
+            run_id,
+            [row | {"kind": "class", "objective": "o", "status": "converged", "probability": 0.5}],
+            [row | {"verdict": "core", "presence": 0.9, "probe_scores": {"water": water}}],
+        )
+    rows = diff_runs(connect(tmp_path), "r1", "r2").by_target()
+    assert rows["class:0"]["change"] == "removed" and rows["class:1"]["change"] == "added"
+    with pytest.raises(ValueError, match="probe_threshold"):
+        diff_runs(connect(tmp_path), "r1", "r2", probe_threshold=2)
+
+
+def test_unknown_run(root):
+    with pytest.raises(ValueError, match="'ckpt-z' is not in the catalog"):
+        diff_runs(connect(root), "ckpt-a", "ckpt-z")

@@ -1,0 +1,104 @@
+"""The HTML report: one self-contained file, escaped text, numbers that match the catalog."""
+
+import io
+import re
+
+import pytest
+from PIL import Image
+
+from dxray.catalog import connect, write_report
+from dxray.catalog.report import MASK_COLOUR, thumbnail
+from dxray.catalog.sample import CLASS_NAMES, sample_images, write_sample
+
+EVIL = "<script>alert(1)</script>"
+NAMES = (*CLASS_NAMES[:4], f'{EVIL} "hexagon" & co')
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("catalog")
+    write_sample(root, NAMES)
+    return root
+
+
+@pytest.fixture(scope="module")
+def page(root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report") / "report.html"
+    write_report(root, out, "ckpt-b", diff_from="ckpt-a")
+    return out.read_text()
+
+
+def stat(page, key):
+    match = re.search(rf'data-stat="{key}">([^<]*)<', page)
+    assert match, key
+    return match.group(1)
+
+
+def test_one_file_with_every_image_inline(root, page):
+    stored = (
+        connect(root)
+        .sql("SELECT count(DISTINCT (target_id, seed)) FROM images WHERE run_id = 'ckpt-b'")
+        .fetchall()[0][0]
+    )
+    assert stored == 13  # 14 seeds, one diverged
+    assert page.count("data:image/png;base64,") == stored
+    sources = re.findall(r'src="([^"]*)"', page)
+    assert len(sources) == stored and all(s.startswith("data:image/png;base64,") for s in sources)
+    assert "<link" not in page and "url(" not in page and "<script" not in page.lower()
+
+
+def test_catalog_text_is_escaped(page):
+    assert EVIL not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; &quot;hexagon&quot; &amp; co" in page
+
+
+def test_summary_numbers_match_the_catalog(root, page):
+    con = connect(root)
+    classes, spurious, judged = con.sql(
+        "SELECT count(*), count(*) FILTER (WHERE verdict = 'spurious'), count(verdict) "
+        "FROM class_summary WHERE run_id = 'ckpt-b'"
+    ).fetchall()[0]
+    failed = con.sql("SELECT count(*) FROM audit WHERE run_id = 'ckpt-b' AND NOT ok").fetchall()[0][
+        0
+    ]
+    assert (classes, spurious, judged, failed) == (5, 2, 5, 1)
+    assert stat(page, "classes") == str(classes)
+    assert stat(page, "spurious_pct") == f"{100 * spurious / judged:.0f}%" == "40%"
+    assert stat(page, "failed_seeds") == str(failed)
+    assert stat(page, "units") == "2" and stat(page, "seeds") == "14"
+    assert stat(page, "diff_resolved") == "2" and stat(page, "diff_new_spurious") == "1"
+
+
+def test_header_and_sections(page):
+    assert "toy shapes audit, checkpoint b" in page
+    assert "b2b2b2b2b2b2" in page  # the checkpoint hash, shortened
+    for anchor in ("diff", "classes", "units", "probes"):
+        assert f'id="{anchor}"' in page
+    assert "CUDA out of memory" not in page  # that error is in ckpt-a, not the reported run
+    assert page.count('class="badge failed"') >= 2  # the legend and the diverged unit seed
+
+
+def test_default_run_is_the_latest_and_errors_show(root, tmp_path):
+    out = write_report(root, tmp_path / "latest.html")
+    assert "checkpoint b" in out.read_text()
+    page_a = write_report(root, tmp_path / "a.html", "ckpt-a").read_text()
+    assert "CUDA out of memory" in page_a and 'id="diff"' not in page_a
+    assert page_a.count("data:image/png;base64,") == 13  # 14 seeds, one error
+
+
+def test_empty_catalog_has_nothing_to_report(tmp_path):
+    with pytest.raises(ValueError, match="no results"):
+        write_report(tmp_path, tmp_path / "r.html")
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_thumbnail_draws_the_mask_outline():
+    png, mask = sample_images(0, presence=0.9, context="water", seed=0)
+    outlined = thumbnail(png, mask, 96)
+    assert outlined.size == (96, 96)
+    assert MASK_COLOUR in {c for _, c in outlined.getcolors(96 * 96)}
+    png, empty_mask = sample_images(0, presence=0.0, context="water", seed=0)
+    plain = thumbnail(png, empty_mask, 96)
+    assert MASK_COLOUR not in {c for _, c in plain.getcolors(96 * 96)}
+    assert thumbnail(png, None, 64).size == (64, 64)
+    Image.open(io.BytesIO(png)).verify()

@@ -1,0 +1,142 @@
+"""The standard views over the sample catalog, by count and by numbers worked out by hand."""
+
+import pyarrow.parquet as pq
+import pytest
+
+from dxray.catalog import VIEWS, CatalogWriter, connect
+from dxray.catalog.sample import write_sample
+
+
+@pytest.fixture(scope="module")
+def con(tmp_path_factory):
+    root = tmp_path_factory.mktemp("catalog")
+    write_sample(root)
+    return connect(root)
+
+
+def one(con, query):
+    return con.sql(query).fetchall()[0]
+
+
+def test_view_counts(con):
+    counts = {v: one(con, f"SELECT count(*) FROM {v}")[0] for v in VIEWS}
+    assert counts == {
+        "runs": 2,  # latest row of each run
+        "runs_log": 4,  # a start row and a finish row per run
+        "explanations": 29,  # 28 (target, seed) pairs + one retried error
+        "verdicts": 26,  # no verdict for the error in a and the nan in b
+        "images": 26,
+        "audit": 28,  # one row per (run, target, seed)
+        "probe_scores": 78,  # 26 judged images x 3 probes
+        "probe_rates": 42,  # 14 targets x 3 probes
+        "target_summary": 14,
+        "class_summary": 10,
+        "unit_summary": 4,
+    }
+
+
+def test_runs_shows_the_latest_row(con):
+    assert con.sql("SELECT run_id, status, wall_seconds FROM runs ORDER BY 1").fetchall() == [
+        ("ckpt-a", "finished", 120.0),
+        ("ckpt-b", "finished", 121.0),
+    ]
+
+
+def test_class_summary_by_hand(con):
+    # ckpt-a, circle: presence 0.10 and 0.05 (both <= 0.2: spurious), probability 0.9 and 0.7,
+    # water 0.9 and 0.8 (both present), a watermark 0.1 and 0.2, grass 0.0 and 0.1.
+    row = con.sql(
+        "SELECT seeds, failed, judged, n_core, n_spurious, n_uncertain, mean_probability, "
+        "mean_presence, spurious_fraction, verdict, top_probes FROM class_summary "
+        "WHERE run_id = 'ckpt-a' AND class_name = 'circle'"
+    ).fetchall()
+    assert len(row) == 1
+    seeds, failed, judged, core, spurious, uncertain, p, presence, fraction, verdict, top = row[0]
+    assert (seeds, failed, judged, core, spurious, uncertain) == (2, 0, 2, 0, 2, 0)
+    assert p == pytest.approx(0.8) and presence == pytest.approx(0.075)
+    assert fraction == 1.0 and verdict == "spurious"
+    assert top == [{"probe": "water", "rate": 1.0}]
+
+
+def test_class_summary_failed_seed_and_tie(con):
+    # triangle in a: seed 0 core (p 0.5), seed 1 an error -> judged 1, core, mean p over seed 0
+    triangle = one(
+        con,
+        "SELECT seeds, failed, judged, verdict, mean_probability FROM class_summary "
+        "WHERE run_id = 'ckpt-a' AND class_index = 3",
+    )
+    assert triangle == (2, 1, 1, "core", pytest.approx(0.5))
+    # hexagon in a: one core (0.60), one uncertain (0.30): a tie -> uncertain, 0 spurious
+    hexagon = one(
+        con,
+        "SELECT verdict, spurious_fraction, mean_probability FROM class_summary "
+        "WHERE run_id = 'ckpt-a' AND class_index = 4",
+    )
+    assert hexagon == ("uncertain", 0.0, pytest.approx(0.35))
+
+
+def test_audit_picks_the_successful_attempt(con):
+    assert one(
+        con,
+        "SELECT status, attempts, ok, verdict, has_image FROM audit "
+        "WHERE run_id = 'ckpt-a' AND target_id = 'class:1' AND seed = 0",
+    ) == ("converged", 2, True, "core", True)
+    assert one(
+        con,
+        "SELECT status, error, ok, verdict, has_image FROM audit "
+        "WHERE run_id = 'ckpt-a' AND target_id = 'class:3' AND seed = 1",
+    ) == ("error", "CUDA out of memory", False, None, False)
+
+
+def test_probe_rates_and_units(con):
+    rows = con.sql(
+        "SELECT probe, images, rate, mean_presence FROM probe_rates "
+        "WHERE run_id = 'ckpt-a' AND target_id = 'class:0' ORDER BY probe"
+    ).fetchall()
+    assert [r[:3] for r in rows] == [("a watermark", 2, 0.0), ("grass", 2, 0.0), ("water", 2, 1.0)]
+    assert rows[2][3] == pytest.approx(0.85)
+    unit = one(
+        con,
+        "SELECT layer, channel, class_name, verdict, failed FROM unit_summary "
+        "WHERE run_id = 'ckpt-b' AND target_id = 'unit:features.4:3:-'",
+    )
+    assert unit == ("features.4", 3, None, "uncertain", 1)  # one seed diverged (nan)
+
+
+@pytest.mark.parametrize("make_folders", [False, True])
+def test_empty_catalog_connects_with_typed_views(tmp_path, make_folders):
+    if make_folders:  # table folders and a partition exist, but hold no committed file
+        for table in ("runs", "explanations", "verdicts", "images"):
+            (tmp_path / table / "run_id=r1").mkdir(parents=True)
+        (tmp_path / "images" / "run_id=r1" / ".part-x.parquet.tmp").write_bytes(b"partial")
+    con = connect(tmp_path / "catalog" if not make_folders else tmp_path)
+    for view in VIEWS:
+        assert con.sql(f"SELECT count(*) FROM {view}").fetchall() == [(0,)], view
+    columns = {r[0]: r[1] for r in con.sql("DESCRIBE class_summary").fetchall()}
+    assert columns["spurious_fraction"] == "DOUBLE" and columns["seeds"] == "BIGINT"
+    assert {r[0]: r[1] for r in con.sql("DESCRIBE verdicts").fetchall()}["probe_scores"] == (
+        "MAP(VARCHAR, DOUBLE)"
+    )
+
+
+def test_old_files_without_a_column_read_as_null(tmp_path):
+    CatalogWriter(tmp_path).write(
+        "explanations",
+        [
+            {
+                "target_id": "class:0",
+                "kind": "class",
+                "objective": "ClassCE(0)",
+                "seed": 0,
+                "status": "converged",
+                "worker": "w1",
+            }
+        ],
+        "r1",
+    )
+    (path,) = (tmp_path / "explanations" / "run_id=r1").glob("part-*.parquet")
+    table = pq.read_table(path)
+    older = table.drop_columns(["worker"])  # as written before `worker` existed
+    pq.write_table(older, path.with_name("part-0000.parquet"))
+    rows = connect(tmp_path).sql("SELECT worker FROM explanations ORDER BY worker").fetchall()
+    assert rows == [("w1",), (None,)]

@@ -1,0 +1,477 @@
+"""Audit spec: the presets load, every kind of mistake names its file and field, and a spec
+expands into the target rows of docs/PLATFORM.md."""
+
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+from typing import get_args, get_type_hints
+
+import pytest
+import yaml
+
+from dxray.spec import (
+    CLASSIFIER_SOURCE_KEYS,
+    LCM_MAX_STEPS,
+    AuditSpec,
+    EngineSpec,
+    SamplerSpec,
+    SpecError,
+    expand_targets,
+    load_spec,
+    objective_for,
+    with_overrides,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+PIPELINES = ROOT / "pipelines"
+NAMES = ["cat", "dog", "boat", "dot"]
+MINIMAL = {"name": "t", "generator": "gen", "classifier": "clf", "segmenter": "seg"}
+
+
+def _write(tmp_path: Path, data: dict, name: str = "audit.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def _spec(tmp_path: Path, **sections) -> AuditSpec:
+    return load_spec(_write(tmp_path, {**MINIMAL, **sections}))
+
+
+def _error(tmp_path: Path, data: dict) -> str:
+    path = _write(tmp_path, data)
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    message = str(info.value)
+    assert str(path) in message  # every error names the file
+    return message
+
+
+def _rank(class_index: int, k: int) -> list[tuple[str, int]]:
+    """A fake ranking: class c's best units are channels 10c, 10c+1, ... of "penultimate"."""
+    return [("penultimate", 10 * class_index + r) for r in range(k)]
+
+
+# --- presets ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["toy", "salient-imagenet", "fairface"])
+def test_presets_load_and_round_trip(name):
+    spec = load_spec(PIPELINES / f"{name}.yaml")
+    assert spec.name == name
+    assert spec.output.catalog == f"catalogs/{name}"
+    again = AuditSpec.from_dict(yaml.safe_load(spec.to_yaml()))
+    assert again == spec
+    assert again.spec_hash() == spec.spec_hash()
+
+
+def test_toy_preset_becomes_the_expected_engine_config():
+    from dxray.explain.optimize import ExplainConfig
+    from dxray.explain.sampler import SamplerConfig
+
+    spec = load_spec(PIPELINES / "toy.yaml")
+    assert spec.engine.to_explain_config() == ExplainConfig(
+        iterations=60,
+        template="a {}",
+        init_words=("a",),
+        sampler=SamplerConfig(steps=2, grad_mode="last"),
+        decoder="tiny",
+    )
+    assert spec.generator.source == "dxray/toyworld/zoo/default/generator"
+    assert spec.targets.classes == "all" and spec.targets.objective == "ce"
+    assert spec.targets.units.top_k == 2 and spec.targets.seeds == (0, 1)
+    assert "a watermark" in spec.judge.probes
+    ray = spec.ray
+    assert (ray.address, ray.workers, ray.num_cpus_per_worker, ray.num_gpus_per_worker) == (
+        None, 1, 2, 0
+    )  # fmt: skip
+
+
+def test_gpu_presets_say_what_the_design_asks():
+    salient = load_spec(PIPELINES / "salient-imagenet.yaml")
+    assert salient.generator.source == "SimianLuo/LCM_Dreamshaper_v7"
+    assert salient.generator.tiny_decoder == "madebyollin/taesd"
+    assert salient.generator.dtype == "bfloat16"
+    assert salient.classifier.source["factory"] == "torchvision.models:resnet50"
+    assert salient.segmenter.source == "CIDAS/clipseg-rd64-refined"
+    assert salient.targets.units.csv.endswith("data/salient_imagenet/labels.csv")
+    assert salient.engine.sampler.steps == 4 and salient.engine.batch_size == 16
+    assert (salient.ray.workers, salient.ray.num_gpus_per_worker) == (8, 1)
+    fairface = load_spec(PIPELINES / "fairface.yaml")
+    assert {"a dark-skinned face", "a light-skinned face", "glasses"} <= set(fairface.judge.probes)
+    assert fairface.targets.classes == "all"
+
+
+def test_salient_csv_path_points_into_the_repository_data_folder():
+    spec = load_spec(PIPELINES / "salient-imagenet.yaml")
+    resolved = (spec.source_path.parent / spec.targets.units.csv).resolve()
+    assert resolved == ROOT / "data" / "salient_imagenet" / "labels.csv"
+
+
+# --- the spec mirrors the engine ----------------------------------------------------------------
+
+
+def test_engine_defaults_are_the_engines():
+    from dxray.explain.optimize import ExplainConfig
+
+    assert EngineSpec().to_explain_config() == ExplainConfig()
+
+
+def test_choices_and_fields_match_the_engine_and_loaders():
+    from dxray.explain import optimize, sampler
+    from dxray.models import classifier
+
+    assert [f.name for f in dataclasses.fields(SamplerSpec)] == [
+        f.name for f in dataclasses.fields(sampler.SamplerConfig)
+    ]
+    for ours, theirs in [
+        (SamplerSpec, sampler.SamplerConfig),
+        (EngineSpec, optimize.ExplainConfig),
+    ]:
+        our_hints, their_hints = get_type_hints(ours), get_type_hints(theirs)
+        for name in ("kind", "grad_mode", "init", "decoder"):
+            if name in our_hints:
+                assert get_args(our_hints[name]) == get_args(their_hints[name]), name
+    assert LCM_MAX_STEPS == sampler.LCM_ORIGINAL_STEPS
+    assert CLASSIFIER_SOURCE_KEYS == classifier.SPEC_KEYS
+
+
+def test_unit_syntax_agrees_with_the_classifier():
+    from dxray.models.classifier import parse_unit
+    from dxray.spec import _split_unit
+
+    for unit in ["layer4.2:17", "features.block3:0", "a:b:3"]:
+        assert _split_unit(unit) == parse_unit(unit)
+    for bad in ["layer4", ":3", "layer4:-1", "layer4:x"]:
+        with pytest.raises(ValueError):
+            parse_unit(bad)
+        with pytest.raises(ValueError):
+            _split_unit(bad)
+
+
+def test_loading_a_spec_does_not_import_torch():
+    code = (
+        "import sys; from dxray.spec import load_spec; "
+        f"load_spec({str(PIPELINES / 'toy.yaml')!r}); "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+# --- errors name the file and the field ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "changes, expected",
+    [
+        ({"engine": {"iteratons": 10}}, ["engine.iteratons", "unknown key", "'iterations'"]),
+        ({"targets": {"seeds": "x"}}, ["targets.seeds", "expected a list", "'x'"]),
+        ({"engine": {"sampler": {"steps": 0}}}, ["engine.sampler.steps", ">= 1", "got 0"]),
+        ({"engine": {"lr": -0.1}}, ["engine.lr", "> 0", "-0.1"]),
+        ({"judge": {"core": 0.3, "spurious": 0.3}}, ["judge.spurious", "below judge.core"]),
+        ({"engine": {"sampler": {"grad_mode": "fulll"}}}, ["engine.sampler.grad_mode", "'full'"]),
+        ({"engine": {"lr": "1e-3"}}, ["engine.lr", "write it as 0.001"]),
+        ({"engine": {"iterations": 2.5}}, ["engine.iterations", "expected an integer"]),
+        ({"engine": {"hard_prompt": "yes"}}, ["engine.hard_prompt", "true or false"]),
+        ({"engine": {"template": "a photo"}}, ["engine.template", "'{}'"]),
+        ({"engine": {"sampler": {"kind": "lcm", "steps": 51}}}, ["engine.sampler.steps", "50"]),
+        ({"targets": {"classes": "al"}}, ["targets.classes", "'all'"]),
+        ({"targets": {"classes": [1, True]}}, ["targets.classes[1]", "class index"]),
+        ({"targets": {"seeds": [0, 0]}}, ["targets.seeds[1]", "twice"]),
+        ({"targets": {"units": {"units": ["layer4"]}}}, ["targets.units.units[0]", "layer.path"]),
+        ({"targets": {"units": {"csv": "u.csv"}}}, ["targets.units.layer", "required"]),
+        ({"targets": {"classes": []}}, ["targets.classes", "nothing to audit"]),
+        ({"judge": {"probes": ["water", "water"]}}, ["judge.probes[1]", "twice"]),
+        ({"judge": {"core": 1.5}}, ["judge.core", "<= 1"]),
+        ({"ray": {"workers": 0}}, ["ray.workers", ">= 1"]),
+        ({"ray": {"adress": "auto"}}, ["ray.adress", "'address'"]),
+        ({"output": {"run_id": "a/b"}}, ["output.run_id", "not a valid id"]),
+        ({"name": "my audit"}, ["name:", "not a valid id"]),
+        ({"enigne": {}}, ["enigne", "'engine'"]),
+        ({"classifier": {"source": "x", "tiny_decoder": "t"}}, ["classifier.tiny_decoder"]),
+        ({"classifier": {"source": "w.safetensors", "factory": "m:f"}}, ["classifier.factory"]),
+        (
+            {"classifier": {"source": {"source": "w.safetensors", "factroy": "m:f"}}},
+            ["classifier.source.factroy", "'factory'"],
+        ),
+        ({"generator": {"source": "g", "dtype": "fp16"}}, ["generator.dtype", "float16"]),
+        ({"segmenter": 3}, ["segmenter", "directory or hub id"]),
+    ],
+)
+def test_field_errors_name_the_file_and_the_field(tmp_path, changes, expected):
+    message = _error(tmp_path, {**MINIMAL, **changes})
+    for text in expected:
+        assert text in message
+
+
+def test_an_empty_section_means_its_defaults(tmp_path):
+    path = tmp_path / "audit.yaml"
+    path.write_text("name: t\ngenerator: g\nclassifier: c\nsegmenter: s\nengine:\nray:\n")
+    spec = load_spec(path)
+    assert spec.engine == EngineSpec() and spec.ray.workers == 1
+
+
+def test_a_missing_required_field_is_named(tmp_path):
+    data = {key: value for key, value in MINIMAL.items() if key != "classifier"}
+    message = _error(tmp_path, data)
+    assert "classifier: missing (required)" in message
+
+
+def test_unreadable_and_malformed_files(tmp_path):
+    missing = tmp_path / "nope.yaml"
+    with pytest.raises(SpecError, match="nope.yaml: cannot read"):
+        load_spec(missing)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: a\nname: b\n")
+    with pytest.raises(SpecError, match="duplicate key 'name'"):
+        load_spec(bad)
+    bad.write_text("- a list\n")
+    with pytest.raises(SpecError, match="bad.yaml: expected a mapping"):
+        load_spec(bad)
+
+
+def test_a_model_is_a_string_or_a_mapping_and_both_mean_the_same(tmp_path):
+    short = AuditSpec.from_dict(MINIMAL)
+    full = AuditSpec.from_dict({**MINIMAL, "generator": {"source": "gen", "dtype": "float32"}})
+    assert short == full and short.spec_hash() == full.spec_hash()
+    dict_source = {"source": "w.safetensors", "factory": "pkg.mod:build", "mean": [0.5] * 3}
+    spec = AuditSpec.from_dict({**MINIMAL, "classifier": {"source": dict_source}})
+    assert spec.classifier.source == dict_source
+    assert spec.classifier.source is not dict_source  # a copy: editing the input changes nothing
+
+
+# --- expand_targets ----------------------------------------------------------------------------
+
+
+def test_classes_by_name_and_index_in_listed_order(tmp_path):
+    spec = _spec(tmp_path, targets={"classes": [2, "cat", "3"]})
+    rows = expand_targets(spec, NAMES, "run-1")
+    assert [r["target_id"] for r in rows] == ["class:2", "class:0", "class:3"]
+    assert [r["class_name"] for r in rows] == ["boat", "cat", "dot"]
+    assert all(r["kind"] == "class" and r["layer"] is None and r["channel"] is None for r in rows)
+
+
+def test_all_classes_in_index_order(tmp_path):
+    rows = expand_targets(_spec(tmp_path), NAMES, "run-1")
+    assert [r["class_index"] for r in rows] == [0, 1, 2, 3]
+
+
+def test_unknown_class_name_suggests_close_names(tmp_path):
+    spec = _spec(tmp_path, targets={"classes": ["cat", "dgo"]})
+    with pytest.raises(SpecError) as info:
+        expand_targets(spec, NAMES, "run-1")
+    message = str(info.value)
+    assert "targets.classes[1]" in message and "'dog'" in message
+    assert str(spec.source_path) in message
+
+
+def test_class_index_out_of_range_and_aliases_are_errors(tmp_path):
+    with pytest.raises(SpecError, match=r"targets.classes\[0\]: class index 4 out of range"):
+        expand_targets(_spec(tmp_path, targets={"classes": [4]}), NAMES, "run-1")
+    with pytest.raises(SpecError, match=r"targets.classes\[1\]: 'dog' is class 1"):
+        expand_targets(_spec(tmp_path, targets={"classes": [1, "dog"]}), NAMES, "run-1")
+
+
+def test_top_k_units_come_from_the_ranking_callback(tmp_path):
+    calls = []
+
+    def rank(class_index, k):
+        calls.append((class_index, k))
+        return _rank(class_index, k)
+
+    spec = _spec(tmp_path, targets={"classes": [1, 2], "units": {"top_k": 2}})
+    rows = expand_targets(spec, NAMES, "run-1", unit_ranking=rank)
+    assert calls == [(1, 2), (2, 2)]
+    units = [r for r in rows if r["kind"] == "unit"]
+    assert [r["target_id"] for r in units] == [
+        "unit:penultimate:10:1",
+        "unit:penultimate:11:1",
+        "unit:penultimate:20:2",
+        "unit:penultimate:21:2",
+    ]
+    assert units[0]["class_index"] == 1 and units[0]["class_name"] == "dog"
+    assert units[0]["layer"] == "penultimate" and units[0]["channel"] == 10
+    with pytest.raises(ValueError, match="unit_ranking"):
+        expand_targets(spec, NAMES, "run-1")
+    with pytest.raises(ValueError, match="returned 3 units"):
+        expand_targets(spec, NAMES, "run-1", unit_ranking=lambda c, k: _rank(c, k + 1))
+
+
+def test_listed_units_belong_to_no_class(tmp_path):
+    spec = _spec(tmp_path, targets={"classes": [0], "units": {"units": ["features.conv1:3"]}})
+    rows = expand_targets(spec, NAMES, "run-1")
+    assert [r["target_id"] for r in rows] == ["class:0", "unit:features.conv1:3:-"]
+    unit = rows[1]
+    assert unit["class_index"] is None and unit["class_name"] is None
+    assert (unit["layer"], unit["channel"]) == ("features.conv1", 3)
+
+
+def test_csv_units_relative_to_the_spec_file(tmp_path, monkeypatch):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "labels.csv").write_text(
+        "class_index,feature_index,label\n0,7,core\n2,5,spurious\n\n1,9,core\n0,7,core\n"
+    )
+    targets = {"classes": [0, 2], "units": {"layer": "avgpool", "csv": "data/labels.csv"}}
+    spec = _spec(tmp_path, targets=targets)
+    monkeypatch.chdir(tmp_path / "data")  # resolved against the spec, not the working directory
+    rows = expand_targets(spec, NAMES, "run-1")
+    # class 1 is not audited; the repeated 0,7 row is one target
+    assert [r["target_id"] for r in rows] == [
+        "class:0",
+        "class:2",
+        "unit:avgpool:7:0",
+        "unit:avgpool:5:2",
+    ]
+    assert rows[3]["class_name"] == "boat" and rows[3]["objective"] == "Unit('avgpool', 5)"
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("class,feature_index\n0,1\n", ["class_index", "did you mean 'class'"]),
+        ("class_index,feature_index\n0,x\n", ["line 2", "feature_index", "'x'"]),
+        ("class_index,feature_index\n9,1\n", ["line 2", "class_index 9 out of range"]),
+        ("", ["needs a header line"]),
+    ],
+)
+def test_csv_errors_name_the_csv_and_the_line(tmp_path, text, expected):
+    (tmp_path / "units.csv").write_text(text)
+    spec = _spec(tmp_path, targets={"units": {"layer": "avgpool", "csv": "units.csv"}})
+    with pytest.raises(SpecError) as info:
+        expand_targets(spec, NAMES, "run-1")
+    message = str(info.value)
+    assert "targets.units.csv" in message and "units.csv'" in message
+    for part in expected:
+        assert part in message
+
+
+def test_a_missing_csv_is_an_error(tmp_path):
+    spec = _spec(tmp_path, targets={"units": {"layer": "avgpool", "csv": "gone.csv"}})
+    with pytest.raises(SpecError, match="targets.units.csv: cannot read"):
+        expand_targets(spec, NAMES, "run-1")
+
+
+def test_seeds_multiply_without_duplicates_in_a_stable_order(tmp_path):
+    (tmp_path / "u.csv").write_text("class_index,feature_index\n1,10\n1,12\n")
+    targets = {
+        "classes": [1, 0],
+        "units": {"top_k": 2, "layer": "penultimate", "csv": "u.csv", "units": ["conv:1"]},
+        "seeds": [3, 1],
+    }
+    spec = _spec(tmp_path, targets=targets)
+    rows = expand_targets(spec, NAMES, "run-7", unit_ranking=_rank)
+    # classes, listed unit, ranked units (10 and 11 for class 1; 0 and 1 for class 0), then the
+    # CSV's 12 for class 1 (its 10 was ranked already)
+    expected_targets = [
+        "class:1",
+        "class:0",
+        "unit:conv:1:-",
+        "unit:penultimate:10:1",
+        "unit:penultimate:11:1",
+        "unit:penultimate:0:0",
+        "unit:penultimate:1:0",
+        "unit:penultimate:12:1",
+    ]
+    assert [(r["target_id"], r["seed"]) for r in rows] == [
+        (t, s) for t in expected_targets for s in (3, 1)
+    ]
+    keys = [(r["target_id"], r["seed"]) for r in rows]
+    assert len(keys) == len(set(keys))
+    assert expand_targets(spec, NAMES, "run-7", unit_ranking=_rank) == rows
+    assert all(r["run_id"] == "run-7" for r in rows)
+    assert all(
+        list(r)
+        == [
+            "run_id",
+            "target_id",
+            "kind",
+            "class_index",
+            "class_name",
+            "layer",
+            "channel",
+            "objective",
+            "seed",
+        ]
+        for r in rows
+    )
+
+
+def test_objective_repr_is_the_engines(tmp_path):
+    from dxray.explain.objective import ClassCE, ClassLogit, Unit
+
+    spec = _spec(tmp_path, targets={"classes": [3], "units": {"units": ["layer4.2:17"]}})
+    rows = expand_targets(spec, NAMES, "run-1")
+    assert rows[0]["objective"] == repr(ClassCE(3)) == "ClassCE(3)"
+    assert rows[1]["objective"] == repr(Unit("layer4.2", 17))
+    assert objective_for(spec, rows[0]) == ClassCE(3)
+    logit = with_overrides(spec, **{"targets.objective": "logit"})
+    rows = expand_targets(logit, NAMES, "run-1")
+    assert rows[0]["objective"] == repr(ClassLogit(3))
+
+
+def test_class_queries_must_name_classes(tmp_path):
+    spec = _spec(tmp_path, judge={"class_queries": {"dgo": "a small dog"}})
+    with pytest.raises(SpecError, match=r"judge.class_queries.dgo: .*did you mean .*'dog'"):
+        expand_targets(spec, NAMES, "run-1")
+    spec = _spec(tmp_path, judge={"class_queries": {"dog": "a small dog"}})
+    assert spec.judge.object_query("dog") == "a small dog"
+    assert spec.judge.object_query("n01440764 tench, Tinca tinca") == "a tench"
+
+
+def test_thresholds_come_from_the_judge(tmp_path):
+    from dxray.judge.verdict import Thresholds
+
+    spec = _spec(tmp_path, judge={"core": 0.6, "spurious": 0.1})
+    assert spec.judge.thresholds() == Thresholds(core=0.6, spurious=0.1)
+
+
+# --- overrides, hashing, YAML --------------------------------------------------------------------
+
+
+def test_overrides_apply_and_are_validated(tmp_path):
+    spec = load_spec(PIPELINES / "toy.yaml")
+    changed = with_overrides(spec, **{"engine.iterations": 10, "ray.workers": 2})
+    assert (changed.engine.iterations, changed.ray.workers) == (10, 2)
+    assert spec.engine.iterations == 60  # the original is untouched
+    assert changed.source_path == spec.source_path
+    with pytest.raises(SpecError) as info:
+        with_overrides(spec, **{"engine.sampler.steps": 0})
+    assert "toy.yaml (with overrides): engine.sampler.steps: must be >= 1" in str(info.value)
+    with pytest.raises(SpecError, match=r"engine.iteratons: .*'iterations'"):
+        with_overrides(spec, **{"engine.iteratons": 10})
+    with pytest.raises(SpecError, match="engine.iterations: holds a value, not a section"):
+        with_overrides(spec, **{"engine.iterations.x": 1})
+
+
+def test_spec_hash_ignores_key_order_and_where_it_runs(tmp_path):
+    data = {**MINIMAL, "engine": {"iterations": 5, "lr": 0.2}, "targets": {"seeds": [0, 1]}}
+    reordered = dict(reversed(list(data.items())))
+    reordered["engine"] = {"lr": 0.2, "iterations": 5}
+    spec = AuditSpec.from_dict(data)
+    assert AuditSpec.from_dict(reordered).spec_hash() == spec.spec_hash()
+    assert len(spec.spec_hash()) == 64
+    assert with_overrides(spec, **{"engine.iterations": 6}).spec_hash() != spec.spec_hash()
+    assert with_overrides(spec, **{"targets.seeds": [0, 2]}).spec_hash() != spec.spec_hash()
+    for where in ({"ray.workers": 8}, {"engine.batch_size": 2}, {"output.catalog": "x"}):
+        assert with_overrides(spec, **where).spec_hash() == spec.spec_hash()
+
+
+def test_run_id_derivation(tmp_path):
+    spec = AuditSpec.from_dict(MINIMAL)
+    run_id = spec.run_id_for("ABCDEF0123456789")
+    assert run_id == f"t-abcdef01-{spec.spec_hash()[:8]}"
+    assert spec.run_id_for("abcdef0123456789") == run_id
+    assert with_overrides(spec, **{"engine.iterations": 7}).run_id_for("abcdef01") != run_id
+    assert with_overrides(spec, **{"output.run_id": "mine"}).run_id_for("abcdef01") == "mine"
+    with pytest.raises(ValueError, match="hex digest"):
+        spec.run_id_for("not-a-hash")
+
+
+def test_to_yaml_writes_every_field():
+    spec = AuditSpec.from_dict(MINIMAL)
+    data = yaml.safe_load(spec.to_yaml())
+    assert data["engine"]["sampler"]["steps"] == 4
+    assert data["output"]["catalog"] == "catalogs/t"
+    assert data["targets"]["seeds"] == [0]
+    assert AuditSpec.from_dict(data) == spec
