@@ -1,10 +1,17 @@
-"""The dxray command line.
+"""dxray: audit image classifiers for spurious features with diffusion models.
 
-dxray bench engine            # ms per target-iteration at B=1 vs B=16, and their ratio
-dxray demo                    # what `make demo` runs
+\b
+  dxray audit pipelines/toy.yaml                  run (or resume) an audit on Ray
+  dxray sql catalogs/toy "SELECT * FROM class_summary"
+  dxray report catalogs/toy --out report.html     one self-contained HTML file
+  dxray diff catalogs/toy --from RUN_A --to RUN_B what changed between two checkpoints
+  dxray bench engine                              ms per target-iteration, B=1 vs B=16
 """
 
 from __future__ import annotations
+
+import sys
+from pathlib import Path
 
 import typer
 
@@ -45,6 +52,137 @@ def bench_engine(
         )
     ratio = rows[0].seconds_per_target_iteration / rows[1].seconds_per_target_iteration
     typer.echo(f"batching speed-up (per target-iteration, B={batch} vs B=1): {ratio:.1f}x")
+
+
+def _fail(message: str) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(2)
+
+
+@app.command()
+def audit(
+    spec_path: Path = typer.Argument(..., help="An audit spec, e.g. pipelines/toy.yaml."),
+    catalog: str = typer.Option(None, help="Override output.catalog."),
+    run_id: str = typer.Option(None, help="Override output.run_id (default: derived)."),
+    address: str = typer.Option(None, help='Ray address; "auto" inside `ray job submit`.'),
+    workers: int = typer.Option(None, help="Override ray.workers."),
+    iterations: int = typer.Option(None, help="Override engine.iterations."),
+    limit: int = typer.Option(None, help="Compute at most this many targets (a rerun resumes)."),
+) -> None:
+    """Run an audit, or resume it: targets already in the catalog are skipped.
+
+    Example: dxray audit pipelines/toy.yaml --workers 2
+    """
+    import logging
+
+    from dxray.run.pipeline import run_audit
+    from dxray.spec import SpecError, load_spec, with_overrides
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    overrides = {
+        "output.catalog": catalog,
+        "output.run_id": run_id,
+        "ray.address": address,
+        "ray.workers": workers,
+        "engine.iterations": iterations,
+    }
+    try:
+        spec = load_spec(spec_path)
+        spec = with_overrides(spec, **{k: v for k, v in overrides.items() if v is not None})
+    except (SpecError, OSError) as err:
+        _fail(str(err))
+
+    def progress(done: int, total: int, statuses) -> None:
+        detail = ", ".join(f"{n} {s}" for s, n in sorted(statuses.items()))
+        typer.echo(f"[dxray] {done}/{total} targets ({detail})")
+
+    summary = run_audit(spec, progress=progress, limit=limit)
+    typer.echo(
+        f"run {summary.run_id}: {summary.computed} computed, {summary.skipped} already in the "
+        f"catalog, {summary.total} in all, {summary.seconds:.0f} s -> {summary.catalog}"
+    )
+
+
+@app.command()
+def sql(
+    catalog: Path = typer.Argument(..., help="A catalog folder, e.g. catalogs/toy."),
+    query: str = typer.Argument(..., help="One read-only query (SELECT, WITH, DESCRIBE, ...)."),
+    fmt: str = typer.Option("table", "--format", help="table | csv | json | parquet"),
+    out: Path = typer.Option(None, help="Write the result here instead of printing it."),
+    limit: int = typer.Option(100, help="Rows shown by the table format."),
+) -> None:
+    """Query a catalog with DuckDB SQL, read-only. Views: runs, explanations, verdicts, images,
+    audit, class_summary, unit_summary, probe_rates (see catalogs/views.sql).
+
+    Example: dxray sql catalogs/toy "SELECT class_name, verdict, spurious_fraction FROM class_summary"
+    """
+    from dxray.catalog.sql import SqlRefused, run_sql
+
+    if fmt not in ("table", "csv", "json", "parquet"):
+        _fail(f"--format must be table, csv, json or parquet, not {fmt!r}")
+    if fmt == "parquet" and out is None:
+        _fail("--format parquet needs --out FILE")
+    try:
+        result = run_sql(catalog, query, fmt, out, limit=limit)
+    except SqlRefused as err:
+        _fail(str(err))
+    except Exception as err:  # noqa: BLE001 - DuckDB's own message says what is wrong
+        _fail(f"{type(err).__name__}: {err}")
+    if out is not None:
+        typer.echo(f"wrote {result}")
+    else:
+        sys.stdout.write(result if result.endswith("\n") else result + "\n")
+
+
+@app.command()
+def report(
+    catalog: Path = typer.Argument(..., help="A catalog folder."),
+    out: Path = typer.Option(Path("report.html"), help="The HTML file to write."),
+    run: str = typer.Option(None, help="The run to report (default: the latest)."),
+    diff_from: str = typer.Option(None, help="Also show what changed since this run."),
+) -> None:
+    """Write the bias report of one run: one self-contained HTML file.
+
+    Example: dxray report catalogs/toy --out toy-report.html
+    """
+    from dxray.catalog.report import write_report
+
+    try:
+        path = write_report(catalog, out, run, diff_from=diff_from)
+    except (ValueError, LookupError) as err:
+        _fail(str(err))
+    typer.echo(f"wrote {path}")
+
+
+@app.command()
+def diff(
+    catalog: Path = typer.Argument(..., help="A catalog folder."),
+    from_run: str = typer.Option(..., "--from", help="The earlier run (checkpoint)."),
+    to_run: str = typer.Option(..., "--to", help="The later run."),
+    threshold: float = typer.Option(0.25, help="Report probe-rate shifts at least this large."),
+) -> None:
+    """What changed between two runs: new spurious features, resolved ones, shifts.
+
+    Example: dxray diff catalogs/toy --from toy-aaaa --to toy-bbbb
+    """
+    from dxray.catalog.diff import diff_runs
+    from dxray.catalog.views import connect
+
+    con = connect(catalog, read_only=True)
+    try:
+        result = diff_runs(con, from_run, to_run, probe_threshold=threshold)
+    except (ValueError, LookupError) as err:
+        _fail(str(err))
+    finally:
+        con.close()
+    for key, value in result.summary.items():
+        typer.echo(f"{key}: {value}")
+    for row in result.rows:
+        if row["change"] != "unchanged":
+            typer.echo(
+                f"  {row['target_id']:<32} {row['change']:<12} "
+                f"{row.get('verdict_before')} -> {row.get('verdict_after')}"
+            )
 
 
 @app.command()

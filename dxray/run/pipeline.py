@@ -1,0 +1,234 @@
+"""The audit pipeline: spec -> targets -> Ray Data -> AuditWorker actors -> catalog.
+
+    targets --from_items--> map_batches(AuditWorker, ActorPoolStrategy(size=n), batch_size=B)
+            --iter_batches--> CatalogWriter.write_batch   (one Parquet file per worker batch)
+
+The same code runs embedded (`ray.init` inside this process, the laptop default) and on a
+cluster (`ray.address: auto` inside `ray job submit`, or an explicit address). A run resumes:
+(target, seed) pairs already in the catalog are skipped, so a killed driver costs at most the
+batches in flight, and a rerun of the same spec completes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dxray.catalog.writer import CatalogWriter
+from dxray.spec import AuditSpec, expand_targets
+
+log = logging.getLogger("dxray.audit")
+
+VERDICT_KEYS = ("object_query", "presence", "verdict", "probe_scores")
+IMAGE_KEYS = ("png", "mask_png")
+
+
+@dataclass
+class AuditSummary:
+    run_id: str
+    catalog: Path
+    total: int  # (target, seed) rows the spec asks for
+    skipped: int  # already in the catalog (resume)
+    statuses: Counter = field(default_factory=Counter)  # of the rows computed now
+    seconds: float = 0.0
+
+    @property
+    def computed(self) -> int:
+        return sum(self.statuses.values())
+
+
+def classifier_sha256(source: Any) -> str:
+    """Content hash of a classifier's weights (a file, or every file of a directory); for a
+    hub id, the hash of the id itself."""
+    if isinstance(source, dict):
+        source = source.get("source", json.dumps(source, sort_keys=True))
+    path = Path(str(source).removeprefix("hf:"))
+    digest = hashlib.sha256()
+    if path.is_file():
+        files = [path]
+    elif path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+    else:
+        digest.update(str(source).encode())
+        return digest.hexdigest()
+    for file in files:
+        digest.update(str(file.relative_to(path.parent if path.is_file() else path)).encode())
+        with open(file, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def plan(spec: AuditSpec) -> tuple[str, list[dict], str]:
+    """(run_id, every target row, classifier sha256). Loads the classifier on the CPU for its
+    class names, and the generator too when units are ranked (top_k)."""
+    import torch
+
+    from dxray.models.classifier import load_classifier
+
+    classifier = load_classifier(spec.classifier.source)
+    sha = classifier_sha256(spec.classifier.source)
+    run_id = spec.run_id_for(sha)
+    ranking = None
+    if spec.targets.units.top_k:
+        from dxray.models.generator import load_generator
+        from dxray.run.ranking import rank_units, reference_images
+
+        generator = load_generator(spec.generator.source, tiny_decoder=spec.generator.tiny_decoder)
+        images = reference_images(generator)
+        ranked = rank_units(classifier, images, spec.targets.units.top_k, spec.targets.units.layer)
+        del generator
+        torch.cuda.empty_cache() if torch.cuda.is_available() else None
+
+        def ranking(class_index: int, k: int) -> list[tuple[str, int]]:
+            return ranked[class_index][:k]
+
+    targets = expand_targets(spec, classifier.class_names, run_id, unit_ranking=ranking)
+    return run_id, targets, sha
+
+
+def run_audit(
+    spec: AuditSpec,
+    *,
+    progress: Callable[[int, int, Counter], None] | None = None,
+    limit: int | None = None,
+) -> AuditSummary:
+    """Run (or resume) the audit `spec` describes; returns what was computed."""
+    started = time.perf_counter()
+    catalog = Path(spec.output.catalog)
+    writer = CatalogWriter(catalog)
+    # 1. Plan: the run id and its target rows; skip what the catalog already has
+    run_id, targets, sha = plan(spec)
+    done = writer.done_keys(run_id)
+    todo = [t for t in targets if (t["target_id"], int(t["seed"])) not in done]
+    summary = AuditSummary(run_id, catalog, total=len(targets), skipped=len(targets) - len(todo))
+    if limit is not None:  # a partial run (tests, dry runs); a rerun completes it
+        todo = todo[:limit]
+    writer.write_run(
+        run_id,
+        name=spec.name,
+        spec_yaml=spec.to_yaml(),
+        generator=_describe(spec.generator.source),
+        classifier=_describe(spec.classifier.source),
+        classifier_sha256=sha,
+        segmenter=_describe(spec.segmenter.source),
+        num_targets=len(targets),
+    )
+    log.info(
+        "run %s: %d targets, %d already done, %d to do", run_id, len(targets), len(done), len(todo)
+    )
+    # 2. Fan the targets out to the workers; write each batch as it comes back
+    try:
+        if todo:
+            for rows in _execute(spec, todo):
+                explanations, verdicts, images = _split(rows)
+                writer.write_batch(run_id, explanations, verdicts, images)
+                summary.statuses.update(r["status"] for r in explanations)
+                if progress is not None:
+                    progress(summary.skipped + summary.computed, summary.total, summary.statuses)
+    except BaseException as err:
+        writer.finish_run(run_id, "failed", error=f"{type(err).__name__}: {err}"[:2000])
+        raise
+    summary.seconds = time.perf_counter() - started
+    writer.finish_run(run_id, "finished", wall_seconds=summary.seconds)
+    return summary
+
+
+def _execute(spec: AuditSpec, todo: list[dict]):
+    """Yield lists of result rows, one list per worker batch, as they complete."""
+    import ray
+
+    from dxray.run.worker import AuditWorker
+
+    started_here = _ensure_ray(spec)
+    try:
+        r = spec.ray
+        batch = max(1, spec.engine.batch_size)
+        dataset = ray.data.from_items(todo, override_num_blocks=max(1, -(-len(todo) // batch)))
+        results = dataset.map_batches(
+            AuditWorker,
+            fn_constructor_kwargs={"spec": spec.to_dict(), "threads": r.num_cpus_per_worker},
+            compute=ray.data.ActorPoolStrategy(size=r.workers),
+            batch_size=batch,
+            batch_format="numpy",
+            num_cpus=r.num_cpus_per_worker,
+            num_gpus=r.num_gpus_per_worker or None,
+            # A worker that dies (preempted node, OOM kill) is restarted and its batch retried.
+            max_restarts=r.max_retries,
+            max_task_retries=r.max_retries,
+        )
+        for columns in results.iter_batches(batch_size=None, batch_format="numpy"):
+            n = len(columns["target_id"])
+            yield [{k: _py(v[i]) for k, v in columns.items()} for i in range(n)]
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def _ensure_ray(spec: AuditSpec) -> bool:
+    """Connect to the spec's cluster, or start Ray inside this process. True if started here."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    address = spec.ray.address
+    if address is None and os.environ.get("RAY_ADDRESS"):
+        address = "auto"  # inside `ray job submit`
+    if address is not None:
+        ray.init(address=address, log_to_driver=True)
+        return True
+    needed = spec.ray.workers * spec.ray.num_cpus_per_worker
+    # Loopback only, and a temp dir of our own: an embedded run must not attach to (or
+    # advertise) anything else on this machine.
+    ray.init(
+        address="local",
+        _node_ip_address="127.0.0.1",
+        _temp_dir=tempfile.mkdtemp(prefix="dxray-ray-"),
+        include_dashboard=False,
+        num_cpus=max(needed, os.cpu_count() or 1),
+        num_gpus=None,
+        log_to_driver=True,
+    )
+    return True
+
+
+def _split(rows: list[dict]) -> tuple[list[dict], list[dict], list[dict]]:
+    explanations, verdicts, images = [], [], []
+    for row in rows:
+        key = {k: row[k] for k in ("run_id", "target_id", "seed")}
+        explanations.append({k: v for k, v in row.items() if k not in VERDICT_KEYS + IMAGE_KEYS})
+        if row["status"] != "error":
+            verdict = {k: row[k] for k in VERDICT_KEYS}
+            verdict["probe_scores"] = list(json.loads(row["probe_scores"] or "{}").items())
+            verdicts.append({**key, **verdict})
+        if row.get("png") is not None:
+            images.append({**key, "png": row["png"], "mask_png": row["mask_png"]})
+    return explanations, verdicts, images
+
+
+def _py(value: Any) -> Any:
+    """Ray Data's numpy batches -> plain Python. A None in a column may come back as NaN (the
+    worker never emits NaN itself: non-finite numbers are written as None)."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and value != value:
+        return None
+    return value
+
+
+def _describe(source: Any) -> str:
+    return source if isinstance(source, str) else json.dumps(source, sort_keys=True)

@@ -1,0 +1,198 @@
+"""AuditWorker: generator + classifier + segmenter resident on one device; B targets a call.
+
+A plain class in the Ray Data style: `__init__` loads the models once, `__call__(batch)` turns a
+batch of target rows into result rows. It also runs without Ray (`worker.audit(rows)`).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from dxray.explain.optimize import explain
+from dxray.judge.verdict import verdicts
+from dxray.spec import AuditSpec, objective_for
+
+TARGET_KEYS = (
+    "run_id",
+    "target_id",
+    "kind",
+    "class_index",
+    "class_name",
+    "layer",
+    "channel",
+    "objective",
+    "seed",
+)
+# Fault injection for tests: a worker whose process finds this file absent creates it and dies
+# mid-batch, once. Ray must restart the actor and retry the batch.
+CRASH_ONCE_ENV = "DXRAY_TEST_CRASH_ONCE"
+
+
+class AuditWorker:
+    def __init__(self, spec: dict, *, device: str | None = None, threads: int = 1):
+        from dxray.models.classifier import load_classifier
+        from dxray.models.generator import load_generator
+        from dxray.models.segmenter import load_segmenter
+
+        # One torch thread per CPU Ray gave this worker: more threads than free cores thrash.
+        torch.set_num_threads(max(1, threads))
+        self.spec = AuditSpec.from_dict(spec)
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        g, c, s = self.spec.generator, self.spec.classifier, self.spec.segmenter
+        self.generator = load_generator(
+            g.source, device=device, dtype=g.torch_dtype(), tiny_decoder=g.tiny_decoder
+        )
+        self.classifier = load_classifier(c.source, device=device, dtype=c.torch_dtype())
+        self.segmenter = load_segmenter(s.source, device=device, dtype=s.torch_dtype())
+        self.config = self.spec.engine.to_explain_config()
+        self.name = f"{socket.gethostname()}:{os.getpid()}"
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        rows = [
+            {k: _plain(k, batch[k][i]) for k in TARGET_KEYS} for i in range(len(batch["target_id"]))
+        ]
+        _maybe_crash()
+        results = self.audit(rows)
+        return {key: _column([r[key] for r in results]) for key in results[0]}
+
+    def audit(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Explain and judge `rows` together. A batch that runs out of memory is split in
+        halves; a failure is narrowed to the target that causes it, which gets an error row."""
+        try:
+            return self._audit(rows)
+        except Exception as err:  # noqa: BLE001 - every failure becomes rows, never a crash
+            if isinstance(err, torch.OutOfMemoryError) and torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            if len(rows) == 1:
+                return [_error_row(rows[0], err, self.name)]
+            half = len(rows) // 2
+            return self.audit(rows[:half]) + self.audit(rows[half:])
+
+    def _audit(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        started = time.perf_counter()
+        objectives = [objective_for(self.spec, row) for row in rows]
+        result = explain(
+            self.generator, self.classifier, objectives, [int(r["seed"]) for r in rows], self.config
+        )
+        seconds = (time.perf_counter() - started) / len(rows)
+        images = result.images
+        judge = self.spec.judge
+        queries = [
+            judge.object_query(r["class_name"]) if r["class_name"] is not None else None
+            for r in rows
+        ]
+        with torch.no_grad():
+            device_images = images.to(self.segmenter.device, self.segmenter.dtype)
+            seg = self.segmenter.segment(device_images, [q or "" for q in queries])
+            probes = (
+                self.segmenter.probe(device_images, list(judge.probes)).float().cpu()
+                if judge.probes
+                else None
+            )
+        presence = seg.presence.float().cpu()
+        calls = verdicts(presence, judge.thresholds())
+        out = []
+        for i, row in enumerate(rows):
+            judged = queries[i] is not None
+            probe_scores = (
+                {q: float(probes[i, j]) for j, q in enumerate(judge.probes)}
+                if probes is not None
+                else {}
+            )
+            out.append(
+                {
+                    **row,
+                    "status": result.status[i],
+                    "error": result.errors[i],
+                    "steps": int(result.steps[i]),
+                    "objective_value": _finite(result.objective[i]),
+                    "probability": _finite(result.probability[i]),
+                    "converged": result.status[i] == "converged",
+                    "words": json.dumps(result.words[i]),
+                    "prompt_vectors": result.vectors[i].flatten().tolist(),
+                    "vector_shape": list(result.vectors[i].shape),
+                    "seconds": seconds,
+                    "worker": self.name,
+                    "object_query": queries[i],
+                    "presence": float(presence[i]) if judged else None,
+                    "verdict": calls[i] if judged else None,
+                    "probe_scores": json.dumps(probe_scores),
+                    "png": _png(images[i]),
+                    "mask_png": _png(seg.masks[i].float().cpu()[None]) if judged else None,
+                }
+            )
+        return out
+
+
+def _error_row(row: dict[str, Any], err: Exception, worker: str) -> dict[str, Any]:
+    text = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+    empty = dict.fromkeys(
+        ("steps", "objective_value", "probability", "converged", "words", "prompt_vectors"),
+        None,
+    )
+    return {
+        **row,
+        **empty,
+        "status": "error",
+        "error": text[:2000],
+        "vector_shape": None,
+        "seconds": None,
+        "worker": worker,
+        "object_query": None,
+        "presence": None,
+        "verdict": None,
+        "probe_scores": json.dumps({}),
+        "png": None,
+        "mask_png": None,
+    }
+
+
+def _png(image: torch.Tensor) -> bytes:
+    """A [C, H, W] tensor in [0, 1] (C = 3, or 1 for a mask) as PNG bytes."""
+    from PIL import Image
+
+    array = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    pil = Image.fromarray(array[0] if array.shape[0] == 1 else array.transpose(1, 2, 0))
+    buffer = io.BytesIO()
+    pil.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _finite(x: torch.Tensor) -> float | None:
+    value = float(x)
+    return value if np.isfinite(value) else None
+
+
+INT_KEYS = ("class_index", "channel", "seed")
+
+
+def _plain(key: str, value: Any) -> Any:
+    """numpy scalars -> Python. Ray Data turns a nullable int column into floats with NaN."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and np.isnan(value):
+        return None
+    if key in INT_KEYS and value is not None:
+        return int(value)
+    return value
+
+
+def _column(values: list[Any]) -> np.ndarray:
+    array = np.empty(len(values), dtype=object)
+    array[:] = values
+    return array
+
+
+def _maybe_crash() -> None:
+    marker = os.environ.get(CRASH_ONCE_ENV)
+    if marker and not os.path.exists(marker):
+        open(marker, "w").close()
+        os._exit(1)

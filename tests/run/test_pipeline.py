@@ -1,0 +1,112 @@
+"""The audit pipeline end to end on real Ray (127.0.0.1 only) with a tiny zoo."""
+
+import duckdb
+import pyarrow.parquet as pq
+import pytest
+
+from dxray.catalog.report import write_report
+from dxray.catalog.sql import run_sql
+from dxray.catalog.views import connect
+from dxray.run.pipeline import run_audit
+from dxray.run.worker import CRASH_ONCE_ENV, AuditWorker
+from dxray.spec import AuditSpec
+
+EXPECTED = (5 + 1) * 2  # 5 classes and 1 unit, 2 seeds
+
+
+def _count(catalog, view="explanations", where="") -> int:
+    con = connect(catalog, read_only=True)
+    try:
+        return con.sql(f"SELECT count(*) FROM {view} {where}").fetchall()[0][0]
+    finally:
+        con.close()
+
+
+def test_worker_without_ray_judges_and_renders(tiny_spec):
+    from dxray.spec import expand_targets
+
+    spec = AuditSpec.from_dict(tiny_spec)
+    worker = AuditWorker(spec.to_dict())
+    rows = expand_targets(spec, ["circle", "square", "triangle", "star", "cross"], "r1")[:3]
+    out = worker.audit(rows)
+    assert [r["target_id"] for r in out] == [r["target_id"] for r in rows]
+    assert all(r["status"] == "max_iterations" and r["steps"] == 2 for r in out)
+    assert all(r["png"].startswith(b"\x89PNG") for r in out)
+    assert out[0]["object_query"] == "a circle" and out[0]["verdict"] in (
+        "core",
+        "spurious",
+        "uncertain",
+    )
+
+
+def test_a_failing_target_becomes_an_error_row(tiny_spec):
+    from dxray.spec import expand_targets
+
+    spec = AuditSpec.from_dict(tiny_spec)
+    worker = AuditWorker(spec.to_dict())
+    rows = expand_targets(spec, ["circle", "square", "triangle", "star", "cross"], "r1")[:4]
+    rows[2] = {**rows[2], "kind": "unit", "layer": "no.such.layer", "channel": 0}
+    out = worker.audit(rows)
+    assert [r["status"] for r in out].count("error") == 1
+    assert out[2]["status"] == "error" and "no.such.layer" in out[2]["error"]
+    assert out[0]["status"] != "error" and out[3]["status"] != "error"
+
+
+def test_end_to_end_audit_sql_and_report(tiny_spec, tmp_path):
+    spec = AuditSpec.from_dict(tiny_spec)
+    seen = []
+    summary = run_audit(spec, progress=lambda done, total, _s: seen.append((done, total)))
+    assert summary.total == EXPECTED and summary.computed == EXPECTED and summary.skipped == 0
+    assert seen[-1] == (EXPECTED, EXPECTED)
+    catalog = summary.catalog
+    assert _count(catalog) == EXPECTED
+    assert _count(catalog, "images") == EXPECTED
+    assert _count(catalog, "verdicts") == EXPECTED
+    # one Parquet file per worker batch, not one per target
+    files = list((catalog / "explanations").rglob("part-*.parquet"))
+    assert 1 <= len(files) <= EXPECTED // 2
+    assert sum(pq.read_metadata(f).num_rows for f in files) == EXPECTED
+    csv = run_sql(
+        catalog, "SELECT class_name, count(*) AS n FROM audit GROUP BY 1 ORDER BY 1", "csv"
+    )
+    assert csv.splitlines()[1:3] == ["circle,2", "cross,2"]
+    con = connect(catalog, read_only=True)
+    assert con.sql("SELECT status FROM runs").fetchall() == [("finished",)]
+    con.close()
+    html = write_report(catalog, tmp_path / "report.html").read_text()
+    assert html.count("data:image/png;base64") >= EXPECTED
+
+
+def test_resume_skips_what_is_done_and_writes_no_duplicates(tiny_spec):
+    spec = AuditSpec.from_dict(tiny_spec)
+    first = run_audit(spec, limit=5)
+    assert first.computed == 5 and _count(first.catalog) == 5
+    second = run_audit(spec)
+    assert second.skipped == 5 and second.computed == EXPECTED - 5
+    assert second.run_id == first.run_id
+    assert _count(second.catalog) == EXPECTED
+    distinct = _count(second.catalog, "(SELECT DISTINCT target_id, seed FROM explanations)")
+    assert distinct == EXPECTED
+    third = run_audit(spec)
+    assert third.computed == 0 and _count(third.catalog) == EXPECTED
+
+
+def test_a_worker_killed_mid_run_is_restarted_and_the_run_completes(
+    tiny_spec, tmp_path, monkeypatch
+):
+    marker = tmp_path / "crashed-once"
+    monkeypatch.setenv(CRASH_ONCE_ENV, str(marker))
+    summary = run_audit(AuditSpec.from_dict(tiny_spec))
+    assert marker.exists()  # a worker really died
+    assert summary.computed == EXPECTED
+    assert _count(summary.catalog) == EXPECTED
+
+
+def test_sql_over_the_catalog_is_read_only(tiny_spec):
+    from dxray.catalog.sql import SqlRefused
+
+    summary = run_audit(AuditSpec.from_dict(tiny_spec), limit=2)
+    with pytest.raises(SqlRefused):
+        run_sql(summary.catalog, "DELETE FROM explanations", "csv")
+    assert _count(summary.catalog) == 2
+    assert isinstance(duckdb.__version__, str)
