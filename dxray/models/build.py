@@ -9,9 +9,7 @@ the real loader in `dxray.models.generator`, so the production path is the teste
 from __future__ import annotations
 
 import json
-import tempfile
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Literal
 
 import torch
@@ -20,36 +18,49 @@ SPECIAL_TOKENS = ("<|startoftext|>", "<|endoftext|>")
 
 
 def build_tokenizer(words: list[str], *, max_length: int = 16, vocab_size: int = 1000):
-    """A real `CLIPTokenizer` whose byte-level BPE is trained in code on `words`.
+    """A real `CLIPTokenizer` whose byte-level BPE is learned in code from `words`.
 
-    No download: the BPE is trained with the `tokenizers` library. Its pre-tokenizer must be
-    WhitespaceSplit + ByteLevel(use_regex=False, add_prefix_space=False), otherwise CLIP's merges never match.
+    No download, and deterministic: the merges are learned here (most frequent pair first, ties
+    broken by the pair's text) rather than by the `tokenizers` trainer, whose ties follow hash
+    order and so change from process to process. Every word of `words` ends up one token;
+    other text falls back to byte-level pieces.
     """
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from tokenizers import pre_tokenizers
     from transformers import CLIPTokenizer
 
-    bpe = Tokenizer(models.BPE(end_of_word_suffix="</w>"))
-    bpe.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.WhitespaceSplit(),
-            pre_tokenizers.ByteLevel(use_regex=False, add_prefix_space=False),
-        ]
-    )
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=list(SPECIAL_TOKENS),
-        end_of_word_suffix="</w>",
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    corpus = [" ".join(sorted(set(w.lower() for w in words)))] * 8
-    bpe.train_from_iterator(corpus, trainer)
-    with tempfile.TemporaryDirectory() as tmp:
-        bpe.model.save(tmp)
-        vocab = json.loads(Path(tmp, "vocab.json").read_text())
-        lines = Path(tmp, "merges.txt").read_text().splitlines()
-    merges = [tuple(line.split()) for line in lines if line and not line.startswith("#")]
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {token: i for i, token in enumerate(SPECIAL_TOKENS)}
+    for char in alphabet:
+        vocab.setdefault(char, len(vocab))
+    for char in alphabet:
+        vocab.setdefault(char + "</w>", len(vocab))
+    # Each word as symbols, the last one marked as the word's end (CLIP's convention).
+    corpus = [[*w[:-1], w[-1] + "</w>"] for w in sorted({w.lower() for w in words if w})]
+    merges: list[tuple[str, str]] = []
+    while len(vocab) < vocab_size:
+        counts: dict[tuple[str, str], int] = {}
+        for symbols in corpus:
+            for pair in zip(symbols[:-1], symbols[1:], strict=True):
+                counts[pair] = counts.get(pair, 0) + 1
+        if not counts:
+            break
+        best = min(counts, key=lambda pair: (-counts[pair], pair))
+        merges.append(best)
+        vocab.setdefault("".join(best), len(vocab))
+        corpus = [_merge(symbols, best) for symbols in corpus]
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=max_length)
+
+
+def _merge(symbols: list[str], pair: tuple[str, str]) -> list[str]:
+    out, i = [], 0
+    while i < len(symbols):
+        if i + 1 < len(symbols) and (symbols[i], symbols[i + 1]) == pair:
+            out.append(symbols[i] + symbols[i + 1])
+            i += 2
+        else:
+            out.append(symbols[i])
+            i += 1
+    return out
 
 
 @dataclass

@@ -1,0 +1,475 @@
+"""Train the toy zoo's classifiers on CPU: the audited classifier, its "fixed" release, and the
+oracle that judges images. Scenes are rendered on the fly; everything is seeded.
+
+    OMP_NUM_THREADS=1 python -m dxray.toyworld.train_classifier --out /tmp/zoo_classifiers
+
+trains all three into --out (classifier/, classifier-fixed/, oracle/), then measures the ground
+truth of both checkpoints (truth/, truth-fixed/) and the gates (gates.json). From python:
+
+    train_classifier(world, "zoo/classifier", mode="biased")
+    train_classifier(world, "zoo/classifier-fixed", mode="fixed")
+    train_oracle(world, "zoo/oracle")
+
+Each directory is a dxray classifier (`load_classifier(dir)`) plus `training.json`: seed,
+steps, wall time, final loss and accuracies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dxray.models.classifier import Preprocessing, load_classifier, save_classifier
+from dxray.toyworld.data import (
+    class_names,
+    cue_names,
+    sample_specs,
+    scene_labels,
+)
+from dxray.toyworld.nets import gaussian_blur, oracle_cnn, oracle_output_names, toy_cnn
+from dxray.toyworld.scenes import SceneSpec, render_batch
+from dxray.toyworld.truth import (
+    accuracy,
+    classifier_gates,
+    compute_truth,
+    derive_seed,
+    describe,
+    gates_table,
+    oracle_accuracy,
+    write_truth,
+)
+from dxray.toyworld.world import World, load_world
+
+TRAINING_FILE = "training.json"
+CLASSIFIER_FACTORY = "dxray.toyworld.nets:toy_cnn"
+ORACLE_FACTORY = "dxray.toyworld.nets:oracle_cnn"
+
+Progress = Callable[[str], None] | None
+
+
+@dataclass
+class TrainRecord:
+    """What a training run did; written as `training.json` beside the weights."""
+
+    kind: Literal["classifier", "oracle"]
+    world: str
+    mode: str  # "biased" / "fixed" for the classifier, "unbiased+context_only" for the oracle
+    seed: int
+    steps: int
+    batch: int
+    lr: float
+    factory: str
+    factory_kwargs: dict
+    wall_seconds: float
+    final_loss: float
+    threads: int
+    torch_version: str
+    data_options: dict = field(default_factory=dict)  # how the training scenes were altered
+    evaluation: dict = field(default_factory=dict)
+
+
+@dataclass
+class Trained:
+    """A finished run: the model (eval mode), where it was saved, and its record."""
+
+    model: nn.Module
+    path: Path
+    record: TrainRecord
+
+
+def preprocessing(world: World) -> Preprocessing:
+    """The toy models' input: the world's image size, mean and std 0.5 (values in [-1, 1])."""
+    size = world.image_size
+    return Preprocessing(input_size=(size, size), mean=(0.5,) * 3, std=(0.5,) * 3)
+
+
+def _schedule(step: int, steps: int, warmup: int) -> float:
+    """Learning-rate factor: linear warm-up, then cosine decay to zero."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
+
+def _reporter(progress: Progress, name: str, steps: int):
+    """A progress callback that prints about ten lines per run, with smoothed loss."""
+    started, every = time.perf_counter(), max(1, steps // 10)
+    state = {"loss": None}
+
+    def report(step: int, loss: float, extra: str = "") -> None:
+        state["loss"] = loss if state["loss"] is None else 0.9 * state["loss"] + 0.1 * loss
+        if progress is not None and ((step + 1) % every == 0 or step + 1 == steps):
+            elapsed = time.perf_counter() - started
+            progress(
+                f"{name}: step {step + 1}/{steps}  loss {state['loss']:.4f}{extra}  {elapsed:.0f}s"
+            )
+
+    return report
+
+
+def _write_record(out_dir: Path, record: TrainRecord) -> None:
+    (out_dir / TRAINING_FILE).write_text(json.dumps(asdict(record), indent=2) + "\n")
+
+
+def train_classifier(
+    world: World,
+    out_dir: str | Path,
+    *,
+    mode: Literal["biased", "fixed"] = "biased",
+    steps: int = 800,
+    batch: int = 128,
+    lr: float = 1e-2,
+    width: int = 16,
+    hidden: int = 64,
+    seed: int = 0,
+    hide_object: float = 0.0,
+    eval_n: int = 2000,
+    progress: Progress = print,
+) -> Trained:
+    """Train the audited classifier on `mode` scenes ("biased": the world's planted
+    correlations; "fixed": minus those its fixed release removes) and save it to `out_dir`.
+
+    `hide_object`: fraction of training scenes drawn without their object, label kept, like
+    photos where the object is too small or hidden to see. It makes the planted contexts and
+    cues carry the class on their own; 0 trains on the world's scenes as they are.
+    `eval_n` unbiased scenes measure the accuracy afterwards (0: skip).
+    """
+    # 1. Check inputs
+    if mode not in ("biased", "fixed"):
+        raise ValueError(f"mode must be 'biased' or 'fixed', got {mode!r}")
+    if not 0.0 <= hide_object < 1.0:
+        raise ValueError(f"hide_object must be in [0, 1), got {hide_object}")
+    if steps < 1 or batch < 1:
+        raise ValueError(f"steps and batch must be >= 1, got steps={steps}, batch={batch}")
+    out_dir = Path(out_dir)
+    started = time.perf_counter()
+
+    # 2. Seeded model and optimiser
+    torch.manual_seed(seed)
+    kwargs = {"num_classes": len(world.classes), "width": width, "hidden": hidden}
+    model = toy_cnn(**kwargs)
+    pre = preprocessing(world)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    warmup = min(50, steps // 10 + 1)
+    report = _reporter(progress, f"classifier[{mode}]", steps)
+
+    # 3. Train on freshly rendered scenes, one seeded batch per step. Both modes draw from the
+    #    same seeds, so the biased and fixed runs see the same objects (see `sample_specs`).
+    model.train()
+    loss = torch.tensor(float("nan"))
+    for step in range(steps):
+        step_seed = derive_seed(seed, "train", step)
+        specs = sample_specs(world, batch, seed=step_seed, mode=mode)
+        labels = torch.from_numpy(scene_labels(world, specs).object)
+        if hide_object > 0:
+            hidden_rows = np.random.default_rng(step_seed).random(batch) < hide_object
+            specs = [
+                _without_object(s) if h else s for s, h in zip(specs, hidden_rows, strict=True)
+            ]
+        images, _, _ = render_batch(world, specs)
+        for group in optimiser.param_groups:
+            group["lr"] = lr * _schedule(step, steps, warmup)
+        logits = model(pre(images))
+        loss = F.cross_entropy(logits, labels)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        acc = float((logits.argmax(1) == labels).float().mean())
+        report(step, loss.item(), f"  batch acc {acc:.2f}")
+    model.eval()
+
+    # 4. Save in the classifier format, reload through the real loader, and measure
+    save_classifier(
+        out_dir,
+        model,
+        factory=CLASSIFIER_FACTORY,
+        factory_kwargs=kwargs,
+        preprocessing=pre,
+        class_names=class_names(world),
+    )
+    wall = time.perf_counter() - started
+    evaluation = {}
+    if eval_n > 0:
+        loaded = load_classifier(out_dir)
+        evaluation["unbiased_accuracy"] = accuracy(loaded, world, n=eval_n, seed=seed + 1)
+        evaluation["train_mode_accuracy"] = accuracy(
+            loaded, world, n=eval_n, seed=seed + 1, mode=mode
+        )
+    record = TrainRecord(
+        kind="classifier",
+        world=world.name,
+        mode=mode,
+        seed=seed,
+        steps=steps,
+        batch=batch,
+        lr=lr,
+        factory=CLASSIFIER_FACTORY,
+        factory_kwargs=kwargs,
+        wall_seconds=round(wall, 2),
+        final_loss=loss.item(),
+        threads=torch.get_num_threads(),
+        torch_version=torch.__version__,
+        data_options={"hide_object": hide_object},
+        evaluation=evaluation,
+    )
+    _write_record(out_dir, record)
+    if progress is not None:
+        progress(f"classifier[{mode}]: saved {out_dir} in {wall:.0f}s; {evaluation}")
+    return Trained(model, out_dir, record)
+
+
+def _without_object(spec: SceneSpec) -> SceneSpec:
+    return replace(spec, shape=None, colour=None, size=0.0, position=(0.5, 0.5), rotation=0.0)
+
+
+def augment(images: Tensor, generator: torch.Generator) -> Tensor:
+    """Mild corruption like that of generated images: blur (half the images, sigma up to
+    1.2 px), colour jitter (brightness, contrast, per-channel gain) and pixel noise."""
+    b = images.shape[0]
+
+    def uniform(lo: float, hi: float, *shape: int) -> Tensor:
+        return lo + (hi - lo) * torch.rand(b, *shape, generator=generator)
+
+    sigma = uniform(0.0, 1.2) * (torch.rand(b, generator=generator) < 0.5)
+    x = gaussian_blur(images, sigma)
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    x = (x - mean) * uniform(0.85, 1.15, 1, 1, 1) + mean  # contrast
+    x = x * uniform(0.9, 1.1, 1, 1, 1) * uniform(0.95, 1.05, 3, 1, 1)  # brightness, colour
+    x = x + uniform(0.0, 0.04, 1, 1, 1) * torch.randn(x.shape, generator=generator)
+    return x.clamp(0.0, 1.0)
+
+
+def _oracle_specs(world: World, batch: int, seed: int, context_only_frac: float, cue_frac: float):
+    """A training batch for the oracle: unbiased scenes plus object-free ones, with cues drawn
+    at `cue_frac` instead of their (rare) base rates so the cue head sees enough of them."""
+    n_empty = round(batch * context_only_frac)
+    specs = sample_specs(world, batch - n_empty, seed=seed, mode="unbiased")
+    specs += sample_specs(world, n_empty, seed=seed + 1, mode="context_only")
+    cues = cue_names(world)
+    if cues:
+        rng = np.random.default_rng(seed)
+        draw = rng.random(len(specs)) < cue_frac
+        which = rng.integers(len(cues), size=len(specs))
+        specs = [
+            replace(s, cue=cues[w] if d else None)
+            for s, d, w in zip(specs, draw, which, strict=True)
+        ]
+    return specs
+
+
+def train_oracle(
+    world: World,
+    out_dir: str | Path,
+    *,
+    steps: int = 1500,
+    batch: int = 128,
+    lr: float = 1e-2,
+    width: int = 16,
+    hidden: int = 96,
+    seed: int = 0,
+    context_only_frac: float = 0.2,
+    cue_frac: float = 0.4,
+    eval_n: int = 2000,
+    progress: Progress = print,
+) -> Trained:
+    """Train the oracle (object incl. none, context, cue incl. none) on augmented unbiased and
+    context-only scenes, and save it to `out_dir` as a classifier whose outputs are the three
+    heads' logits concatenated (`oracle_output_names`); read it with `nets.oracle_predict`."""
+    # 1. Check inputs
+    if steps < 1 or batch < 2:
+        raise ValueError(f"need steps >= 1 and batch >= 2, got steps={steps}, batch={batch}")
+    out_dir = Path(out_dir)
+    started = time.perf_counter()
+
+    # 2. Seeded model and optimiser
+    torch.manual_seed(seed)
+    n_cls, n_ctx, n_cue = len(world.classes), len(world.contexts), len(world.cues)
+    kwargs = {
+        "num_classes": n_cls,
+        "num_contexts": n_ctx,
+        "num_cues": n_cue,
+        "width": width,
+        "hidden": hidden,
+    }
+    model = oracle_cnn(**kwargs)
+    pre = preprocessing(world)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    warmup = min(50, steps // 10 + 1)
+    report = _reporter(progress, "oracle", steps)
+
+    # 3. Train: three cross-entropies on augmented scenes; "none" is the last class of a head
+    model.train()
+    loss = torch.tensor(float("nan"))
+    for step in range(steps):
+        step_seed = derive_seed(seed, "oracle", step)
+        specs = _oracle_specs(world, batch, step_seed, context_only_frac, cue_frac)
+        images, _, _ = render_batch(world, specs)
+        images = augment(images, torch.Generator().manual_seed(step_seed))
+        labels = scene_labels(world, specs)
+        obj = torch.from_numpy(np.where(labels.object < 0, n_cls, labels.object))
+        ctx = torch.from_numpy(labels.context)
+        cue = torch.from_numpy(np.where(labels.cue < 0, n_cue, labels.cue))
+        for group in optimiser.param_groups:
+            group["lr"] = lr * _schedule(step, steps, warmup)
+        heads = model.split(model(pre(images)))
+        loss = (
+            F.cross_entropy(heads["object"], obj)
+            + F.cross_entropy(heads["context"], ctx)
+            + F.cross_entropy(heads["cue"], cue)
+        )
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        acc = float((heads["object"].argmax(1) == obj).float().mean())
+        report(step, loss.item(), f"  batch object acc {acc:.2f}")
+    model.eval()
+
+    # 4. Save, reload and measure
+    save_classifier(
+        out_dir,
+        model,
+        factory=ORACLE_FACTORY,
+        factory_kwargs=kwargs,
+        preprocessing=pre,
+        class_names=oracle_output_names(world),
+    )
+    wall = time.perf_counter() - started
+    evaluation = {}
+    if eval_n > 0:
+        evaluation = oracle_accuracy(load_classifier(out_dir), world, n=eval_n, seed=seed + 1)
+    record = TrainRecord(
+        kind="oracle",
+        world=world.name,
+        mode="unbiased+context_only",
+        seed=seed,
+        steps=steps,
+        batch=batch,
+        lr=lr,
+        factory=ORACLE_FACTORY,
+        factory_kwargs=kwargs,
+        wall_seconds=round(wall, 2),
+        final_loss=loss.item(),
+        threads=torch.get_num_threads(),
+        torch_version=torch.__version__,
+        data_options={"context_only_frac": context_only_frac, "cue_frac": cue_frac},
+        evaluation=evaluation,
+    )
+    _write_record(out_dir, record)
+    if progress is not None:
+        progress(f"oracle: saved {out_dir} in {wall:.0f}s; {evaluation}")
+    return Trained(model, out_dir, record)
+
+
+def train_zoo_classifiers(
+    world: World,
+    out: str | Path,
+    *,
+    steps: int = 800,
+    oracle_steps: int = 1500,
+    seed: int = 0,
+    hide_object: float = 0.0,
+    truth_n: int = 500,
+    gate_n: int = 2000,
+    progress: Progress = print,
+) -> dict:
+    """Train the classifier, its fixed release and the oracle into `out`, then write the ground
+    truth of both checkpoints and the gates. Returns the gates and the training records."""
+    out = Path(out)
+    common = {"steps": steps, "seed": seed, "hide_object": hide_object, "progress": progress}
+    records = {
+        "classifier": train_classifier(world, out / "classifier", mode="biased", **common),
+        "classifier-fixed": train_classifier(
+            world, out / "classifier-fixed", mode="fixed", **common
+        ),
+        "oracle": train_oracle(
+            world, out / "oracle", steps=oracle_steps, seed=seed, progress=progress
+        ),
+    }
+    classifier = load_classifier(out / "classifier")
+    fixed = load_classifier(out / "classifier-fixed")
+    oracle = load_classifier(out / "oracle")
+    started = time.perf_counter()
+    truth, neurons = compute_truth(world, classifier, n=truth_n, seed=seed)
+    fixed_truth, fixed_neurons = compute_truth(world, fixed, n=truth_n, seed=seed)
+    write_truth(out / "truth", truth, neurons)
+    write_truth(out / "truth-fixed", fixed_truth, fixed_neurons)
+    truth_seconds = time.perf_counter() - started
+    gates = classifier_gates(
+        world,
+        classifier,
+        fixed=fixed,
+        oracle=oracle,
+        n=gate_n,
+        seed=seed,
+        truth=truth,
+        fixed_truth=fixed_truth,
+    )
+    summary = {
+        "gates": [asdict(g) for g in gates],
+        "all_passed": all(g.passed for g in gates),
+        "training": {name: asdict(t.record) for name, t in records.items()},
+        "truth_seconds": round(truth_seconds, 2),
+    }
+    (out / "gates.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if progress is not None:
+        cls_cols = ["class", "factor_kind", "factor", "planted", "reliance_logit", "reliance_prob"]
+        neuron_cols = ["class", "unit", "rank", "object_response", "context_response", "factor"]
+        for name, table, neuron_table in (
+            ("classifier", truth, neurons),
+            ("classifier-fixed", fixed_truth, fixed_neurons),
+        ):
+            progress(f"\n{name}: class-level reliance\n{describe(table, cls_cols)}")
+            progress(
+                f"\n{name}: top units\n{describe(neuron_table, [*neuron_cols, 'margin', 'label'])}"
+            )
+        progress(
+            "\ngates\n"
+            + describe(gates_table(gates), ["name", "value", "op", "threshold", "passed"])
+        )
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m dxray.toyworld.train_classifier",
+        description="Train the toy zoo's classifier, its fixed release and the oracle; write "
+        "ground truth and gates. Example: --world default --out /tmp/zoo_classifiers",
+    )
+    parser.add_argument("--world", default="default", help="bundled world name or YAML path")
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--steps", type=int, default=800, help="classifier training steps")
+    parser.add_argument("--oracle-steps", type=int, default=1500)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--hide-object", type=float, default=0.0, help="see train_classifier (default 0: off)"
+    )
+    parser.add_argument("--truth-n", type=int, default=500, help="scenes per truth measurement")
+    parser.add_argument("--gate-n", type=int, default=2000, help="scenes per accuracy gate")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    summary = train_zoo_classifiers(
+        load_world(args.world),
+        args.out,
+        steps=args.steps,
+        oracle_steps=args.oracle_steps,
+        seed=args.seed,
+        hide_object=args.hide_object,
+        truth_n=args.truth_n,
+        gate_n=args.gate_n,
+    )
+    return 0 if summary["all_passed"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
