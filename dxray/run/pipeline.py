@@ -83,11 +83,12 @@ def plan(spec: AuditSpec) -> tuple[str, list[dict], str]:
     ranking = None
     if spec.targets.units.top_k:
         from dxray.models.generator import load_generator
-        from dxray.run.ranking import rank_units, reference_images
+        from dxray.run.ranking import rank_class_units
 
         generator = load_generator(spec.generator.source, tiny_decoder=spec.generator.tiny_decoder)
-        images = reference_images(generator)
-        ranked = rank_units(classifier, images, spec.targets.units.top_k, spec.targets.units.layer)
+        prompts = [spec.judge.object_query(name) for name in classifier.class_names]
+        units = spec.targets.units
+        ranked = rank_class_units(classifier, generator, prompts, units.top_k, units.layer)
         del generator
         torch.cuda.empty_cache() if torch.cuda.is_available() else None
 

@@ -1,35 +1,32 @@
-"""Which hidden units to audit per class: head weight x mean activation (Salient ImageNet's
-ranking), measured on reference images."""
+"""Which hidden units the platform audits per class: `dxray.models.units.rank_units` (head
+weight x mean activation on the class's images), with no dataset.
+
+An audit has no images of the classes, so the class's images are the generator's: a few
+renders of the class's object query ("a tench"), the closest data-free stand-in.
+"""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
 
+from dxray.models.units import head_weight, rank_units
 
-def head_weight(classifier, layer: str | None) -> tuple[str, Tensor]:
-    """(the layer whose channels the head reads, the head's weight [classes, channels]).
 
-    The head is the classifier's last `nn.Linear`. `layer` None: the module whose output is
-    the head's very input tensor (found with one traced forward); give `layer` when the model
-    transforms that tensor in its forward code, between modules."""
-    linears = [(n, m) for n, m in classifier.model.named_modules() if isinstance(m, nn.Linear)]
+def head_and_layer(classifier, layer: str | None) -> tuple[str, str]:
+    """(the head: the classifier's last `nn.Linear`, the layer whose units it reads).
+
+    `layer` None: the module whose output is the head's very input tensor, found with one
+    traced forward; name the layer when the model reshapes that tensor between modules."""
+    linears = [n for n, m in classifier.model.named_modules() if isinstance(m, nn.Linear)]
     if not linears:
         raise ValueError("the classifier has no nn.Linear head: name the units' layer explicitly")
-    head_name, head = linears[-1]
-    if layer is None:
-        layer = _feeding_module(classifier, head_name, head)
-    weight = head.weight.detach().float()
-    channels = classifier.unit_channels(layer)
-    if weight.shape[1] != channels:
-        raise ValueError(
-            f"layer {layer!r} has {channels} channels but the head {head_name!r} reads "
-            f"{weight.shape[1]}: set units.layer to the layer the head reads"
-        )
-    return layer, weight
+    head = linears[-1]
+    return head, layer if layer is not None else _feeding_module(classifier, head)
 
 
-def _feeding_module(classifier, head_name: str, head: nn.Module) -> str:
+def _feeding_module(classifier, head_name: str) -> str:
+    head = dict(classifier.model.named_modules())[head_name]
     # Keep the tensors themselves (not ids: a freed tensor's id can be reused).
     outputs: list[tuple[str, object]] = []
     fed: list[object] = []
@@ -55,24 +52,36 @@ def _feeding_module(classifier, head_name: str, head: nn.Module) -> str:
 
 
 @torch.no_grad()
-def rank_units(classifier, images: Tensor, k: int, layer: str | None = None) -> dict[int, list]:
-    """For every class, its k units with the largest head weight x mean activation over
-    `images`: {class_index: [(layer, channel), ...]}, best first."""
-    layer, weight = head_weight(classifier, layer)
-    activation = classifier.outputs(images, [layer]).units[layer].float().mean(0).cpu()
-    contribution = weight.cpu() * activation[None, :]
-    top = contribution.topk(min(k, contribution.shape[1]), dim=1).indices
-    return {c: [(layer, int(j)) for j in top[c]] for c in range(weight.shape[0])}
-
-
-@torch.no_grad()
-def reference_images(generator, n: int = 32, steps: int = 2, seed: int = 0) -> Tensor:
-    """A data-free reference set: the generator's unconditional images (empty prompt), the
-    closest thing to "the data" an audit without a dataset has."""
+def render_prompts(generator, prompts: list[str], per_prompt: int, steps: int = 2) -> Tensor:
+    """`per_prompt` renders of each prompt, [len(prompts) * per_prompt, 3, H, W]."""
     from dxray.explain.prompt import encode_text
     from dxray.explain.sampler import SamplerConfig, decode, draw_noise, sample
 
-    cond = encode_text(generator.text_encoder, generator.tokenizer, [""] * n)
-    noise = draw_noise(generator.latent_shape, steps, [seed + i for i in range(n)])
+    texts = [p for p in prompts for _ in range(per_prompt)]
+    cond = encode_text(generator.text_encoder, generator.tokenizer, texts)
+    noise = draw_noise(generator.latent_shape, steps, list(range(len(texts))))
     latents = sample(generator, cond, noise.to(generator.device), SamplerConfig(steps=steps))
     return decode(generator, latents)
+
+
+@torch.no_grad()
+def rank_class_units(
+    classifier, generator, class_prompts: list[str], k: int, layer: str | None = None, n: int = 8
+) -> dict[int, list[tuple[str, int]]]:
+    """{class index: [(layer, channel), ...] best first} for every class, ranked on `n`
+    generator renders of each class's prompt."""
+    head, layer = head_and_layer(classifier, layer)
+    weight = head_weight(classifier, head, layer)
+    activation = torch.stack(
+        [
+            classifier.outputs(render_prompts(generator, [prompt], n), [layer])
+            .units[layer]
+            .float()
+            .mean(0)
+            .cpu()
+            for prompt in class_prompts
+        ]
+    )
+    names = [str(i) for i in range(len(class_prompts))]
+    ranked = rank_units(weight.cpu(), activation, k, class_names=names, layer=layer)
+    return {int(c): [(u.layer, u.channel) for u in units] for c, units in ranked.items()}

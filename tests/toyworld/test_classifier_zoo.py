@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from dxray.models.classifier import Classifier, Preprocessing, load_classifier
+from dxray.models.units import rank_units
 from dxray.toyworld import class_names, context_names, default_world, render_batch, sample_specs
 from dxray.toyworld.nets import (
     gaussian_blur,
@@ -28,7 +29,6 @@ from dxray.toyworld.truth import (
     classifier_gates,
     compute_truth,
     fixed_release_gates,
-    rank_units,
     read_truth,
     reliance,
     reliance_gates,
