@@ -95,3 +95,27 @@ def tiny_models(seed: int = 0):
     )
     pre = Preprocessing(input_size=(16, 16), mean=(0.5,) * 3, std=(0.25,) * 3)
     return generator, Classifier(net.eval().requires_grad_(False), pre)
+
+
+def scale_timing(spec, workers: int, *, catalog: str, limit: int | None = None) -> dict:
+    """The same audit on `workers` CPU workers (1 torch thread each) into a fresh catalog:
+    targets per minute, counting from the run's start (Ray start and model loads included)."""
+    from dxray.run.pipeline import run_audit
+    from dxray.spec import with_overrides
+
+    spec = with_overrides(
+        spec,
+        **{
+            "ray.workers": workers,
+            "ray.num_cpus_per_worker": 1,
+            "output.catalog": catalog,
+            "output.run_id": f"bench-scale-{workers}",
+        },
+    )
+    summary = run_audit(spec, limit=limit)
+    return {
+        "workers": workers,
+        "targets": summary.computed,
+        "seconds": summary.seconds,
+        "targets_per_minute": 60 * summary.computed / summary.seconds,
+    }

@@ -185,15 +185,183 @@ def diff(
             )
 
 
-@app.command()
-def demo() -> None:
-    """What `make demo` runs. Today: the explain engine on tiny random models.
+@bench_app.command("scale")
+def bench_scale(
+    spec_path: Path = typer.Option(Path("pipelines/toy.yaml"), "--spec", help="The audit."),
+    workers: str = typer.Option("1,2", help="Worker counts to compare (1 CPU each)."),
+    limit: int = typer.Option(None, help="Audit only this many targets per run."),
+) -> None:
+    """The same audit with 1 and 2 CPU workers: targets per minute for each, in one run.
 
-    The full toy-world audit (trained zoo -> Ray pipeline -> catalog -> HTML report) replaces
-    this as the toy world and the platform land.
+    Example: dxray bench scale --spec pipelines/toy.yaml --limit 16
     """
-    typer.echo("dxray demo: the toy-world audit is not built yet; running the engine benchmark.")
-    bench_engine(batch=16, iterations=5, steps=2, threads=1)
+    import tempfile
+
+    from dxray.bench import scale_timing
+    from dxray.spec import load_spec
+
+    spec = load_spec(spec_path)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="dxray-bench-") as tmp:
+        for n in (int(w) for w in workers.split(",")):
+            rows.append(scale_timing(spec, n, catalog=f"{tmp}/w{n}", limit=limit))
+    for r in rows:
+        typer.echo(
+            f"  {r['workers']} worker(s): {r['targets']} targets in {r['seconds']:.0f} s = "
+            f"{r['targets_per_minute']:.1f} targets/minute"
+        )
+    if len(rows) > 1:
+        typer.echo(
+            f"speed-up {rows[-1]['workers']} vs {rows[0]['workers']} worker(s): "
+            f"{rows[-1]['targets_per_minute'] / rows[0]['targets_per_minute']:.2f}x"
+        )
+
+
+zoo_app = typer.Typer(no_args_is_help=True, help="The toy world's model zoo.")
+app.add_typer(zoo_app, name="zoo")
+
+
+@zoo_app.command("train")
+def zoo_train(
+    out: Path = typer.Option(..., help="The zoo folder to write."),
+    world: str = typer.Option("default", help="A bundled world (default, second) or a YAML."),
+    parts: str = typer.Option(
+        "classifiers,segmenter,generator", help="Which models to train (comma-separated)."
+    ),
+    device: str = typer.Option("cpu", help="cpu or cuda: the generator wants a GPU."),
+    generator_seconds: float = typer.Option(
+        3600, help="The generator's time budget; it resumes from its checkpoint if rerun."
+    ),
+    seed: int = typer.Option(0, help="Every model's seed (recorded in the zoo)."),
+) -> None:
+    """Train the toy zoo: classifier + fixed release + oracle + truth, segmenter, generator.
+
+    Example: dxray zoo train --out /tmp/zoo --world default --parts classifiers
+    """
+    from dxray.toyworld.world import WorldConfigError, load_world
+
+    try:
+        w = load_world(world)
+    except (WorldConfigError, OSError) as err:
+        _fail(str(err))
+    chosen = {p.strip() for p in parts.split(",") if p.strip()}
+    unknown = chosen - {"classifiers", "segmenter", "generator"}
+    if unknown:
+        _fail(f"unknown part(s) {sorted(unknown)}: use classifiers, segmenter, generator")
+    out.mkdir(parents=True, exist_ok=True)
+    if "classifiers" in chosen:
+        from dxray.toyworld.train_classifier import train_zoo_classifiers
+
+        train_zoo_classifiers(w, out, seed=seed, progress=typer.echo)
+    if "segmenter" in chosen:
+        from dxray.toyworld.train_segmenter import train_segmenter
+
+        train_segmenter(w, out, device=device, seed=seed, progress=lambda r: typer.echo(r))
+    if "generator" in chosen:
+        import shutil
+
+        from dxray.toyworld.train_generator import train_generator
+
+        scratch = out / ".generator-training"  # checkpoint.pt: large, resumable, not committed
+        report = train_generator(
+            w, scratch, device=device, seconds=generator_seconds, seed=seed, progress=typer.echo
+        )
+        shutil.rmtree(out / "generator", ignore_errors=True)
+        shutil.copytree(report.generator_dir, out / "generator")
+    typer.echo(f"zoo written to {out}; check it with: dxray zoo check {out}")
+
+
+@zoo_app.command("check")
+def zoo_check(
+    zoo: Path = typer.Argument(..., help="A zoo folder."),
+    world: str = typer.Option("default", help="The world the zoo was trained on."),
+    steps: int = typer.Option(2, help="Sampler steps for the generator gate (the engine's)."),
+    guidance: float = typer.Option(1.0, help="Guidance scale for the generator gate."),
+) -> None:
+    """Print the zoo's gate table (and write it to <zoo>/gates.json). Exit 1 if a gate fails.
+
+    Example: dxray zoo check dxray/toyworld/zoo/default
+    """
+    from dxray.toyworld.world import load_world
+    from dxray.toyworld.zoo import check_zoo, format_gates
+
+    rows = check_zoo(zoo, load_world(world), steps=steps, guidance_scale=guidance)
+    typer.echo(format_gates(rows))
+    if not all(r.passed for r in rows):
+        raise typer.Exit(1)
+
+
+@zoo_app.command("truth")
+def zoo_truth(
+    zoo: Path = typer.Argument(..., help="A zoo folder with classifier/ (and classifier-fixed/)."),
+    world: str = typer.Option("default", help="The world the zoo was trained on."),
+    n: int = typer.Option(500, help="Scenes per measurement."),
+) -> None:
+    """Write the ground truth (class reliance, neuron labels) as Parquet into the zoo.
+
+    Example: dxray zoo truth dxray/toyworld/zoo/default
+    """
+    from dxray.models.classifier import load_classifier
+    from dxray.toyworld.truth import compute_truth, write_truth
+    from dxray.toyworld.world import load_world
+
+    w = load_world(world)
+    for name, folder in (("classifier", "truth"), ("classifier-fixed", "truth-fixed")):
+        if (zoo / name).is_dir():
+            tables = compute_truth(w, load_classifier(zoo / name), n=n)
+            typer.echo(f"wrote {write_truth(zoo / folder, *tables)}")
+
+
+DEMO_SPEC = Path("pipelines/toy.yaml")
+DEMO_QUERIES = (
+    "SELECT class_name, verdict, spurious_fraction, mean_probability FROM class_summary",
+    "SELECT target_id, probe, rate FROM probe_rates WHERE rate >= 0.5 ORDER BY rate DESC",
+    "SELECT status, count(*) FROM explanations GROUP BY status",
+)
+
+
+@app.command()
+def demo(
+    spec_path: Path = typer.Option(DEMO_SPEC, "--spec", help="The audit to run."),
+    out: Path = typer.Option(None, help="The HTML report (default: <catalog>/report.html)."),
+) -> None:
+    """What `make demo` runs: the toy-world audit through Ray, its catalog and HTML report.
+
+    Example: dxray demo
+    """
+    import logging
+
+    from dxray.catalog.report import write_report
+    from dxray.catalog.sql import run_sql
+    from dxray.run.pipeline import run_audit
+    from dxray.spec import SpecError, load_spec
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        spec = load_spec(spec_path)
+    except (SpecError, OSError) as err:
+        _fail(str(err))
+    zoo = Path(str(spec.classifier.source)).parent
+    if not zoo.is_dir():
+        _fail(f"the toy zoo is missing at {zoo}: train it with `dxray zoo train --out {zoo}`")
+
+    def progress(done: int, total: int, statuses) -> None:
+        typer.echo(f"[dxray] {done}/{total} targets audited")
+
+    summary = run_audit(spec, progress=progress)
+    report = write_report(summary.catalog, out or summary.catalog / "report.html", summary.run_id)
+    typer.echo("")
+    typer.echo(
+        f"audit {summary.run_id}: {summary.total} targets ({summary.computed} computed now, "
+        f"{summary.skipped} already in the catalog) in {summary.seconds:.0f} s"
+    )
+    typer.echo(f"catalog: {summary.catalog}")
+    typer.echo(f"report:  {report}")
+    typer.echo("explore it with SQL, e.g.:")
+    for query in DEMO_QUERIES:
+        typer.echo(f'  .venv/bin/dxray sql {summary.catalog} "{query}"')
+    typer.echo("")
+    typer.echo(run_sql(summary.catalog, DEMO_QUERIES[0], "table", limit=20))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,47 @@
+"""The zoo's gate table: plumbing on tiny untrained models (quality is `dxray zoo check`'s)."""
+
+import torch
+
+from dxray.models.build import GeneratorArch, build_generator
+from dxray.models.classifier import Classifier, Preprocessing
+from dxray.toyworld import default_world
+from dxray.toyworld.data import class_names
+from dxray.toyworld.nets import oracle_cnn
+from dxray.toyworld.scenes import caption_words
+from dxray.toyworld.zoo import GateRow, format_gates, generator_gates
+
+
+def test_generator_gates_rows_on_tiny_models():
+    world = default_world()
+    arch = GeneratorArch(latent_size=16, scheduler="ddim", words=caption_words(world))
+    gen = build_generator(arch, seed=0)
+    torch.manual_seed(0)
+    n_cls, n_ctx, n_cue = len(world.classes), len(world.contexts), len(world.cues)
+    net = oracle_cnn(n_cls, n_ctx, n_cue, width=4, hidden=8, depth=1, grid=2).eval()
+    from dxray.toyworld.nets import oracle_output_names
+
+    oracle = Classifier(
+        net, Preprocessing((32, 32), (0.5,) * 3, (0.5,) * 3), oracle_output_names(world)
+    )
+    rows = generator_gates(world, gen, oracle, steps=1)
+    assert [r.name for r in rows] == [
+        "object_recognised",
+        "context_recognised",
+        "context_only_no_object",
+        "vae_reconstruction_object (ceiling)",
+    ]
+    assert all(0.0 <= r.value <= 1.0 for r in rows)
+    # An untrained generator + oracle cannot pass the recognition gates.
+    assert not rows[0].passed and rows[3].op == "info" and rows[3].passed
+    assert len(class_names(world)) == n_cls
+
+
+def test_format_gates_counts_failures_and_keeps_info_rows_out():
+    rows = [
+        GateRow("generator", "a", 0.9, 0.8, ">=", True),
+        GateRow("generator", "b", 0.5, 0.8, ">=", False),
+        GateRow("generator", "c", 0.7, 0.0, "info", True),
+    ]
+    text = format_gates(rows)
+    assert "FAIL" in text.splitlines()[2] and "info" in text.splitlines()[3]
+    assert text.splitlines()[-1] == "gates: 1 passed, 1 failed"
