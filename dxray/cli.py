@@ -217,6 +217,30 @@ def bench_scale(
         )
 
 
+@app.command()
+def scan(
+    watch: str = typer.Option(..., help="A folder of checkpoints, or a glob (quote it)."),
+    spec_path: Path = typer.Option(..., "--spec", help="The audit to run on each checkpoint."),
+    catalog: str = typer.Option(None, help="Override output.catalog."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List what would be audited."),
+) -> None:
+    """Audit every checkpoint not yet audited (by content hash), then diff it against the one
+    before. Idempotent and locked: safe to run from cron (docs/SCANS.md).
+
+    Example: dxray scan --watch '/checkpoints/*' --spec pipelines/toy.yaml
+    """
+    import logging
+
+    from dxray.run.scan import main_scan
+    from dxray.spec import SpecError
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        main_scan(watch, spec_path, dry_run, catalog=catalog, echo=typer.echo)
+    except (SpecError, FileNotFoundError) as err:
+        _fail(str(err))
+
+
 zoo_app = typer.Typer(no_args_is_help=True, help="The toy world's model zoo.")
 app.add_typer(zoo_app, name="zoo")
 

@@ -49,21 +49,22 @@ class AuditSummary:
 
 
 def classifier_sha256(source: Any) -> str:
-    """Content hash of a classifier's weights (a file, or every file of a directory); for a
-    hub id, the hash of the id itself."""
+    """Content hash of a classifier's weights: a file's bytes, or every file of a directory
+    (relative names and bytes); for a hub id, the hash of the id itself. A renamed or copied
+    checkpoint keeps its hash."""
     if isinstance(source, dict):
         source = source.get("source", json.dumps(source, sort_keys=True))
     path = Path(str(source).removeprefix("hf:"))
     digest = hashlib.sha256()
     if path.is_file():
-        files = [path]
+        files = {"": path}
     elif path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file())
+        files = {str(p.relative_to(path)): p for p in sorted(path.rglob("*")) if p.is_file()}
     else:
         digest.update(str(source).encode())
         return digest.hexdigest()
-    for file in files:
-        digest.update(str(file.relative_to(path.parent if path.is_file() else path)).encode())
+    for name, file in files.items():
+        digest.update(name.encode())
         with open(file, "rb") as handle:
             for chunk in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(chunk)
