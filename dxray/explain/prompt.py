@@ -142,7 +142,7 @@ def special_ids(tokenizer) -> list[int]:
 def non_word_ids(tokenizer) -> list[int]:
     """Ids that are not readable whole words (special tokens, word pieces, punctuation)."""
     vocab = tokenizer.get_vocab()
-    words = {i for tok, i in vocab.items() if tok.endswith("</w>") and tok[:-4].isalpha()}
+    words = {i for tok, i in vocab.items() if tok.endswith("</w>") and _is_word(tok[:-4])}
     if not words:  # a tokenizer without end-of-word marks: keep everything but specials
         return special_ids(tokenizer)
     return sorted(set(vocab.values()) - words)
@@ -167,6 +167,12 @@ def nearest_words(tokenizer, text_encoder, vectors: Tensor, k: int = 3):
             ]
         )
     return words
+
+
+def _is_word(text: str) -> bool:
+    # Byte-level vocabularies hold every single byte as a "word" ("h</w>", "Ï</w>"): those
+    # read as noise in an explanation, so only ASCII words of two letters or more (and "a").
+    return text.isascii() and text.isalpha() and (len(text) > 1 or text == "a")
 
 
 def _clean(token: str) -> str:

@@ -59,8 +59,10 @@ class Generator:
         return self.unet.config.time_cond_proj_dim is not None
 
     def to(self, device=None, dtype=None) -> Generator:
+        # Only what is asked: diffusers warns on every `.to(dtype=None)` call.
+        changes = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
         for module in self.modules():
-            module.to(device=device, dtype=dtype)
+            module.to(**changes)
         return self
 
     def modules(self) -> list[nn.Module]:
