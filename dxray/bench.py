@@ -97,9 +97,12 @@ def tiny_models(seed: int = 0):
     return generator, Classifier(net.eval().requires_grad_(False), pre)
 
 
-def scale_timing(spec, workers: int, *, catalog: str, limit: int | None = None) -> dict:
+def scale_timing(
+    spec, workers: int, *, catalog: str, limit: int | None = None, batch_size: int = 8
+) -> dict:
     """The same audit on `workers` CPU workers (1 torch thread each) into a fresh catalog:
-    targets per minute, counting from the run's start (Ray start and model loads included)."""
+    targets per minute, counting from the run's start (Ray start and model loads included).
+    Batches must be smaller than the target count / workers, or a worker sits idle."""
     from dxray.run.pipeline import run_audit
     from dxray.spec import with_overrides
 
@@ -108,6 +111,7 @@ def scale_timing(spec, workers: int, *, catalog: str, limit: int | None = None) 
         **{
             "ray.workers": workers,
             "ray.num_cpus_per_worker": 1,
+            "engine.batch_size": batch_size,
             "output.catalog": catalog,
             "output.run_id": f"bench-scale-{workers}",
         },

@@ -190,6 +190,7 @@ def bench_scale(
     spec_path: Path = typer.Option(Path("pipelines/toy.yaml"), "--spec", help="The audit."),
     workers: str = typer.Option("1,2", help="Worker counts to compare (1 CPU each)."),
     limit: int = typer.Option(None, help="Audit only this many targets per run."),
+    batch_size: int = typer.Option(8, help="Targets per worker batch."),
 ) -> None:
     """The same audit with 1 and 2 CPU workers: targets per minute for each, in one run.
 
@@ -204,7 +205,9 @@ def bench_scale(
     rows = []
     with tempfile.TemporaryDirectory(prefix="dxray-bench-") as tmp:
         for n in (int(w) for w in workers.split(",")):
-            rows.append(scale_timing(spec, n, catalog=f"{tmp}/w{n}", limit=limit))
+            rows.append(
+                scale_timing(spec, n, catalog=f"{tmp}/w{n}", limit=limit, batch_size=batch_size)
+            )
     for r in rows:
         typer.echo(
             f"  {r['workers']} worker(s): {r['targets']} targets in {r['seconds']:.0f} s = "
