@@ -40,6 +40,8 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import yaml
 
+from dxray.yamlio import StrictLoader as _StrictLoader
+
 if TYPE_CHECKING:
     from dxray.explain.objective import Objective
     from dxray.explain.optimize import ExplainConfig
@@ -550,21 +552,6 @@ _SOURCE_WHY = {
     "classifier": "a directory, a hub id, 'torchvision:<name>', or a loader mapping",
     "segmenter": "a directory or hub id",
 }
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """Safe YAML that rejects a key written twice in one mapping (YAML would keep the last)."""
-
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
 
 
 def _suggest(word: Any, allowed: Sequence[Any], n: int = 1) -> str:

@@ -415,36 +415,10 @@ def test_a_client_without_the_token_is_refused(local_head):
 
 
 def _build_tiny_zoo(root: Path) -> None:
-    """tests/run/conftest.py's tiny_zoo: generator, classifier and segmenter in their real
-    on-disk formats (copied here: that fixture writes to a session tmp dir, this one into the
-    job's working dir, so the models travel to the cluster with the job)."""
-    import torch
+    """The tiny zoo, written into the job's working dir so the models travel with the job."""
+    from dxray.toyworld.zoo import build_tiny_zoo
 
-    from dxray.models.build import GeneratorArch, build_generator
-    from dxray.models.classifier import Preprocessing, save_classifier
-    from dxray.toyworld import default_world
-    from dxray.toyworld.data import class_names
-    from dxray.toyworld.nets import toy_cnn
-    from dxray.toyworld.train_segmenter import ToySegmenterConfig, build_toy_segmenter
-
-    world = default_world()
-    build_generator(GeneratorArch(latent_size=8), seed=0).save_pretrained(root / "generator")
-    torch.manual_seed(0)
-    kwargs = dict(num_classes=len(world.classes), width=4, hidden=8, depth=1, grid=2)
-    save_classifier(
-        root / "classifier",
-        toy_cnn(**kwargs),
-        factory="dxray.toyworld.nets:toy_cnn",
-        factory_kwargs=kwargs,
-        preprocessing=Preprocessing((16, 16), (0.5,) * 3, (0.5,) * 3),
-        class_names=class_names(world),
-    )
-    config = ToySegmenterConfig(
-        image_size=16, patch_size=4, vision_hidden=16, vision_layers=2, vision_heads=2,
-        extract_layers=(1,), text_hidden=16, text_heads=2, projection_dim=16, reduce_dim=8,
-        decoder_heads=2,
-    )  # fmt: skip
-    build_toy_segmenter(world, config, seed=0).save_pretrained(root / "segmenter")
+    build_tiny_zoo(root)
 
 
 TARGETS = 5 + 1  # the toy world's 5 classes and 1 listed unit, one seed each

@@ -23,6 +23,8 @@ from typing import Any
 
 import yaml
 
+from dxray.yamlio import StrictLoader as _StrictLoader
+
 WORLDS_DIR = Path(__file__).parent / "worlds"
 IMAGE_SIZES = (32, 48, 64)
 RGB = tuple[int, int, int]
@@ -280,21 +282,6 @@ _TOP_KEYS = {
     "name", "description", "image_size", "classes", "colours", "layout", "contexts", "cues",
     "correlations", "fixed_release",
 }  # fmt: skip
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """Safe YAML that rejects a key written twice in one mapping (YAML would keep the last)."""
-
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
 
 
 def _suggest(word: str, allowed: Sequence[str]) -> str:

@@ -154,3 +154,33 @@ def format_gates(rows: list[GateRow]) -> str:
     failed = sum(not r.passed for r in gates)
     lines.append(f"gates: {len(gates) - failed} passed, {failed} failed")
     return "\n".join(lines)
+
+
+def build_tiny_zoo(root: str | Path, world: World | None = None) -> Path:
+    """A deliberately tiny, untrained zoo (generator, classifier, segmenter) in the real
+    formats, built in seconds: for tests and smoke runs of the platform, not for verdicts."""
+    from dxray.models.build import GeneratorArch, build_generator
+    from dxray.models.classifier import Preprocessing, save_classifier
+    from dxray.toyworld.nets import toy_cnn
+    from dxray.toyworld.train_segmenter import ToySegmenterConfig, build_toy_segmenter
+    from dxray.toyworld.world import default_world
+
+    root, world = Path(root), world or default_world()
+    build_generator(GeneratorArch(latent_size=8), seed=0).save_pretrained(root / "generator")
+    torch.manual_seed(0)
+    kwargs = dict(num_classes=len(world.classes), width=4, hidden=8, depth=1, grid=2)
+    save_classifier(
+        root / "classifier",
+        toy_cnn(**kwargs),
+        factory="dxray.toyworld.nets:toy_cnn",
+        factory_kwargs=kwargs,
+        preprocessing=Preprocessing((16, 16), (0.5,) * 3, (0.5,) * 3),
+        class_names=class_names(world),
+    )
+    config = ToySegmenterConfig(
+        image_size=16, patch_size=4, vision_hidden=16, vision_layers=2, vision_heads=2,
+        extract_layers=(1,), text_hidden=16, text_heads=2, projection_dim=16, reduce_dim=8,
+        decoder_heads=2,
+    )  # fmt: skip
+    build_toy_segmenter(world, config, seed=0).save_pretrained(root / "segmenter")
+    return root
