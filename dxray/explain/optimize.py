@@ -177,6 +177,23 @@ def explain(
             streak[r] = streak[r] + 1 if hit else 0
             if streak[r] >= config.stop_patience:
                 status[r], stop[pos] = "converged", True
+        # A row judged on cheap tiny-decoder images stops only if its full-VAE image (the one
+        # the user will see) also meets the criterion; otherwise its streak starts over.
+        if config.decoder == "tiny" and generator.tiny_decoder is not None:
+            candidates = [
+                pos for pos in stop.nonzero().flatten().tolist() if status[rows[pos]] == "converged"
+            ]
+            if candidates:
+                index = torch.tensor(candidates, device=device)
+                with torch.no_grad():
+                    check = render(
+                        params.detach()[index].to(table.dtype), active[index], tiny=False
+                    )
+                    logits = classifier.outputs(check).logits
+                    full = target_probabilities([objs[pos] for pos in candidates], logits)
+                for i, pos in enumerate(candidates):
+                    if float(full[i]) < config.stop_prob:
+                        status[rows[pos]], stop[pos], streak[rows[pos]] = "max_iterations", False, 0
         # 5d. finished rows keep the vectors that met the criterion; the rest take a step
         for pos in stop.nonzero().flatten().tolist():
             final_vectors[rows[pos]] = params.detach()[pos].to(final_vectors.dtype)

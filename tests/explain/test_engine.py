@@ -182,3 +182,51 @@ def test_norm_regulariser_keeps_vectors_near_token_norms(tiny_generator, tiny_cl
         return (result.vectors.norm(dim=-1) / typical - 1).abs().mean()
 
     assert off(held) < 0.5 * off(free)
+
+
+class _Confident:
+    """Wraps a classifier: class 0 gets a huge logit unless the image is all black."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def outputs(self, images, layers=()):
+        out = self.inner.outputs(images, layers)
+        black = images.flatten(1).abs().amax(1) == 0
+        boost = torch.where(black, -50.0, 50.0).to(out.logits.dtype)
+        out.logits = (
+            out.logits
+            + torch.nn.functional.one_hot(
+                torch.zeros(len(images), dtype=torch.long), out.logits.shape[1]
+            )
+            * boost[:, None]
+        )
+        return out
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_early_stop_is_confirmed_on_the_full_vae_image(
+    tiny_generator, tiny_classifier, monkeypatch
+):
+    import dxray.explain.optimize as opt
+
+    cfg = ExplainConfig(
+        iterations=6, stop_prob=0.9, stop_patience=2, sampler=SamplerConfig(steps=1)
+    )
+    clf = _Confident(tiny_classifier)
+    agreed = explain(tiny_generator, clf, [ClassLogit(0)], [0], cfg)
+    assert agreed.status == ["converged"] and agreed.steps.tolist() == [2]
+    # Now the full VAE renders black (the tiny decoder still says "class 0, p ~ 1"): the row
+    # must not stop on the tiny decoder's word.
+    real_decode = opt.decode
+
+    def black_vae(generator, latents, *, tiny=False, **kw):
+        images = real_decode(generator, latents, tiny=tiny, **kw)
+        return images if tiny else torch.zeros_like(images)
+
+    monkeypatch.setattr(opt, "decode", black_vae)
+    disagreed = explain(tiny_generator, clf, [ClassLogit(0)], [0], cfg)
+    assert disagreed.status == ["max_iterations"] and disagreed.steps.tolist() == [6]
+    assert disagreed.history["probability"][0][-1] > 0.9  # the tiny decoder kept saying yes
