@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from dxray.models.sources import load_part, looks_like_path
+
 REQUIRED = ("tokenizer", "text_encoder", "unet", "vae", "scheduler")
 TINY_DECODER_DIR = "tiny_decoder"
 
@@ -111,7 +113,7 @@ def load_generator(
     src = str(source)
     local = Path(src).expanduser()
     is_local = local.is_dir()
-    if not is_local and _looks_like_path(src):
+    if not is_local and looks_like_path(src):
         raise GeneratorLoadError(
             f"generator directory '{src}' does not exist. Pass a directory in diffusers' "
             "save_pretrained layout (model_index.json, tokenizer/, text_encoder/, unet/, vae/, "
@@ -127,19 +129,9 @@ def load_generator(
         src = str(local)
 
     def load(what: str, fn):
-        try:
-            return fn()
-        except (OSError, ValueError) as err:
-            where = "directory" if is_local else "hub id"
-            raise GeneratorLoadError(
-                f"could not load the {what} of generator {where} '{src}': {_first_line(err)}. "
-                + (
-                    "Check that the folder was written by save_pretrained."
-                    if is_local
-                    else "Offline or not cached? Download it on a connected machine "
-                    f"(`hf download {src} --local-dir DIR`) and pass DIR instead."
-                )
-            ) from None
+        return load_part(
+            fn, what=what, model="generator", src=src, is_local=is_local, error=GeneratorLoadError
+        )
 
     tokenizer = load("tokenizer", lambda: AutoTokenizer.from_pretrained(src, subfolder="tokenizer"))
     text_encoder = load(
@@ -183,13 +175,3 @@ def _load_scheduler(src: str):
     if cls is None:
         raise ValueError(f"unknown scheduler class {name!r}")
     return cls.from_pretrained(src, subfolder="scheduler")
-
-
-def _looks_like_path(src: str) -> bool:
-    # Hub ids are "name" or "org/name"; anything else with a slash is meant as a path.
-    return src.startswith((".", "/", "~")) or src.count("/") > 1
-
-
-def _first_line(err: Exception) -> str:
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__

@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dxray.models.sources import load_part, looks_like_path
+
 # OpenAI CLIP's normalisation. Real CLIPSeg checkpoints ship a preprocessor_config.json with
 # their own values (which `load_segmenter` prefers); these are only the fallback.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -258,7 +260,7 @@ def load_segmenter(
     src = str(source)
     local = Path(src).expanduser()
     is_local = local.is_dir()
-    if not is_local and _looks_like_path(src):
+    if not is_local and looks_like_path(src):
         raise SegmenterLoadError(
             f"segmenter directory '{src}' does not exist. Pass a directory holding a CLIPSeg "
             "model and tokenizer (as written by save_pretrained) or a Hugging Face hub id such "
@@ -273,19 +275,9 @@ def load_segmenter(
         src = str(local)
 
     def load(what: str, fn):
-        try:
-            return fn()
-        except (OSError, ValueError) as err:
-            where = "directory" if is_local else "hub id"
-            raise SegmenterLoadError(
-                f"could not load the {what} of segmenter {where} '{src}': {_first_line(err)}. "
-                + (
-                    "Check that the folder was written by save_pretrained."
-                    if is_local
-                    else "Offline or not cached? Download it on a connected machine "
-                    f"(`hf download {src} --local-dir DIR`) and pass DIR instead."
-                )
-            ) from None
+        return load_part(
+            fn, what=what, model="segmenter", src=src, is_local=is_local, error=SegmenterLoadError
+        )
 
     model = load("model", lambda: CLIPSegForImageSegmentation.from_pretrained(src, dtype=dtype))
     tokenizer = load("tokenizer", lambda: AutoTokenizer.from_pretrained(src))
@@ -351,13 +343,3 @@ def _optional_json(src: str, name: str, is_local: bool) -> dict | None:
         _raise_exceptions_for_connection_errors=False,
     )
     return json.loads(Path(resolved).read_text()) if resolved else None
-
-
-def _looks_like_path(src: str) -> bool:
-    # Hub ids are "name" or "org/name"; anything else with a slash is meant as a path.
-    return src.startswith((".", "/", "~")) or src.count("/") > 1
-
-
-def _first_line(err: Exception) -> str:
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__
