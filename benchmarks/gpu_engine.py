@@ -32,14 +32,15 @@ from dxray.models.classifier import Classifier, Preprocessing  # noqa: E402
 IMAGENET = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
 
 # (name, batches, ExplainConfig changes, SamplerConfig changes)
-SETTINGS = [
-    ("4 steps, VAE decode, full", (1, 8), dict(decoder="vae"), dict()),
-    ("4 steps, VAE decode, full, ckpt", (16,), dict(decoder="vae", decoder_checkpoint=True, decode_micro_batch=8), dict(checkpoint=True)),
-    ("4 steps, tiny decoder, full", (1, 8, 16), dict(decoder="tiny"), dict()),
+SETTINGS = [  # most informative first: a budget cut drops the tail
+    ("4 steps, tiny decoder, last", (8, 16, 32), dict(decoder="tiny"), dict(grad_mode="last")),
+    ("4 steps, tiny decoder, full", (16, 1), dict(decoder="tiny"), dict()),
+    ("4 steps, VAE decode, full", (8, 1), dict(decoder="vae"), dict()),
     ("4 steps, tiny decoder, detached", (16,), dict(decoder="tiny"), dict(grad_mode="detached")),
-    ("4 steps, tiny decoder, last", (1, 8, 16, 32), dict(decoder="tiny"), dict(grad_mode="last")),
-    ("4 steps, tiny decoder, full, ckpt", (32,), dict(decoder="tiny"), dict(checkpoint=True)),
     ("1 step, tiny decoder", (16,), dict(decoder="tiny"), dict(steps=1)),
+    ("4 steps, VAE decode, full, ckpt", (16,), dict(decoder="vae", decoder_checkpoint=True, decode_micro_batch=8), dict(checkpoint=True)),
+    ("4 steps, tiny decoder, full, ckpt", (32,), dict(decoder="tiny"), dict(checkpoint=True)),
+    ("4 steps, tiny decoder, last", (1,), dict(decoder="tiny"), dict(grad_mode="last")),
 ]  # fmt: skip
 
 

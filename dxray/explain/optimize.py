@@ -102,7 +102,8 @@ def explain(
     n_rows, device = len(objectives), generator.device
     layers = set().union(*(o.layers() for o in objectives))
     tokenizer, text_encoder = generator.tokenizer, generator.text_encoder
-    table, specials = sp.token_embeddings(text_encoder), sp.special_ids(tokenizer)
+    table = sp.token_embeddings(text_encoder)
+    specials = sp.unmapped_ids(tokenizer, table.shape[0])
     typical_norm = table.detach().float().norm(dim=-1).mean()
 
     # 2. Encode the template once; draw every row's noise up front (one generator per row)

@@ -139,13 +139,22 @@ def special_ids(tokenizer) -> list[int]:
     return sorted(set(tokenizer.all_special_ids))
 
 
-def non_word_ids(tokenizer) -> list[int]:
-    """Ids that are not readable whole words (special tokens, word pieces, punctuation)."""
+def unmapped_ids(tokenizer, n_rows: int) -> list[int]:
+    """Specials and the embedding rows no token maps to: never a hard prompt's token."""
+    rows = set(range(n_rows)) - set(tokenizer.get_vocab().values())
+    return sorted(rows | set(special_ids(tokenizer)))
+
+
+def non_word_ids(tokenizer, n_rows: int | None = None) -> list[int]:
+    """Ids that are not readable whole words (special tokens, word pieces, punctuation), and,
+    given the embedding table's `n_rows`, the rows no token maps to (tables padded past the
+    vocabulary, as SD-family text encoders often are)."""
     vocab = tokenizer.get_vocab()
     words = {i for tok, i in vocab.items() if tok.endswith("</w>") and _is_word(tok[:-4])}
     if not words:  # a tokenizer without end-of-word marks: keep everything but specials
-        return special_ids(tokenizer)
-    return sorted(set(vocab.values()) - words)
+        words = set(vocab.values()) - set(special_ids(tokenizer))
+    every = set(vocab.values()) if n_rows is None else set(range(n_rows))
+    return sorted(every - words)
 
 
 def nearest_words(tokenizer, text_encoder, vectors: Tensor, k: int = 3):
@@ -154,7 +163,8 @@ def nearest_words(tokenizer, text_encoder, vectors: Tensor, k: int = 3):
     Returns a list (rows) of lists (vectors) of [(word, similarity), ...].
     """
     table = token_embeddings(text_encoder)
-    sims, ids = nearest_tokens(vectors.detach(), table.detach(), non_word_ids(tokenizer), k)
+    excluded = non_word_ids(tokenizer, table.shape[0])
+    sims, ids = nearest_tokens(vectors.detach(), table.detach(), excluded, k)
     words = []
     for row_sims, row_ids in zip(sims.tolist(), ids.tolist(), strict=True):
         words.append(

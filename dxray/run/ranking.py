@@ -52,7 +52,7 @@ def _feeding_module(classifier, head_name: str) -> str:
 
 
 @torch.no_grad()
-def render_prompts(generator, prompts: list[str], per_prompt: int, steps: int = 2) -> Tensor:
+def render_prompts(generator, prompts: list[str], per_prompt: int, steps: int = 4) -> Tensor:
     """`per_prompt` renders of each prompt, [len(prompts) * per_prompt, 3, H, W]."""
     from dxray.explain.prompt import encode_text
     from dxray.explain.sampler import SamplerConfig, decode, draw_noise, sample

@@ -60,6 +60,24 @@ def test_nearest_words_are_whole_words(tiny_generator):
     assert words[0][0][0][1] == pytest.approx(1.0, abs=1e-4)
 
 
+def test_embedding_rows_past_the_vocabulary_are_never_named_or_projected_to():
+    # SD-family text encoders pad their token table past the tokenizer's vocabulary; a vector
+    # nearest such a row must still get words, and a hard prompt must not land on one.
+    from dxray.models.build import GeneratorArch, build_generator
+
+    gen = build_generator(GeneratorArch(), seed=0)
+    n = sp.token_embeddings(gen.text_encoder).shape[0]
+    gen.text_encoder.resize_token_embeddings(n + 8, mean_resizing=False)
+    table = sp.token_embeddings(gen.text_encoder)
+    padded = table[n : n + 2].detach()[None]
+    words = sp.nearest_words(gen.tokenizer, gen.text_encoder, padded, k=3)
+    vocab = {t.replace("</w>", "") for t in gen.tokenizer.get_vocab()}
+    assert all(word in vocab for row in words[0] for word, _ in row)
+    projected = sp.project_to_vocab(padded, table, sp.unmapped_ids(gen.tokenizer, n + 8))
+    distance, row = torch.cdist(projected[0], table.detach()).min(-1)
+    assert bool((row < n).all()) and float(distance.max()) < 1e-3
+
+
 def test_random_init_is_per_row_seeded(tiny_generator):
     a = sp.init_random(tiny_generator.text_encoder, 4, seed=1)
     b = sp.init_random(tiny_generator.text_encoder, 4, seed=1)
