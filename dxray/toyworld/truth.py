@@ -6,19 +6,29 @@ The toy world lets us render any scene we like, so reliance is measured, not ass
   fires on scenes that carry that context or cue but *no object*, minus a neutral baseline (the
   mean over the context-only scenes of every context, without a cue). A planted shortcut
   (circle-water) shows up as the largest reliance of its class.
-- **Neuron level** (`neuron_table`): for each class's top-k units of the penultimate layer
-  (ranked by `top_units`), the unit's mean activation on the object alone (the class's object on
-  contexts not planted for it, no cue) vs on the planted context / cue alone (no object). A unit
-  that fires more on the context alone is "spurious", otherwise "core". For a class with no
+- **Neuron level** (`neuron_table`): units of the penultimate layer, reached by two selections:
+  - "top": each class's top-k units as the audit ranks them (`top_units`: head weight x mean
+    activation on unbiased scenes of the class);
+  - "factor": for each class with planted factors and each planted factor, the top-k units by
+    head weight x mean activation on that factor's object-free scenes: the units that carry
+    the shortcut into the class logit (`factor_units`). A well-trained classifier's "top"
+    units are mostly object units, so without these the table would have few spurious rows.
+  A unit reached by both selections for one class is listed once, as "top". Every unit is
+  labelled by the same intervention: its mean activation on the object alone (the class's
+  object on contexts not planted for it, no cue) vs on the planted context / cue alone (no
+  object; of several planted factors, the one that drives the unit most). margin = factor
+  response - object response; margin > 0 -> "spurious", else "core". For a class with no
   planted factor, the context / cue that drives the unit most stands in for it.
 
     class_table, neuron_table = compute_truth(world, load_classifier("zoo/classifier"), n=500, seed=0)
-    write_truth("zoo/truth", class_table, neuron_table)
+    write_truth("zoo/truth", class_table, neuron_table)   # + units.csv, for an audit spec
     gates = classifier_gates(world, classifier, fixed=fixed, oracle=oracle)
 
 Scenes are drawn from seeds derived from `seed`, so the tables are a pure function of
 (world, classifier, n, seed, k). The tables' schemas are `CLASS_TRUTH_SCHEMA` and
-`NEURON_TRUTH_SCHEMA`.
+`NEURON_TRUTH_SCHEMA`. `write_truth` also writes `units.csv` (`class_index,feature_index`, one
+row per neuron-truth unit), the format of an audit spec's `targets.units.csv`, so an audit can
+explain exactly the units the truth labels (with `targets.units.layer: penultimate`).
 """
 
 from __future__ import annotations
@@ -69,8 +79,14 @@ NEURON_TRUTH_SCHEMA = pa.schema(
     [
         ("class", pa.string()),
         ("unit", pa.string()),  # "layer:channel", as dxray addresses hidden units
-        ("rank", pa.int32()),  # 1 = the unit that contributes most to the class logit
-        ("score", pa.float64()),  # head weight x mean activation on the class's scenes
+        # "top": a top-k unit of the class; "factor": a top-k unit for one planted factor
+        ("selection", pa.string()),
+        # within its selection (per factor for "factor"): 1 = the largest score. A "factor"
+        # unit also among the class's top units is listed as "top", so its ranks can skip.
+        ("rank", pa.int32()),
+        # head weight x mean activation on the selection's scenes: unbiased scenes of the class
+        # ("top") or the factor's object-free scenes ("factor")
+        ("score", pa.float64()),
         ("object_response", pa.float64()),  # mean activation: object on neutral contexts
         ("context_response", pa.float64()),  # mean activation: `factor` alone, no object
         ("factor_kind", pa.string()),
@@ -82,6 +98,9 @@ NEURON_TRUTH_SCHEMA = pa.schema(
 
 CLASS_TRUTH_FILE = "class_truth.parquet"
 NEURON_TRUTH_FILE = "neuron_truth.parquet"
+UNITS_FILE = "units.csv"  # the neuron table's units, as an audit spec's targets.units.csv
+UNITS_COLUMNS = ("class_index", "feature_index")
+SELECTIONS = ("top", "factor")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -203,6 +222,34 @@ def top_units(
     return rank_units(weight, activation, k, class_names=names, layer=layer)
 
 
+def factor_units(
+    weight: Tensor,
+    factor_activation: Mapping[tuple[str, str], Tensor],
+    world: World,
+    k: int = 5,
+    *,
+    layer: str = "penultimate",
+) -> dict[str, dict[tuple[str, str], list[RankedUnit]]]:
+    """For each class with planted factors: per planted factor (kind, name), the top-`k` units
+    by `weight[class]` x the unit's mean activation on the factor's object-free scenes
+    (`factor_activation[(kind, name)]`, [C]). These units carry the shortcut into the class
+    logit. `weight` is the head weight [classes, C] in the world's class order."""
+    names = class_names(world)
+    if weight.shape[0] != len(names):
+        raise ValueError(
+            f"head weight {list(weight.shape)} has {weight.shape[0]} rows; world "
+            f"{world.name!r} has {len(names)} classes"
+        )
+    out: dict[str, dict[tuple[str, str], list[RankedUnit]]] = {}
+    for cls in names:
+        for key in _planted_factors(world, cls):
+            # Rank one class's row: the other rows are never read, so they can be anything.
+            activation = factor_activation[key].expand_as(weight)
+            ranked = rank_units(weight, activation, k, class_names=names, layer=layer)
+            out.setdefault(cls, {})[key] = ranked[cls]
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # Ground truth tables
 # ---------------------------------------------------------------------------------------------
@@ -264,15 +311,29 @@ def compute_truth(
             rows[i]["rank"] = r + 1
         class_rows += rows
 
-    # 3. Neuron level: each top unit on the object alone vs on the planted factor alone
+    # 3. Neuron level: each class's top units, then its planted factors' units, each on the
+    #    object alone vs on the planted factor alone
     ranked = top_units(classifier, world, k, layer=layer, head=head, n=n, seed=seed)
+    by_factor = factor_units(
+        head_weight(classifier, head, layer),
+        {key: acts.mean(0) for key, acts in units.items()},
+        world,
+        k,
+        layer=layer,
+    )
     neuron_rows = []
     for cls in classes:
         _, obj_units = _forward(classifier, world, _object_on_neutral(world, cls, n, seed), [layer])
         object_mean = obj_units[layer].mean(0)
         candidates = list(_planted_factors(world, cls)) or _factors(world)
         factor_means = torch.stack([units[key].mean(0) for key in candidates])  # [F, C]
-        for unit in ranked[cls]:
+        selected = [("top", unit) for unit in ranked[cls]]
+        selected += [("factor", u) for units_ in by_factor.get(cls, {}).values() for u in units_]
+        seen: set[str] = set()
+        for selection, unit in selected:
+            if unit.unit in seen:  # reached twice for this class: listed once, first selection
+                continue
+            seen.add(unit.unit)
             j = unit.channel
             best = int(factor_means[:, j].argmax())
             object_response = float(object_mean[j])
@@ -282,6 +343,7 @@ def compute_truth(
                 {
                     "class": cls,
                     "unit": unit.unit,
+                    "selection": selection,
                     "rank": unit.rank,
                     "score": unit.score,
                     "object_response": object_response,
@@ -299,17 +361,55 @@ def compute_truth(
     )
 
 
-def write_truth(out_dir: str | Path, class_table: pa.Table, neuron_table: pa.Table) -> Path:
-    """Write both tables as Parquet (`class_truth.parquet`, `neuron_truth.parquet`) in `out_dir`."""
+def write_truth(
+    out_dir: str | Path,
+    class_table: pa.Table,
+    neuron_table: pa.Table,
+    *,
+    classes: Sequence[str] | None = None,
+) -> Path:
+    """Write both tables as Parquet (`class_truth.parquet`, `neuron_truth.parquet`) and the
+    neuron table's units as `units.csv` in `out_dir`. `classes` is the world's class order, for
+    the CSV's class_index (default: the order in which the class table lists its classes,
+    which for `compute_truth`'s table is the world's)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     pq.write_table(class_table, out / CLASS_TRUTH_FILE)
     pq.write_table(neuron_table, out / NEURON_TRUTH_FILE)
+    if classes is None:
+        classes = list(dict.fromkeys(class_table.column("class").to_pylist()))
+    write_units_csv(out / UNITS_FILE, neuron_table, classes)
     return out
 
 
+def unit_pairs(neuron_table: pa.Table, classes: Sequence[str]) -> list[tuple[int, int]]:
+    """(class_index, channel) of each unit of the neuron table, in table order, each once.
+    Every unit must be on one layer, since a unit CSV gives channels only."""
+    index = {name: i for i, name in enumerate(classes)}
+    pairs, layers = [], set()
+    for row in neuron_table.select(["class", "unit"]).to_pylist():
+        if row["class"] not in index:
+            raise ValueError(f"neuron truth names class {row['class']!r}, not one of {classes}")
+        layer, _, channel = row["unit"].rpartition(":")
+        layers.add(layer)
+        pairs.append((index[row["class"]], int(channel)))
+    if len(layers) > 1:
+        raise ValueError(f"a unit CSV holds channels of one layer; the truth has {sorted(layers)}")
+    return list(dict.fromkeys(pairs))
+
+
+def write_units_csv(path: str | Path, neuron_table: pa.Table, classes: Sequence[str]) -> Path:
+    """The neuron table's units as `class_index,feature_index` lines: the format of an audit
+    spec's targets.units.csv (read by dxray.spec, with targets.units.layer = the units' layer)."""
+    path = Path(path)
+    lines = [",".join(UNITS_COLUMNS)]
+    lines += [f"{c},{j}" for c, j in unit_pairs(neuron_table, classes)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def read_truth(out_dir: str | Path) -> tuple[pa.Table, pa.Table]:
-    """Read back what `write_truth` wrote."""
+    """Read back the two tables `write_truth` wrote (class level, neuron level)."""
     out = Path(out_dir)
     return pq.read_table(out / CLASS_TRUTH_FILE), pq.read_table(out / NEURON_TRUTH_FILE)
 

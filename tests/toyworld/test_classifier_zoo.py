@@ -274,6 +274,7 @@ def test_truth_tables_have_the_documented_columns(blue_truth, tmp_path):
     for name, kind in [
         ("class", pa.string()),
         ("unit", pa.string()),
+        ("selection", pa.string()),
         ("rank", pa.int32()),
         ("object_response", pa.float64()),
         ("context_response", pa.float64()),
@@ -282,7 +283,9 @@ def test_truth_tables_have_the_documented_columns(blue_truth, tmp_path):
     ]:
         assert neuron_table.schema.field(name).type == kind
     assert class_table.num_rows == 5 * 6  # classes x (5 contexts + 1 cue)
-    assert neuron_table.num_rows == 5 * 2  # classes x k
+    selection = neuron_table.column("selection").to_pylist()
+    assert selection.count("top") == 5 * 2  # classes x k, then any "factor" units
+    assert set(selection) <= {"top", "factor"}
     assert set(neuron_table.column("label").to_pylist()) <= {"core", "spurious"}
 
     write_truth(tmp_path, class_table, neuron_table)
