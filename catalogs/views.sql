@@ -129,3 +129,19 @@ SELECT * EXCLUDE (layer, channel) FROM target_summary WHERE kind = 'class';
 
 CREATE OR REPLACE VIEW unit_summary AS
 SELECT * FROM target_summary WHERE kind = 'unit';
+
+-- `dxray eval` results (docs/EVALUATION.md): the latest evaluation of each evaluated run.
+CREATE OR REPLACE VIEW eval_metrics AS
+SELECT * EXCLUDE (latest)
+FROM (SELECT *, max(eval_id) OVER (PARTITION BY run_id) AS latest FROM raw_eval_metrics)
+WHERE eval_id = latest;
+
+CREATE OR REPLACE VIEW eval_neurons AS
+SELECT * EXCLUDE (latest)
+FROM (SELECT *, max(eval_id) OVER (PARTITION BY run_id) AS latest FROM raw_eval_neurons)
+WHERE eval_id = latest;
+
+CREATE OR REPLACE VIEW eval_classes AS
+SELECT * EXCLUDE (latest)
+FROM (SELECT *, max(eval_id) OVER (PARTITION BY run_id) AS latest FROM raw_eval_classes)
+WHERE eval_id = latest;

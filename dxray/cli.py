@@ -134,6 +134,73 @@ def sql(
         sys.stdout.write(result if result.endswith("\n") else result + "\n")
 
 
+@app.command(name="eval")
+def eval_(
+    source: Path = typer.Argument(
+        ..., help="An audit spec (e.g. pipelines/toy.yaml) to run, or a catalog to read."
+    ),
+    truth: Path = typer.Option(
+        ..., help="The toy zoo with the ground truth, e.g. dxray/toyworld/zoo/default."
+    ),
+    seeds: int = typer.Option(4, help="Noise seeds per target of the main audit."),
+    catalog: Path = typer.Option(
+        None, help="Where the audits go (default: catalogs/eval-<world>)."
+    ),
+    run: str = typer.Option(None, help="With a catalog: the run to evaluate (default: latest)."),
+    baseline: bool = typer.Option(True, help="Compare with pixel-space activation maximisation."),
+    fixed: bool = typer.Option(True, help="Also audit the zoo's fixed release (bias discovery)."),
+    ablations: bool = typer.Option(False, help="Run the ablations (one audit each, ~minutes)."),
+    json_out: Path = typer.Option(None, "--json", help="Also write everything as JSON here."),
+) -> None:
+    """Score dxray's verdicts against a toy zoo's measured ground truth.
+
+    Example: dxray eval pipelines/toy.yaml --truth dxray/toyworld/zoo/default
+    """
+    import logging
+
+    import yaml
+
+    from dxray.catalog.report import write_report
+    from dxray.eval.report import format_text
+    from dxray.eval.runner import evaluate, latest_run, read_run, result_json, write_eval
+    from dxray.spec import AuditSpec, SpecError, load_spec
+    from dxray.toyworld.zoo import zoo_world
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    try:
+        world = zoo_world(truth)
+        if source.is_dir():
+            catalog = source
+            run = run or latest_run(catalog)
+            spec = AuditSpec.from_dict(yaml.safe_load(read_run(catalog, run)[2]["spec_yaml"]))
+            seeds = len(spec.targets.seeds)
+        else:
+            spec = load_spec(source)
+            catalog = catalog or Path("catalogs") / f"eval-{world.name}"
+        result = evaluate(
+            spec,
+            truth,
+            catalog=catalog,
+            seeds=seeds,
+            run_id=run,
+            baseline=baseline,
+            fixed=fixed,
+            ablations=ablations,
+            progress=lambda line: typer.echo(f"[dxray eval] {line}"),
+        )
+    except (SpecError, OSError, ValueError) as err:
+        _fail(str(err))
+    write_eval(result)
+    html = write_report(catalog, Path(catalog) / "report.html", result.run_id)
+    typer.echo(format_text(result.metrics, result.neurons, result.classes, result.world))
+    if json_out is not None:
+        json_out.write_text(result_json(result))
+    typer.echo(
+        f"evaluated run {result.run_id} in {result.seconds:.0f} s; tables eval_metrics, "
+        f"eval_neurons, eval_classes in {catalog}; report {html}"
+    )
+
+
 @app.command()
 def report(
     catalog: Path = typer.Argument(..., help="A catalog folder."),
@@ -301,8 +368,8 @@ def zoo_train(
 @zoo_app.command("check")
 def zoo_check(
     zoo: Path = typer.Argument(..., help="A zoo folder."),
-    world: str = typer.Option("default", help="The world the zoo was trained on."),
-    steps: int = typer.Option(2, help="Sampler steps for the generator gate (the engine's)."),
+    world: str = typer.Option(None, help="The zoo's world; default: from the zoo (zoo.json)."),
+    steps: int = typer.Option(4, help="Sampler steps for the generator gate (the engine's)."),
     guidance: float = typer.Option(1.0, help="Guidance scale for the generator gate."),
 ) -> None:
     """Print the zoo's gate table (and write it to <zoo>/gates.json). Exit 1 if a gate fails.
@@ -310,9 +377,14 @@ def zoo_check(
     Example: dxray zoo check dxray/toyworld/zoo/default
     """
     from dxray.toyworld.world import load_world
-    from dxray.toyworld.zoo import check_zoo, format_gates
+    from dxray.toyworld.zoo import ZooError, check_zoo, format_gates
 
-    rows = check_zoo(zoo, load_world(world), steps=steps, guidance_scale=guidance)
+    try:
+        rows = check_zoo(
+            zoo, load_world(world) if world else None, steps=steps, guidance_scale=guidance
+        )
+    except ZooError as err:
+        _fail(str(err))
     typer.echo(format_gates(rows))
     if not all(r.passed for r in rows):
         raise typer.Exit(1)
@@ -321,22 +393,20 @@ def zoo_check(
 @zoo_app.command("truth")
 def zoo_truth(
     zoo: Path = typer.Argument(..., help="A zoo folder with classifier/ (and classifier-fixed/)."),
-    world: str = typer.Option("default", help="The world the zoo was trained on."),
+    world: str = typer.Option(None, help="The zoo's world; default: from the zoo (zoo.json)."),
     n: int = typer.Option(500, help="Scenes per measurement."),
 ) -> None:
-    """Write the ground truth (class reliance, neuron labels) as Parquet into the zoo.
+    """Write the ground truth (class reliance, neuron labels, units.csv) into the zoo.
 
     Example: dxray zoo truth dxray/toyworld/zoo/default
     """
-    from dxray.models.classifier import load_classifier
-    from dxray.toyworld.truth import compute_truth, write_truth
     from dxray.toyworld.world import load_world
+    from dxray.toyworld.zoo import ZooError, write_zoo_truth
 
-    w = load_world(world)
-    for name, folder in (("classifier", "truth"), ("classifier-fixed", "truth-fixed")):
-        if (zoo / name).is_dir():
-            tables = compute_truth(w, load_classifier(zoo / name), n=n)
-            typer.echo(f"wrote {write_truth(zoo / folder, *tables)}")
+    try:
+        write_zoo_truth(zoo, load_world(world) if world else None, n=n, progress=typer.echo)
+    except ZooError as err:
+        _fail(str(err))
 
 
 DEMO_SPEC = Path("pipelines/toy.yaml")

@@ -400,6 +400,19 @@ def _diff_section(diff: RunDiff) -> str:
 # -- the page -----------------------------------------------------------------------------
 
 
+def _evaluation(con, run_id: str) -> str:
+    """The `dxray eval` section of a run, if it was evaluated (latest evaluation)."""
+    from dxray.eval.report import html_section
+
+    q = "SELECT * FROM {} WHERE run_id = $run_id"
+    metrics = _rows(con, q.format("eval_metrics"), run_id)
+    if not metrics:
+        return ""
+    neurons = _rows(con, q.format("eval_neurons") + " ORDER BY class_name, unit", run_id)
+    classes = _rows(con, q.format("eval_classes"), run_id)
+    return html_section(metrics, neurons, classes, metrics[0]["world"] or "")
+
+
 def render_report(
     con, run_id: str | None = None, *, diff_from: str | None = None, thumb_size: int = THUMB
 ) -> str:
@@ -425,6 +438,7 @@ def render_report(
     for p in _rows(con, q["probes"], run_id):
         probes.setdefault(p["target_id"], []).append(p)
     diff = diff_runs(con, diff_from, run_id) if diff_from else None
+    evaluation = _evaluation(con, run_id)
 
     classes = [t for t in targets if t["kind"] == "class"]
     units = [t for t in targets if t["kind"] == "unit"]
@@ -433,6 +447,7 @@ def render_report(
         _legend(),
         _summary(counts, targets, probes),
         _diff_section(diff) if diff else "",
+        evaluation,
         _gallery("Classes", "classes", classes, seeds, images, probes, thumb_size),
         _gallery("Hidden units", "units", units, seeds, images, probes, thumb_size),
         _probe_table(targets, probes),

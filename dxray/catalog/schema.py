@@ -97,11 +97,78 @@ IMAGES = pa.schema(
     ]
 )
 
+# `dxray eval` (dxray/eval/, docs/EVALUATION.md): one evaluation of an audit run against a toy
+# zoo's ground truth. `eval_id` tells evaluations of the same run apart; the views show the
+# latest one.
+_EVAL_KEYS = [
+    _required("run_id", pa.string()),  # the evaluated (main) audit run
+    _required("eval_id", pa.string()),
+    pa.field("world", pa.string()),
+]
+
+EVAL_METRICS = pa.schema(
+    _EVAL_KEYS
+    + [
+        # neurons | classes | always-core/never (in `setting`) | success | bias | bias-fixed
+        # | baseline | cost
+        _required("section", pa.string()),
+        _required("setting", pa.string()),  # "default", a judge, a method or an ablation
+        _required("metric", pa.string()),
+        pa.field("value", pa.float64()),
+        pa.field("n", pa.int64()),
+        _required("created_at", TIMESTAMP),
+    ]
+)
+
+EVAL_NEURONS = pa.schema(
+    _EVAL_KEYS
+    + [
+        pa.field("class_name", pa.string()),
+        pa.field("unit", pa.string()),  # "layer:channel"
+        pa.field("selection", pa.string()),  # how the truth picked it: top | factor
+        pa.field("truth", pa.string()),  # core | spurious, by intervention on real scenes
+        pa.field("margin", pa.float64()),  # factor response - object response
+        pa.field("object_response", pa.float64()),
+        pa.field("factor_response", pa.float64()),
+        pa.field("factor", pa.string()),
+        pa.field("seeds", pa.int64()),  # usable explanations of the unit
+        pa.field("presence", pa.float64()),  # mean object presence over them
+        pa.field("verdict", pa.string()),  # dxray's, over seeds; null: not audited
+        pa.field("agree", pa.bool_()),
+        _required("created_at", TIMESTAMP),
+    ]
+)
+
+EVAL_CLASSES = pa.schema(
+    _EVAL_KEYS
+    + [
+        pa.field("release", pa.string()),  # biased | fixed (the zoo's classifier-fixed)
+        pa.field("class_name", pa.string()),
+        pa.field("factor_kind", pa.string()),  # context | cue
+        pa.field("factor", pa.string()),
+        pa.field("probe", pa.string()),
+        pa.field("planted", pa.bool_()),
+        pa.field("reliance_logit", pa.float64()),  # measured: factor alone vs neutral
+        pa.field("relied", pa.bool_()),  # truth: reliance_logit >= the rule's threshold
+        pa.field("images", pa.int64()),
+        pa.field("presence", pa.float64()),  # mean probe presence, this class's explanations
+        pa.field("other_presence", pa.float64()),  # ... the other classes' explanations
+        pa.field("difference", pa.float64()),
+        pa.field("cohens_d", pa.float64()),
+        pa.field("flagged", pa.bool_()),  # dxray's finding
+        pa.field("agree", pa.bool_()),
+        _required("created_at", TIMESTAMP),
+    ]
+)
+
 SCHEMAS: dict[str, pa.Schema] = {
     "runs": RUNS,
     "explanations": EXPLANATIONS,
     "verdicts": VERDICTS,
     "images": IMAGES,
+    "eval_metrics": EVAL_METRICS,
+    "eval_neurons": EVAL_NEURONS,
+    "eval_classes": EVAL_CLASSES,
 }
 TABLES = tuple(SCHEMAS)
 
@@ -114,6 +181,12 @@ CHOICES: dict[str, dict[str, frozenset[str]]] = {
     },
     "verdicts": {"verdict": frozenset({"core", "spurious", "uncertain"})},
     "images": {},
+    "eval_metrics": {},
+    "eval_neurons": {
+        "truth": frozenset({"core", "spurious"}),
+        "verdict": frozenset({"core", "spurious", "uncertain"}),
+    },
+    "eval_classes": {"release": frozenset({"biased", "fixed"})},
 }
 
 # A run id becomes a folder name (`run_id=<id>`) and a SQL literal: keep it plain.

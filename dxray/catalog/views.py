@@ -33,6 +33,9 @@ VIEWS = (
     "target_summary",
     "class_summary",
     "unit_summary",
+    "eval_metrics",
+    "eval_neurons",
+    "eval_classes",
 )
 
 # Applied, in this order, to a read-only connection once its views exist. Measured on DuckDB

@@ -21,9 +21,15 @@ class ClassifierOutput:
 
     logits: Tensor  # [B, num_classes]
     units: dict[str, Tensor] = field(default_factory=dict)  # layer -> [B, channels]
+    # For layers that end in a rectifier: the same means taken before it (see `Unit`).
+    pre_units: dict[str, Tensor] = field(default_factory=dict)
 
     def rows(self, index: Tensor) -> ClassifierOutput:
-        return ClassifierOutput(self.logits[index], {k: v[index] for k, v in self.units.items()})
+        return ClassifierOutput(
+            self.logits[index],
+            {k: v[index] for k, v in self.units.items()},
+            {k: v[index] for k, v in self.pre_units.items()},
+        )
 
 
 class Objective:
@@ -110,13 +116,26 @@ class ClassCE(Objective):
 
 @dataclass(frozen=True)
 class Unit(Objective):
-    """The spatial mean activation of one channel of a hidden layer ("layer.path:channel")."""
+    """The spatial mean activation of one channel of a hidden layer ("layer.path:channel").
+
+    A unit behind a ReLU that is silent on the starting image (activation exactly 0) has no
+    gradient, and its explanation would never leave the starting image (measured on the toy
+    classifier: half of the audited units stayed at 0 for all 60 iterations). Where the
+    classifier reports the layer's pre-rectifier means, a silent unit takes the gradient of
+    its pre-activation instead (straight through); the value is always the true activation.
+    """
 
     layer: str
     channel: int
 
     def __call__(self, out: ClassifierOutput) -> Tensor:
-        return out.units[self.layer][:, self.channel]
+        value = out.units[self.layer][:, self.channel]
+        pre = out.pre_units.get(self.layer)
+        if pre is None:
+            return value
+        pre = pre[:, self.channel]
+        silent = (value <= 0).to(value.dtype)
+        return value + (pre - pre.detach()) * silent
 
     def units(self) -> set[tuple[str, int]]:
         return {(self.layer, self.channel)}

@@ -162,20 +162,28 @@ class Classifier(nn.Module):
 
     def outputs(self, images: Tensor, layers: Iterable[str] = ()) -> ClassifierOutput:
         """One forward: logits, and for each named layer the spatial mean of its output per
-        channel, [B, channels]. Gradients flow through both."""
+        channel, [B, channels]. Gradients flow through both. For a layer that ends in a ReLU,
+        also the means of the ReLU's input (`pre_units`, see `dxray.explain.objective.Unit`)."""
         names = list(dict.fromkeys(layers))
         modules = {name: self._layer(name) for name in names}
         units: dict[str, Tensor] = {}
+        pre_units: dict[str, Tensor] = {}
 
-        def record(name: str):
+        def record(name: str, into: dict[str, Tensor], before: bool = False):
             def hook(module, args, output):
                 # A module called twice in one forward (weight sharing) reports its first call.
-                if name not in units:
-                    units[name] = _channel_means(output, name)
+                if name not in into:
+                    into[name] = _channel_means(args[0] if before else output, name)
 
             return hook
 
-        handles = [module.register_forward_hook(record(name)) for name, module in modules.items()]
+        handles = [
+            module.register_forward_hook(record(name, units)) for name, module in modules.items()
+        ]
+        for name, module in modules.items():
+            rectifier = _final_rectifier(module)
+            if rectifier is not None:
+                handles.append(rectifier.register_forward_hook(record(name, pre_units, True)))
         try:
             logits = self(images)
         finally:
@@ -186,7 +194,7 @@ class Classifier(nn.Module):
             raise ValueError(
                 f"layer(s) {silent} did not run in the forward pass: they have no units"
             )
-        return ClassifierOutput(logits=logits, units=units)
+        return ClassifierOutput(logits=logits, units=units, pre_units=pre_units)
 
     def unit_layers(self) -> list[str]:
         """Names of the layers whose channels can be addressed as units."""
@@ -801,6 +809,16 @@ def _logits(output) -> Tensor:
             f"the model's output has shape {list(logits.shape)}; expected logits [B, num_classes]"
         )
     return logits
+
+
+def _final_rectifier(module: nn.Module) -> nn.Module | None:
+    """The ReLU that produces `module`'s output: the module itself, or the last child of a
+    Sequential (e.g. Linear + ReLU); None when the output is not a ReLU's."""
+    if isinstance(module, nn.ReLU | nn.ReLU6):
+        return module
+    if isinstance(module, nn.Sequential) and len(module):
+        return _final_rectifier(module[-1])
+    return None
 
 
 def _channel_means(output, layer: str) -> Tensor:

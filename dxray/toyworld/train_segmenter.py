@@ -339,6 +339,8 @@ class SegmenterTrainReport:
     config: dict = field(default_factory=dict)
     versions: dict = field(default_factory=dict)
     world: str = ""
+    # Continued from: the earlier run's own record (its dxray_train.json), None if from scratch.
+    init: dict | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -355,8 +357,13 @@ def train_segmenter(
     batch_size: int | None = None,
     seed: int = 0,
     progress: Callable[[dict], None] | None = None,
+    init: str | Path | None = None,
 ) -> SegmenterTrainReport:
     """Train the toy CLIPSeg on `world` and save it to `<out_dir>/segmenter`.
+
+    `init`: a saved toy segmenter to continue from (same config): its weights start the run,
+    the optimiser and schedule start afresh, and its record is kept in the new report. Use
+    another `seed` than the earlier run's, or the scenes repeat.
 
     Stops after `steps` (default `config.steps`) or `seconds` of training, whichever comes
     first; the learning rate decays over whichever budget runs out first, so a time-limited run
@@ -380,6 +387,17 @@ def train_segmenter(
 
     # 2. Build the model and optimiser
     segmenter = build_toy_segmenter(world, config, seed=seed).to(device)
+    earlier = None
+    if init is not None:
+        init = Path(init)
+        record = init / TRAIN_FILE
+        if not record.is_file():
+            raise FileNotFoundError(f"{init} is not a toy segmenter saved by train_segmenter")
+        earlier = json.loads(record.read_text())
+        from dxray.models.segmenter import load_segmenter
+
+        state = load_segmenter(init).model.state_dict()
+        segmenter.model.load_state_dict(state)  # a config mismatch fails here, by name
     model = segmenter.model.train()
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     other = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
@@ -443,6 +461,7 @@ def train_segmenter(
         config=asdict(config),
         versions=_versions(),
         world=world.name,
+        init=earlier,
     )
     (path / TRAIN_FILE).write_text(json.dumps(report.to_dict(), indent=2))
     return report
@@ -632,6 +651,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--init", default=None, help="a saved toy segmenter to continue from")
     args = parser.parse_args(argv)
     world = load_world(args.world)
     report = train_segmenter(
@@ -642,6 +662,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         seconds=args.seconds,
         batch_size=args.batch_size,
         seed=args.seed,
+        init=args.init,
         progress=lambda p: print(
             f"step {p['step']:5d}  loss {p['loss']:.4f}  lr {p['lr']:.2e}  {p['elapsed']:.0f}s",
             flush=True,

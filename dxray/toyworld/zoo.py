@@ -266,7 +266,7 @@ def _check(group: str, name: str, value: float, op: str, threshold: float) -> Ga
 
 @torch.no_grad()
 def generator_gates(
-    world: World, generator, oracle, *, steps: int = 2, guidance_scale: float = 1.0, seeds: int = 1
+    world: World, generator, oracle, *, steps: int = 4, guidance_scale: float = 1.0, seeds: int = 1
 ) -> list[GateRow]:
     """The generator, judged by the oracle at the engine's sampler setting.
 
@@ -321,7 +321,7 @@ def check_zoo(
     zoo: str | Path,
     world: World | None = None,
     *,
-    steps: int = 2,
+    steps: int = 4,
     guidance_scale: float = 1.0,
 ):
     """Every gate of the zoo at `zoo`; written to gates.json and returned. Parts are found with

@@ -32,7 +32,21 @@ def test_view_counts(con):
         "target_summary": 14,
         "class_summary": 10,
         "unit_summary": 4,
+        "eval_metrics": 0,  # the sample has not been evaluated
+        "eval_neurons": 0,
+        "eval_classes": 0,
     }
+
+
+def test_eval_views_show_the_latest_evaluation_of_each_run(tmp_path):
+    writer = CatalogWriter(tmp_path)
+    for eval_id, value in (("20261126T100000.000000Z", 0.5), ("20261126T110000.000000Z", 0.9)):
+        row = {"eval_id": eval_id, "section": "neurons", "setting": "default"}
+        writer.write("eval_metrics", [{**row, "metric": "accuracy", "value": value}], "ckpt-a")
+    other = {"eval_id": "20261126T090000.000000Z", "section": "success", "setting": "default"}
+    writer.write("eval_metrics", [{**other, "metric": "success_rate", "value": 1.0}], "ckpt-b")
+    rows = connect(tmp_path).sql("SELECT run_id, value FROM eval_metrics ORDER BY 1").fetchall()
+    assert rows == [("ckpt-a", 0.9), ("ckpt-b", 1.0)]
 
 
 def test_runs_shows_the_latest_row(con):

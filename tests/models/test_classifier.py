@@ -490,3 +490,25 @@ def test_bad_dict_specs():
         load_classifier({"input_size": [3, 3]})
     with pytest.raises(ClassifierLoadError, match="'factory' applies only"):
         load_classifier({"source": "torchvision:resnet18", "factory": FACTORY})
+
+
+def test_a_silent_relu_unit_still_has_a_gradient_and_its_true_value():
+    # Without the pre-activation a unit at exactly 0 gives zero gradient, and an explanation
+    # started where it is silent never moves (half the toy units did, before this).
+    from dxray.explain.objective import Unit
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 6), nn.ReLU(), nn.Linear(6, 2))
+    clf = Classifier(model, Preprocessing((4, 4), (0.0,) * 3, (1.0,) * 3))
+    x = torch.rand(3, 3, 4, 4, requires_grad=True)
+    out = clf.outputs(x, ["2"])  # the ReLU itself
+    assert set(out.pre_units) == {"2"}
+    silent = [(i, j) for i in range(3) for j in range(6) if float(out.units["2"][i, j]) == 0]
+    assert silent, "the seed should leave some unit silent"
+    i, j = silent[0]
+    value = Unit("2", j)(out)
+    assert torch.equal(value.detach(), out.units["2"][:, j])  # the value is the activation
+    (grad,) = torch.autograd.grad(value[i], x)
+    assert float(grad.abs().sum()) > 0
+    # A layer whose output is not a ReLU's reports no pre-activation.
+    assert clf.outputs(x, ["1"]).pre_units == {}

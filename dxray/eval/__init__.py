@@ -1,0 +1,15 @@
+"""How good are dxray's verdicts? Measured against a toy zoo's ground truth.
+
+`dxray eval` (docs/EVALUATION.md) audits a toy world's classifier (or reads an audit already in
+a catalog) and scores it against the zoo's measured truth (`dxray.toyworld.truth`):
+
+- metrics.py   agreement between two labellings: accuracy, precision/recall, confusion;
+- neurons.py   neuron level: each audited unit's verdict vs its core/spurious label;
+- classes.py   class level: the contexts/cues the class's explanations carry (attribute
+               probes, effect sizes) vs the classifier's measured reliance on them;
+- images.py    how natural explanation images are: the oracle's reading, scene statistics;
+- runner.py    the orchestration (audits, pixel-space baseline, ablations, catalog tables);
+- report.py    the text table, the headline line and the HTML report section.
+
+Everything but runner.py is pure computation over rows and tensors: no Ray, no files.
+"""

@@ -1,0 +1,123 @@
+"""Class level: which contexts and cues a class's explanations carry, against the
+classifier's measured reliance on them.
+
+dxray's finding for (class, factor) comes from attribute probes only, no labelled data: the
+segmenter's presence score of the factor's probe ("water", "a watermark") on the class's
+explanation images, compared with the same probe on the other classes' explanations. Every
+toy scene has some context, so a context being present says little; being present for this
+class and much less for the others is the signal. The finding rule (`FindingRule`): mean
+presence >= `presence` and at least `difference` above the other classes' mean.
+
+The truth (`dxray.toyworld.truth`, class table): the factor alone, without the object,
+raises the class logit by `reliance_logit` over neutral scenes; the class relies on it when
+that is >= `FindingRule.reliance` (nats).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+
+from dxray.eval.metrics import Agreement, agreement
+from dxray.judge.probes import effect_size
+
+ARTICLES = ("a ", "an ", "the ")
+
+
+@dataclass(frozen=True)
+class FindingRule:
+    presence: float = 0.5  # mean probe presence over the class's explanations, at least
+    difference: float = 0.3  # ... and this much above the other classes' explanations
+    reliance: float = 1.0  # truth: the factor alone lifts the class logit by >= this many nats
+
+    def __post_init__(self):
+        if not (0 <= self.presence <= 1 and 0 <= self.difference <= 1):
+            raise ValueError(f"presence and difference must be in [0, 1]; got {asdict(self)}")
+
+
+def probe_factor(probe: str, factors: Iterable[str]) -> str | None:
+    """The world factor a probe query names ("a watermark" -> "watermark"), or None."""
+    text = probe.strip().lower()
+    for article in ARTICLES:
+        if text.startswith(article):
+            text = text[len(article) :].strip()
+            break
+    return text if text in set(factors) else None
+
+
+def class_rows(
+    truth_rows: Sequence[Mapping],
+    probe_rows: Iterable[Mapping],
+    rule: FindingRule = FindingRule(),
+    seeds: Sequence[int] | None = None,
+) -> list[dict]:
+    """One row per (class, factor) of the truth that a probe measures.
+
+    `probe_rows`: rows of the catalog's `probe_scores` view (kind, class_name, seed, probe,
+    presence; rows of unit targets are skipped); `seeds`: only those seeds."""
+    factors = {t["factor"] for t in truth_rows}
+    scores: dict[tuple[str, str], list[float]] = {}
+    probes: dict[str, str] = {}
+    for row in probe_rows:
+        if row.get("kind", "class") != "class" or (seeds is not None and row["seed"] not in seeds):
+            continue
+        factor = probe_factor(row["probe"], factors)
+        if factor is None or row["presence"] is None:
+            continue
+        probes[factor] = row["probe"]
+        scores.setdefault((row["class_name"], factor), []).append(float(row["presence"]))
+    audited = {c for c, _ in scores}
+    rows = []
+    for t in truth_rows:
+        cls, factor = t["class"], t["factor"]
+        if cls not in audited or factor not in probes:
+            continue
+        mine = scores.get((cls, factor), [])
+        others = [v for (c, f), vals in scores.items() if f == factor and c != cls for v in vals]
+        if not mine:
+            continue
+        mean = sum(mine) / len(mine)
+        other = sum(others) / len(others) if others else math.nan
+        d = effect_size(torch.tensor(mine), torch.tensor(others)).cohens_d if others else math.nan
+        flagged = mean >= rule.presence and (not others or mean - other >= rule.difference)
+        relied = float(t["reliance_logit"]) >= rule.reliance
+        rows.append(
+            {
+                "class_name": cls,
+                "factor_kind": t["factor_kind"],
+                "factor": factor,
+                "probe": probes[factor],
+                "planted": bool(t["planted"]),
+                "reliance_logit": float(t["reliance_logit"]),
+                "relied": relied,
+                "images": len(mine),
+                "presence": mean,
+                "other_presence": other,
+                "difference": mean - other if others else math.nan,
+                "cohens_d": d,
+                "flagged": flagged,
+                "agree": flagged == relied,
+            }
+        )
+    return rows
+
+
+def class_agreement(rows: Sequence[Mapping], *, judge: str = "dxray") -> Agreement:
+    """Agreement of the findings with the measured reliance. judge="never" is the trivial
+    judge that finds no bias anywhere (most (class, factor) pairs have none)."""
+    if not rows:
+        raise ValueError(
+            "no (class, factor) pair was probed: audit the classes with judge.probes naming "
+            "the world's contexts and cues (e.g. [water, sand, a watermark])"
+        )
+    truth = ["relied" if r["relied"] else "none" for r in rows]
+    calls = {
+        "dxray": ["relied" if r["flagged"] else "none" for r in rows],
+        "never": ["none"] * len(rows),
+    }
+    if judge not in calls:
+        raise ValueError(f"unknown judge {judge!r}; known: {sorted(calls)}")
+    return agreement(truth, calls[judge], positive="relied", negative="none")

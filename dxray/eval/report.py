@@ -1,0 +1,282 @@
+"""The evaluation, as a text table for the terminal, one headline line, and an HTML section
+for the run's report. All three render from the rows of the catalog's eval tables (metrics,
+neurons, classes), so a report rebuilt later from the catalog shows the same numbers."""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Mapping, Sequence
+
+PERCENT = {"accuracy", "balanced_accuracy", "coverage", "decided_accuracy", "precision", "recall", "f1",
+           "success_rate", "oracle_object_recognised"}  # fmt: skip
+
+
+def _index(metrics: Sequence[Mapping]) -> dict[tuple[str, str, str], float]:
+    return {
+        (m["section"], m["setting"], m["metric"]): (math.nan if m["value"] is None else m["value"])
+        for m in metrics
+    }
+
+
+def _fmt(value, metric: str = "") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if metric in PERCENT:
+        return f"{100 * value:.0f}%"
+    if isinstance(value, float) and math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    if isinstance(value, float):
+        return f"{value:.2f}" if abs(value) < 100 else f"{value:.0f}"
+    return str(value)
+
+
+def _settings(metrics: Sequence[Mapping], section: str) -> list[str]:
+    seen: list[str] = []
+    for m in metrics:
+        if m["section"] == section and m["setting"] not in seen:
+            seen.append(m["setting"])
+    return seen
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
+    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True))  # noqa: E731
+    return [line(header), *(line(r) for r in rows)]
+
+
+AGREEMENT = ("n", "balanced_accuracy", "accuracy", "coverage", "precision", "recall")
+
+
+def sections(metrics: Sequence[Mapping], neurons: Sequence[Mapping], classes: Sequence[Mapping]):
+    """(title, header, rows, note) of each part of the evaluation present in `metrics`."""
+    m = _index(metrics)
+    classes = [r for r in classes if r.get("release", "biased") == "biased"]
+    out = []
+
+    # 1. Agreement
+    rows = []
+    for level, others in (("neurons", ("any-object", "always-core")), ("classes", ("never",))):
+        for judge in ("dxray", *others):
+            section, setting = level, ("default" if judge == "dxray" else judge)
+            if (section, setting, "n") in m:
+                rows.append(
+                    [level, judge]
+                    + [
+                        _fmt(
+                            m[(section, setting, k)] if k != "n" else int(m[(section, setting, k)]),
+                            k,
+                        )
+                        for k in AGREEMENT
+                    ]
+                )
+    if rows:
+        out.append(
+            (
+                "Verdict agreement with the zoo's ground truth (positive: spurious unit / relied-on factor)",
+                ["level", "judge", *AGREEMENT],
+                rows,
+                "accuracy counts 'uncertain' as wrong; coverage = share with a core/spurious call",
+            )
+        )
+    audited = [r for r in neurons if r["seeds"]]
+    if audited:
+        table = []
+        for truth in ("spurious", "core"):
+            calls = [r["verdict"] for r in audited if r["truth"] == truth]
+            table.append(
+                [f"truth {truth}"]
+                + [str(sum(c == v for c in calls)) for v in ("spurious", "core", "uncertain")]
+            )
+        out.append(("Confusion, neurons (rows: truth, columns: dxray)",
+                    ["", "spurious", "core", "uncertain"], table, ""))  # fmt: skip
+    if classes:
+        table = []
+        for relied in (True, False):
+            flags = [r["flagged"] for r in classes if r["relied"] == relied]
+            table.append([f"truth {'relied' if relied else 'none'}",
+                          str(sum(flags)), str(len(flags) - sum(flags))])  # fmt: skip
+        out.append(("Confusion, classes x factors (rows: truth, columns: dxray)",
+                    ["", "found", "not found"], table, ""))  # fmt: skip
+
+    # 2. Success
+    if ("success", "default", "targets") in m:
+        keys = (
+            "targets",
+            "success_rate",
+            "median_iterations",
+            "median_seconds",
+            "mean_probability",
+        )
+        out.append(
+            (
+                "Explanation success (class targets; final image, p >= 0.9)",
+                list(keys),
+                [[_fmt(m.get(("success", "default", k)), k) for k in keys]],
+                "iterations and seconds: medians over the targets that reach p >= 0.9",
+            )
+        )
+
+    # 3. Bias discovery
+    rows = []
+    for setting in _settings(metrics, "bias"):
+        fixed = ("bias-fixed", setting, "difference") in m
+        rows.append(
+            [
+                setting,
+                _fmt(m[("bias", setting, "reliance_logit")]),
+                f"{_fmt(m[('bias', setting, 'presence')])} vs {_fmt(m[('bias', setting, 'other_presence')])}",
+                _fmt(m[("bias", setting, "cohens_d")]),
+                "yes" if m[("bias", setting, "flagged")] else "no",
+                _fmt(m[("bias-fixed", setting, "reliance_logit")]) if fixed else "-",
+                _fmt(m[("bias-fixed", setting, "cohens_d")]) if fixed else "-",
+                ("yes" if m[("bias-fixed", setting, "flagged")] else "no") if fixed else "-",
+            ]
+        )
+    if rows:
+        out.append(
+            (
+                "Bias discovery: planted ties, found by attribute probes on explanations (no labels)",
+                [
+                    "tie",
+                    "reliance",
+                    "presence (class vs others)",
+                    "d",
+                    "found",
+                    "fixed: reliance",
+                    "fixed: d",
+                    "fixed: found",
+                ],  # fmt: skip
+                rows,
+                "reliance: logit lift of the factor alone (measured); d: Cohen's d of probe presence",
+            )
+        )
+
+    # 4. Baseline
+    methods = _settings(metrics, "baseline")
+    if methods:
+        keys = ("mean_probability", "success_rate", "oracle_object_recognised",
+                "oracle_context_confidence", "statistics_distance", "median_iterations")  # fmt: skip
+        out.append(
+            (
+                "DiffExplainer vs pixel-space activation maximisation (same class targets, seeds, budget)",
+                ["method", *keys],
+                [
+                    [method] + [_fmt(m.get(("baseline", method, k)), k) for k in keys]
+                    for method in methods
+                ],
+                "statistics_distance: scene statistics vs real scenes, in real-scene std units (0 = real)",
+            )
+        )
+
+    # 5. Ablations
+    settings = [s for s in _settings(metrics, "cost")] + [
+        s for s in _settings(metrics, "neurons") if s.startswith("seeds=")
+    ]
+    if settings:
+        rows = []
+        for s in settings:
+            rows.append(
+                [
+                    s,
+                    _fmt(m.get(("neurons", s, "accuracy")), "accuracy"),
+                    _fmt(m.get(("classes", s, "accuracy")), "accuracy"),
+                    _fmt(m.get(("success", s, "success_rate")), "success_rate"),
+                    _fmt(m.get(("cost", s, "seconds_per_target"))),
+                    _fmt(m.get(("cost", s, "median_iterations"))),
+                ]
+            )
+        out.append(
+            (
+                "Ablations (2 seeds per target unless seeds=k; 'reference' is the default setting)",
+                ["setting", "neuron acc", "class acc", "success", "s/target", "median iters"],
+                rows,
+                "seeds=k: the main audit's first k seeds; cost from each audit's wall time",
+            )
+        )
+    return out
+
+
+def headline(metrics: Sequence[Mapping], world: str) -> str:
+    """One line of the figures that matter."""
+    m = _index(metrics)
+    parts = [f"world {world}"]
+    for level, trivial in (("neurons", "always-core"), ("classes", "never")):
+        if (level, "default", "accuracy") in m:
+            parts.append(
+                f"{level[:-1]} agreement {_fmt(m[(level, 'default', 'accuracy')], 'accuracy')}"
+                f" (balanced {_fmt(m[(level, 'default', 'balanced_accuracy')], 'accuracy')};"
+                f" {trivial}: {_fmt(m.get((level, trivial, 'accuracy')), 'accuracy')}, balanced"
+                f" {_fmt(m.get((level, trivial, 'balanced_accuracy')), 'accuracy')})"
+            )
+    if ("success", "default", "success_rate") in m:
+        parts.append(
+            f"p>=0.9 in {_fmt(m[('success', 'default', 'success_rate')], 'success_rate')}"
+            f" of class targets (median {_fmt(m.get(('success', 'default', 'median_iterations')))} it)"
+        )
+    found = [s for s in _settings(metrics, "bias") if m.get(("bias", s, "flagged"))]
+    total = len(_settings(metrics, "bias"))
+    if total:
+        parts.append(f"planted ties found {len(found)}/{total}")
+    if ("baseline", "diffexplainer", "oracle_object_recognised") in m:
+        parts.append(
+            "oracle sees the object in "
+            f"{_fmt(m[('baseline', 'diffexplainer', 'oracle_object_recognised')], 'success_rate')}"
+            " of DiffExplainer images vs "
+            f"{_fmt(m.get(('baseline', 'pixel-am', 'oracle_object_recognised')), 'success_rate')}"
+            " of pixel-AM"
+        )
+    return "HEADLINE: " + "; ".join(parts)
+
+
+def format_text(
+    metrics: Sequence[Mapping], neurons: Sequence[Mapping], classes: Sequence[Mapping], world: str
+) -> str:
+    lines: list[str] = []
+    for title, header, rows, note in sections(metrics, neurons, classes):
+        lines += ["", title, *("  " + r for r in _table(header, rows))]
+        if note:
+            lines.append(f"  ({note})")
+    lines += ["", headline(metrics, world)]
+    return "\n".join(lines)
+
+
+def html_section(
+    metrics: Sequence[Mapping], neurons: Sequence[Mapping], classes: Sequence[Mapping], world: str
+) -> str:
+    """The evaluation as an HTML <section> (escaped; no scripts)."""
+    esc = html.escape
+    parts = [f'<section id="evaluation"><h2>Evaluation against the toy zoo ({esc(world)})</h2>']
+    parts.append(
+        f"<p><strong>{esc(headline(metrics, world).removeprefix('HEADLINE: '))}</strong></p>"
+    )
+    for title, header, rows, note in sections(metrics, neurons, classes):
+        parts.append(f"<h3>{esc(title)}</h3><table><thead><tr>")
+        parts += [f"<th>{esc(str(h))}</th>" for h in header]
+        parts.append("</tr></thead><tbody>")
+        for row in rows:
+            parts.append("<tr>" + "".join(f"<td>{esc(str(c))}</td>" for c in row) + "</tr>")
+        parts.append("</tbody></table>")
+        if note:
+            parts.append(f"<p class=note>{esc(note)}</p>")
+    if neurons:
+        parts.append("<h3>Units</h3><table><thead><tr>")
+        cols = (
+            "class_name",
+            "unit",
+            "selection",
+            "truth",
+            "margin",
+            "verdict",
+            "presence",
+            "agree",
+        )
+        parts += [f"<th>{esc(c)}</th>" for c in cols]
+        parts.append("</tr></thead><tbody>")
+        for r in neurons:
+            parts.append(
+                "<tr>" + "".join(f"<td>{esc(_fmt(r.get(c)))}</td>" for c in cols) + "</tr>"
+            )
+        parts.append("</tbody></table>")
+    parts.append("</section>")
+    return "".join(parts)

@@ -1,0 +1,560 @@
+"""`dxray eval`: audit a toy world's classifier (or read an audit) and score it against the
+zoo's ground truth. This module does the I/O and the runs; the scoring is in neurons.py,
+classes.py, images.py and metrics.py.
+
+One evaluation, in order:
+1. the main audit: every class and every unit the truth labels (the zoo's units.csv), with
+   `seeds` noise seeds each;
+2. verdict agreement (neuron and class level), with the trivial judges beside dxray's;
+3. explanation success (p >= 0.9, iterations and seconds to get there);
+4. bias discovery: the planted ties' effect sizes, and the same for the zoo's fixed release
+   (an audit of its classes), where the removed tie should vanish;
+5. DiffExplainer vs pixel-space activation maximisation on the same class targets, seeds and
+   iteration budget (optional: --no-baseline);
+6. ablations (optional: --ablations): sampler steps, gradient mode, prompt length (one audit
+   each, 2 seeds), seeds per target (subsets of the main audit).
+Results are rows of three catalog tables (eval_metrics, eval_neurons, eval_classes), keyed by
+the main audit's run id.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+
+from dxray.eval.classes import FindingRule, class_agreement, class_rows
+from dxray.eval.images import oracle_reading, statistics_distance
+from dxray.eval.metrics import Agreement, confusion_rows, median
+from dxray.eval.neurons import (
+    any_object_verdicts,
+    neuron_agreement,
+    neuron_rows,
+    unit_verdicts,
+)
+from dxray.judge.verdict import Thresholds
+from dxray.spec import AuditSpec, with_overrides
+
+ABLATIONS: dict[str, dict[str, object]] = {
+    "steps=1": {"engine.sampler.steps": 1},
+    "steps=2": {"engine.sampler.steps": 2},
+    "grad=full": {"engine.sampler.grad_mode": "full"},
+    "grad=detached": {"engine.sampler.grad_mode": "detached"},
+    "vectors=1": {"engine.n_vectors": 1},
+    "vectors=8": {"engine.n_vectors": 8},
+}
+ABLATION_SEEDS = (0, 1)
+SUCCESS_PROB = 0.9
+
+
+@dataclass
+class EvalResult:
+    run_id: str
+    world: str
+    catalog: Path
+    metrics: list[dict] = field(default_factory=list)  # section, setting, metric, value, n
+    neurons: list[dict] = field(default_factory=list)
+    classes: list[dict] = field(default_factory=list)
+    fixed_classes: list[dict] = field(default_factory=list)
+    confusion: dict[str, list[dict]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def add(self, section: str, setting: str, values: Mapping[str, float], n: int | None = None):
+        for metric, value in values.items():
+            self.metrics.append(
+                {
+                    "section": section,
+                    "setting": setting,
+                    "metric": metric,
+                    "value": None if value is None else float(value),
+                    "n": n,
+                }
+            )
+
+    def get(self, section: str, setting: str, metric: str) -> float:
+        for m in self.metrics:
+            if (m["section"], m["setting"], m["metric"]) == (section, setting, metric):
+                return math.nan if m["value"] is None else m["value"]
+        return math.nan
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading an audit
+# ---------------------------------------------------------------------------------------------
+
+
+def latest_run(catalog: str | Path) -> str:
+    """The newest finished run of a catalog."""
+    from dxray.catalog.views import connect
+
+    rows = (
+        connect(catalog, read_only=True)
+        .execute(
+            "SELECT run_id FROM runs WHERE status = 'finished' ORDER BY created_at DESC LIMIT 1"
+        )
+        .fetchall()
+    )
+    if not rows:
+        raise ValueError(f"{catalog} has no finished run: run `dxray audit <spec>` first")
+    return rows[0][0]
+
+
+def read_run(catalog: str | Path, run_id: str) -> tuple[list[dict], list[dict], dict]:
+    """(audit rows, probe rows, runs row) of one run."""
+    from dxray.catalog.views import connect
+
+    con = connect(catalog, read_only=True)
+
+    def rows(query: str) -> list[dict]:
+        cursor = con.execute(query, [run_id])
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
+
+    run = rows("SELECT * FROM runs WHERE run_id = ?")
+    if not run:
+        known = [r[0] for r in con.execute("SELECT run_id FROM runs").fetchall()]
+        raise ValueError(f"{catalog} has no run {run_id!r}; its runs: {known or 'none'}")
+    audit = rows("SELECT * EXCLUDE (probe_scores) FROM audit WHERE run_id = ?")
+    probes = rows(
+        "SELECT target_id, kind, class_name, seed, probe, presence FROM probe_scores "
+        "WHERE run_id = ?"
+    )
+    return audit, probes, run[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Scoring one audit
+# ---------------------------------------------------------------------------------------------
+
+
+def _agreement_metrics(result: Agreement) -> dict[str, float]:
+    return result.as_metrics()
+
+
+def success_metrics(audit_rows: Sequence[Mapping], seeds: Sequence[int] | None = None) -> dict:
+    """Class targets: fraction whose final image reaches p >= 0.9; median iterations and
+    seconds of those that do; mean seconds per target overall."""
+    rows = [r for r in audit_rows if r["kind"] == "class" and (seeds is None or r["seed"] in seeds)]
+    if not rows:
+        return {}
+    hit = [r for r in rows if r["ok"] and (r["probability"] or 0.0) >= SUCCESS_PROB]
+    return {
+        "targets": float(len(rows)),
+        "success_rate": len(hit) / len(rows),
+        "median_iterations": median([float(r["steps"]) for r in hit]),
+        "median_seconds": median([float(r["seconds"]) for r in hit]),
+        "mean_probability": sum((r["probability"] or 0.0) for r in rows) / len(rows),
+    }
+
+
+def score(
+    audit_rows: Sequence[Mapping],
+    probe_rows: Sequence[Mapping],
+    class_truth: Sequence[Mapping],
+    neuron_truth: Sequence[Mapping],
+    rule: FindingRule = FindingRule(),
+    seeds: Sequence[int] | None = None,
+    object_probes: Sequence[str] = (),
+    thresholds: Thresholds = Thresholds(),
+) -> tuple[dict[str, Agreement], list[dict], list[dict]]:
+    """Agreements by judge ("neurons:dxray", "neurons:any-object" when `object_probes` were
+    probed, "neurons:always-core", "classes:dxray", "classes:never"), the neuron rows and the
+    class rows of one audit."""
+    neurons = neuron_rows(neuron_truth, unit_verdicts(audit_rows, seeds))
+    classes = class_rows(class_truth, probe_rows, rule, seeds)
+    out: dict[str, Agreement] = {}
+    if any(r["seeds"] for r in neurons):
+        for judge in ("dxray", "always-core"):
+            out[f"neurons:{judge}"] = neuron_agreement(neurons, judge=judge)
+        calls = any_object_verdicts(audit_rows, probe_rows, object_probes, thresholds, seeds)
+        if calls:
+            out["neurons:any-object"] = neuron_agreement(neurons, calls=calls)
+    if classes:
+        for judge in ("dxray", "never"):
+            out[f"classes:{judge}"] = class_agreement(classes, judge=judge)
+    return out, neurons, classes
+
+
+# ---------------------------------------------------------------------------------------------
+# Specs
+# ---------------------------------------------------------------------------------------------
+
+
+def eval_spec(spec: AuditSpec, zoo: str | Path, *, seeds: int, catalog: str | Path) -> AuditSpec:
+    """`spec`, aimed at the zoo's truth: every class, every truth unit (and no others), `seeds`
+    seeds, results in `catalog`."""
+    from dxray.toyworld.zoo import zoo_part
+
+    if seeds < 1:
+        raise ValueError(f"seeds must be >= 1; got {seeds}")
+    units_csv = zoo_part(zoo, "truth") / "units.csv"
+    if not units_csv.is_file():
+        raise FileNotFoundError(f"{units_csv} is missing: write it with `dxray zoo truth {zoo}`")
+    return with_overrides(
+        spec,
+        **{
+            "classifier": {"source": str(zoo_part(zoo, "classifier"))},
+            "targets.classes": "all",
+            "targets.units.top_k": 0,
+            "targets.units.units": [],
+            "targets.units.layer": "penultimate",
+            "targets.units.csv": str(units_csv.resolve()),
+            "targets.seeds": list(range(seeds)),
+            "judge.probes": list(dict.fromkeys([*spec.judge.probes, *object_probes(spec, zoo)])),
+            "output.catalog": str(catalog),
+            "output.run_id": None,
+        },
+    )
+
+
+def object_probes(spec: AuditSpec, zoo: str | Path) -> list[str]:
+    """The judge's object query of every class of the zoo's world."""
+    from dxray.toyworld.data import class_names
+    from dxray.toyworld.zoo import zoo_world
+
+    return [spec.judge.object_query(name) for name in class_names(zoo_world(zoo))]
+
+
+def classes_only(spec: AuditSpec, classifier: str | Path) -> AuditSpec:
+    """`spec` with another classifier, auditing its classes only."""
+    return with_overrides(
+        spec,
+        **{
+            "classifier": {"source": str(classifier)},
+            "targets.units.top_k": 0,
+            "targets.units.units": [],
+            "targets.units.csv": None,
+            "output.run_id": None,
+        },
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The pixel-space baseline
+# ---------------------------------------------------------------------------------------------
+
+
+def _decode_png(data: bytes) -> torch.Tensor:
+    import numpy as np
+    from PIL import Image
+
+    array = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=np.float32) / 255.0
+    return torch.from_numpy(array).permute(2, 0, 1)
+
+
+def class_images(catalog: str | Path, run_id: str) -> tuple[list[dict], torch.Tensor]:
+    """The class targets' stored images of a run (usable rows), in (class, seed) order."""
+    from dxray.catalog.views import connect
+
+    cursor = connect(catalog, read_only=True).execute(
+        "SELECT a.class_index, a.class_name, a.seed, a.probability, a.steps, i.png "
+        "FROM audit a JOIN images i USING (run_id, target_id, seed) "
+        "WHERE a.run_id = ? AND a.kind = 'class' AND a.ok "
+        "QUALIFY row_number() OVER (PARTITION BY a.target_id, a.seed "
+        "ORDER BY i.created_at DESC) = 1 ORDER BY a.class_index, a.seed",
+        [run_id],
+    )
+    names = [d[0] for d in cursor.description]
+    rows = [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
+    if not rows:
+        raise ValueError(f"run {run_id} has no class images to compare")
+    return rows, torch.stack([_decode_png(r.pop("png")) for r in rows])
+
+
+def _image_metrics(
+    classifier, oracle, images: torch.Tensor, class_index: torch.Tensor, real: torch.Tensor
+) -> dict[str, float]:
+    with torch.no_grad():
+        logits = classifier.outputs(images.to(classifier.device, classifier.dtype), []).logits
+    prob = logits.float().softmax(1).cpu().gather(1, class_index[:, None])[:, 0]
+    reading = oracle_reading(oracle, images, class_index)
+    return {
+        "mean_probability": float(prob.mean()),
+        "success_rate": float((prob >= SUCCESS_PROB).float().mean()),
+        "oracle_object_recognised": float(reading["object_recognised"].float().mean()),
+        "oracle_object_prob": float(reading["object_prob"].mean()),
+        "oracle_context_confidence": float(reading["context_confidence"].mean()),
+        "statistics_distance": statistics_distance(images, real),
+    }
+
+
+def compare_baseline(
+    spec: AuditSpec, catalog: str | Path, run_id: str, zoo: str | Path, world, progress
+) -> dict[str, dict[str, float]]:
+    """DiffExplainer's class images (from the catalog) vs pixel-space activation maximisation
+    on the same class targets and seeds, with the engine's iteration budget and stop rule;
+    both judged the same way. Also real held-out scenes, as the scale's reference."""
+    from dxray.explain.baseline import BaselineConfig, activation_maximisation
+    from dxray.models.classifier import load_classifier
+    from dxray.spec import objective_for
+    from dxray.toyworld.data import sample_specs, scene_labels
+    from dxray.toyworld.scenes import render_batch
+    from dxray.toyworld.zoo import zoo_part
+
+    rows, diffusion = class_images(catalog, run_id)
+    classifier = load_classifier(spec.classifier.source)
+    oracle = load_classifier(zoo_part(zoo, "oracle"))
+    class_index = torch.tensor([int(r["class_index"]) for r in rows])
+    engine = spec.engine
+    config = BaselineConfig(
+        iterations=engine.iterations,
+        stop_prob=engine.stop_prob,
+        stop_patience=engine.stop_patience,
+    )
+    objectives = [objective_for(spec, {**r, "kind": "class"}) for r in rows]
+    progress(f"pixel-space baseline: {len(rows)} class targets, {config.iterations} iterations")
+    started = time.perf_counter()
+    baseline = activation_maximisation(
+        classifier, objectives, seeds=[int(r["seed"]) for r in rows], config=config
+    )
+    seconds = time.perf_counter() - started
+    pixel = (baseline.images * 255).round() / 255  # stored as 8-bit, like the diffusion images
+    real_specs = sample_specs(world, 400, seed=12345, mode="unbiased")
+    real, _, _ = render_batch(world, real_specs)
+    held_specs = sample_specs(world, len(rows), seed=54321, mode="unbiased")
+    held_out, _, _ = render_batch(world, held_specs)
+    held_index = torch.from_numpy(scene_labels(world, held_specs).object).long()
+    out = {
+        "diffexplainer": _image_metrics(classifier, oracle, diffusion, class_index, real),
+        "pixel-am": _image_metrics(classifier, oracle, pixel, class_index, real),
+        "real-scenes": _image_metrics(classifier, oracle, held_out, held_index, real),
+    }
+    out["diffexplainer"]["median_iterations"] = median([float(r["steps"]) for r in rows])
+    out["pixel-am"]["median_iterations"] = median([float(s) for s in baseline.steps.tolist()])
+    out["pixel-am"]["seconds_per_target"] = seconds / len(rows)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole evaluation
+# ---------------------------------------------------------------------------------------------
+
+
+def _audit(spec: AuditSpec, label: str, progress) -> str:
+    from dxray.run.pipeline import run_audit
+
+    def tick(done: int, total: int, statuses) -> None:
+        progress(f"  {label}: {done}/{total} targets")
+
+    progress(f"audit [{label}]")
+    summary = run_audit(spec, progress=tick)
+    progress(
+        f"  {label}: run {summary.run_id}, {summary.computed} computed in {summary.seconds:.0f} s"
+    )
+    return summary.run_id
+
+
+def _truth_rows(zoo: str | Path, part: str) -> tuple[list[dict], list[dict]]:
+    from dxray.toyworld.truth import read_truth
+    from dxray.toyworld.zoo import zoo_part
+
+    class_table, neuron_table = read_truth(zoo_part(zoo, part))
+    return class_table.to_pylist(), neuron_table.to_pylist()
+
+
+def _run_cost(catalog: str | Path, run_id: str, audit_rows: Sequence[Mapping]) -> dict:
+    _, _, run = read_run(catalog, run_id)
+    n = len(audit_rows)
+    return {
+        "wall_seconds": run["wall_seconds"],
+        "seconds_per_target": (run["wall_seconds"] or math.nan) / max(n, 1),
+        "median_iterations": median([float(r["steps"]) for r in audit_rows if r["ok"]]),
+    }
+
+
+def _score_into(
+    result: EvalResult,
+    setting: str,
+    audit_rows,
+    probe_rows,
+    truth: tuple[list[dict], list[dict]],
+    rule: FindingRule,
+    seeds: Sequence[int] | None,
+    **judging,
+) -> tuple[dict[str, Agreement], list[dict], list[dict]]:
+    agreements, neurons, classes = score(audit_rows, probe_rows, *truth, rule, seeds, **judging)
+    for key, value in agreements.items():
+        level, judge = key.split(":")
+        if judge == "dxray":
+            result.add(level, setting, _agreement_metrics(value), value.n)
+        elif setting == "default":
+            result.add(level, judge, _agreement_metrics(value), value.n)
+    return agreements, neurons, classes
+
+
+def evaluate(
+    spec: AuditSpec,
+    zoo: str | Path,
+    *,
+    catalog: str | Path,
+    seeds: int = 4,
+    run_id: str | None = None,
+    baseline: bool = True,
+    fixed: bool = True,
+    ablations: bool = False,
+    rule: FindingRule = FindingRule(),
+    progress: Callable[[str], None] = print,
+) -> EvalResult:
+    """The evaluation described in the module docstring. With `run_id`, the main audit is
+    read from `catalog` instead of run (it must have audited the truth's units)."""
+    from dxray.toyworld.zoo import zoo_world
+
+    started = time.perf_counter()
+    world = zoo_world(zoo)
+    main_spec = eval_spec(spec, zoo, seeds=seeds, catalog=catalog)
+    from dxray.run.pipeline import _ensure_ray
+
+    # One Ray for all the audits of the evaluation (each would otherwise start its own).
+    ray_started = _ensure_ray(main_spec) if (run_id is None or fixed or ablations) else False
+    try:
+        return _evaluate(
+            main_spec, spec, zoo, world, catalog, seeds, run_id, baseline, fixed, ablations,
+            rule, progress, started,
+        )  # fmt: skip
+    finally:
+        if ray_started:
+            import ray
+
+            ray.shutdown()
+
+
+def _evaluate(
+    main_spec, spec, zoo, world, catalog, seeds, run_id, baseline, fixed, ablations, rule,
+    progress, started,
+) -> EvalResult:  # fmt: skip
+    from dxray.toyworld.zoo import zoo_part
+
+    if run_id is None:
+        run_id = _audit(main_spec, f"{world.name}: classes and truth units", progress)
+    audit_rows, probe_rows, _ = read_run(catalog, run_id)
+    result = EvalResult(run_id=run_id, world=world.name, catalog=Path(catalog))
+    truth = _truth_rows(zoo, "truth")
+
+    # 1-2. Agreement, success
+    judging = {
+        "object_probes": object_probes(spec, zoo),
+        "thresholds": main_spec.judge.thresholds(),
+    }
+    agreements, result.neurons, result.classes = _score_into(
+        result, "default", audit_rows, probe_rows, truth, rule, None, **judging
+    )
+    for key in ("neurons:dxray", "classes:dxray"):
+        if key in agreements:
+            result.confusion[key.split(":")[0]] = confusion_rows(agreements[key])
+    result.add("success", "default", success_metrics(audit_rows))
+
+    # 3. Bias discovery: the planted ties, in the biased classifier and in the fixed release
+    for row in result.classes:
+        if row["planted"]:
+            result.add("bias", f"{row['class_name']}-{row['factor']}", _bias_values(row))
+    if fixed:
+        fixed_id = _audit(
+            classes_only(main_spec, zoo_part(zoo, "classifier-fixed")), "fixed release", progress
+        )
+        f_audit, f_probes, _ = read_run(catalog, fixed_id)
+        f_truth = _truth_rows(zoo, "truth-fixed")
+        _, _, result.fixed_classes = score(f_audit, f_probes, *f_truth, rule)
+        planted = {(r["class_name"], r["factor"]) for r in result.classes if r["planted"]}
+        for row in result.fixed_classes:
+            if (row["class_name"], row["factor"]) in planted:
+                result.add("bias-fixed", f"{row['class_name']}-{row['factor']}", _bias_values(row))
+
+    # 4. Baseline
+    if baseline:
+        for method, values in compare_baseline(
+            main_spec, catalog, run_id, zoo, world, progress
+        ).items():
+            result.add("baseline", method, values)
+
+    # 5. Ablations: seeds per target from the main audit; the rest one audit each
+    if ablations:
+        for k in sorted({1, 2, seeds}):
+            subset = list(range(k))
+            _score_into(
+                result, f"seeds={k}", audit_rows, probe_rows, truth, rule, subset, **judging
+            )
+            result.add("success", f"seeds={k}", success_metrics(audit_rows, subset))
+        reference = list(ABLATION_SEEDS)
+        _score_into(result, "reference", audit_rows, probe_rows, truth, rule, reference, **judging)
+        result.add("success", "reference", success_metrics(audit_rows, reference))
+        result.add("cost", "reference", _run_cost(catalog, run_id, audit_rows))
+        for name, overrides in ABLATIONS.items():
+            variant = with_overrides(main_spec, **overrides, **{"targets.seeds": reference})
+            variant_id = _audit(variant, f"ablation {name}", progress)
+            v_audit, v_probes, _ = read_run(catalog, variant_id)
+            _score_into(result, name, v_audit, v_probes, truth, rule, None, **judging)
+            result.add("success", name, success_metrics(v_audit))
+            result.add("cost", name, _run_cost(catalog, variant_id, v_audit))
+
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _bias_values(row: Mapping) -> dict[str, float]:
+    return {
+        "presence": row["presence"],
+        "other_presence": row["other_presence"],
+        "difference": row["difference"],
+        "cohens_d": row["cohens_d"],
+        "flagged": float(row["flagged"]),
+        "reliance_logit": row["reliance_logit"],
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+# ---------------------------------------------------------------------------------------------
+
+
+def write_eval(result: EvalResult) -> None:
+    """The result as rows of eval_metrics, eval_neurons and eval_classes (keyed by run id)."""
+    from dxray.catalog.writer import CatalogWriter
+
+    writer = CatalogWriter(result.catalog)
+    eval_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+    common = {"eval_id": eval_id, "world": result.world}
+    writer.write("eval_metrics", [{**common, **m} for m in result.metrics], result.run_id)
+    writer.write(
+        "eval_neurons",
+        [{**common, **{k: v for k, v in r.items()}} for r in result.neurons],
+        result.run_id,
+    )
+    classes = [{**common, "release": "biased", **r} for r in result.classes]
+    classes += [{**common, "release": "fixed", **r} for r in result.fixed_classes]
+    writer.write("eval_classes", classes, result.run_id)
+
+
+def result_json(result: EvalResult) -> str:
+    """Everything in one JSON document (NaN as null)."""
+
+    def clean(value):
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {str(k): clean(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [clean(v) for v in value]
+        return value
+
+    return json.dumps(
+        clean(
+            {
+                "run_id": result.run_id,
+                "world": result.world,
+                "metrics": result.metrics,
+                "neurons": result.neurons,
+                "classes": result.classes,
+                "fixed_classes": result.fixed_classes,
+                "confusion": result.confusion,
+                "seconds": result.seconds,
+            }
+        ),
+        indent=1,
+    )

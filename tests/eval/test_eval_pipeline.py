@@ -1,0 +1,131 @@
+"""`dxray eval` end to end on a deliberately small world: tiny models, a classifier trained for
+a few seconds, truth measured on a few scenes. Checks the plumbing (audits, tables, types,
+report, CLI), not the quality of the verdicts (docs/EVALUATION.md has those)."""
+
+import json
+import shutil
+
+import pytest
+from typer.testing import CliRunner
+
+from dxray.catalog.views import connect
+from dxray.eval import runner
+from dxray.eval.report import format_text
+from dxray.spec import AuditSpec
+
+
+@pytest.fixture(scope="module")
+def small_zoo(tmp_path_factory):
+    from dxray.toyworld.train_classifier import train_classifier, train_oracle
+    from dxray.toyworld.world import load_world
+    from dxray.toyworld.zoo import build_tiny_zoo, write_zoo_truth
+
+    root = build_tiny_zoo(tmp_path_factory.mktemp("small-zoo"))
+    world = load_world("default")
+    shutil.rmtree(root / "classifier")
+    kw = dict(steps=40, batch=32, width=4, hidden=8, eval_n=0, progress=None)
+    train_classifier(world, root / "classifier", **kw)
+    train_classifier(world, root / "classifier-fixed", mode="fixed", **kw)
+    train_oracle(world, root / "oracle", **kw)
+    write_zoo_truth(root, n=16, k=2)
+    return root
+
+
+@pytest.fixture(scope="module")
+def evaluated(small_zoo, tmp_path_factory):
+    catalog = tmp_path_factory.mktemp("eval-catalog")
+    spec = AuditSpec.from_dict(
+        {
+            "name": "small",
+            "generator": str(small_zoo / "generator"),
+            "classifier": str(small_zoo / "classifier"),
+            "segmenter": str(small_zoo / "segmenter"),
+            "engine": {
+                "iterations": 2,
+                "template": "a {}",
+                "sampler": {"steps": 1},
+                "batch_size": 16,
+                "stop_prob": None,
+            },  # fmt: skip
+            "judge": {"probes": ["water", "sand", "a watermark"]},
+            "ray": {"workers": 1, "num_cpus_per_worker": 1},
+        }
+    )
+    lines: list[str] = []
+    result = runner.evaluate(
+        spec, small_zoo, catalog=catalog, seeds=2, baseline=True, fixed=True,
+        progress=lines.append,
+    )  # fmt: skip
+    runner.write_eval(result)
+    return result, catalog, lines
+
+
+def test_evaluation_writes_typed_tables(evaluated, small_zoo):
+    result, catalog, lines = evaluated
+    assert any("fixed release" in line for line in lines)
+    con = connect(catalog, read_only=True)
+    sections = {r[0] for r in con.execute("SELECT DISTINCT section FROM eval_metrics").fetchall()}
+    assert {"neurons", "classes", "success", "bias", "bias-fixed", "baseline"} <= sections
+    # Every truth unit was audited with both seeds and got a verdict.
+    truth_units = (small_zoo / "truth" / "units.csv").read_text().strip().splitlines()[1:]
+    neurons = con.execute("SELECT truth, verdict, seeds, agree FROM eval_neurons").fetchall()
+    assert len(neurons) == len(truth_units)
+    assert all(t in ("core", "spurious") and s == 2 for t, _, s, _ in neurons)
+    assert all(v in ("core", "spurious", "uncertain") for _, v, _, _ in neurons)
+    assert all(isinstance(a, bool) for *_, a in neurons)
+    releases = {r[0] for r in con.execute("SELECT DISTINCT release FROM eval_classes").fetchall()}
+    assert releases == {"biased", "fixed"}
+
+
+def test_trivial_judges_are_scored_beside_dxray(evaluated):
+    result, _, _ = evaluated
+    audited = [r for r in result.neurons if r["seeds"]]
+    core_share = sum(r["truth"] == "core" for r in audited) / len(audited)
+    assert result.get("neurons", "always-core", "accuracy") == pytest.approx(core_share)
+    labels = {r["truth"] for r in audited}
+    if labels == {"core", "spurious"}:  # a constant judge: balanced accuracy 0.5 exactly
+        assert result.get("neurons", "always-core", "balanced_accuracy") == pytest.approx(0.5)
+    relied = [r["relied"] for r in result.classes]
+    assert result.get("classes", "never", "accuracy") == pytest.approx(
+        1 - sum(relied) / len(relied)
+    )
+    # The baseline judged both methods and real scenes on the same measures.
+    for method in ("diffexplainer", "pixel-am", "real-scenes"):
+        assert 0 <= result.get("baseline", method, "oracle_object_recognised") <= 1
+        assert result.get("baseline", method, "statistics_distance") >= 0
+
+
+def test_text_report_and_headline(evaluated):
+    result, catalog, _ = evaluated
+    text = format_text(result.metrics, result.neurons, result.classes, result.world)
+    assert "Verdict agreement" in text and "always-core" in text
+    assert text.strip().splitlines()[-1].startswith("HEADLINE: world default")
+    from dxray.catalog.report import write_report
+
+    page = write_report(catalog, catalog / "r.html", result.run_id).read_text()
+    assert 'id="evaluation"' in page and "Bias discovery" in page
+    assert json.loads(runner.result_json(result))["run_id"] == result.run_id
+
+
+def test_cli_evaluates_a_catalog_without_rerunning(evaluated, small_zoo, tmp_path):
+    from dxray.cli import app
+
+    result, catalog, _ = evaluated
+    out = tmp_path / "eval.json"
+    args = ["eval", str(catalog), "--truth", str(small_zoo), "--run", result.run_id,
+            "--no-baseline", "--no-fixed", "--json", str(out)]  # fmt: skip
+    run = CliRunner().invoke(app, args)
+    assert run.exit_code == 0, run.output
+    assert "HEADLINE:" in run.output
+    again = json.loads(out.read_text())
+    assert again["run_id"] == result.run_id
+    assert len(again["neurons"]) == len(result.neurons)
+
+
+def test_cli_errors_name_the_problem(small_zoo, tmp_path):
+    from dxray.cli import app
+
+    run = CliRunner().invoke(app, ["eval", str(tmp_path), "--truth", str(small_zoo)])
+    assert run.exit_code == 2 and "no finished run" in run.output
+    run = CliRunner().invoke(app, ["eval", str(tmp_path), "--truth", str(tmp_path)])
+    assert run.exit_code == 2 and "zoo.json" in run.output
