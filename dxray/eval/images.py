@@ -58,7 +58,8 @@ def oracle_reading(oracle, images: Tensor, object_index: Tensor) -> dict[str, Te
     """What the oracle makes of each image, [B] tensors:
     "object_recognised" (bool: the oracle names the expected object), "object_prob" (its
     probability of the expected object), "context_confidence" (its top context probability),
-    "no_object" (bool: the oracle sees no object at all)."""
+    "no_object" (bool: the oracle sees no object at all), "context" (the index of the context
+    it sees), "cue" (the index of the cue it sees, -1 for none)."""
     from dxray.toyworld.nets import oracle_logits
 
     _check_images(images)
@@ -68,7 +69,11 @@ def oracle_reading(oracle, images: Tensor, object_index: Tensor) -> dict[str, Te
     objects = heads["object"].float().softmax(1).cpu()
     contexts = heads["context"].float().softmax(1).cpu()
     best = objects.argmax(1)
+    cue = heads["cue"].float().argmax(1).cpu()
+    cue[cue == heads["cue"].shape[1] - 1] = -1
     return {
+        "context": contexts.argmax(1),
+        "cue": cue,
         "object_recognised": best == object_index,
         "object_prob": objects.gather(1, object_index[:, None])[:, 0],
         "context_confidence": contexts.max(1).values,

@@ -45,6 +45,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return [line(header), *(line(r) for r in rows)]
 
 
+LEVEL = {"neurons": "neuron", "classes": "class-bias"}
 AGREEMENT = ("n", "balanced_accuracy", "accuracy", "coverage", "precision", "recall")
 
 
@@ -120,10 +121,16 @@ def sections(metrics: Sequence[Mapping], neurons: Sequence[Mapping], classes: Se
     # 3. Bias discovery
     rows = []
     for setting in _settings(metrics, "bias"):
+        if ("bias", setting, "presence") not in m:
+            continue  # only the oracle's rates: the tie's class was not probed
         fixed = ("bias-fixed", setting, "difference") in m
+        oracle = m.get(("bias", setting, "oracle_rate"))
         rows.append(
             [
                 setting,
+                "-"
+                if oracle is None
+                else f"{_fmt(oracle)} vs {_fmt(m.get(('bias', setting, 'oracle_other_rate')))}",
                 _fmt(m[("bias", setting, "reliance_logit")]),
                 f"{_fmt(m[('bias', setting, 'presence')])} vs {_fmt(m[('bias', setting, 'other_presence')])}",
                 _fmt(m[("bias", setting, "cohens_d")]),
@@ -139,8 +146,9 @@ def sections(metrics: Sequence[Mapping], neurons: Sequence[Mapping], classes: Se
                 "Bias discovery: planted ties, found by attribute probes on explanations (no labels)",
                 [
                     "tie",
+                    "oracle sees it (class vs others)",
                     "reliance",
-                    "presence (class vs others)",
+                    "probe presence (class vs others)",
                     "d",
                     "found",
                     "fixed: reliance",
@@ -148,7 +156,8 @@ def sections(metrics: Sequence[Mapping], neurons: Sequence[Mapping], classes: Se
                     "fixed: found",
                 ],  # fmt: skip
                 rows,
-                "reliance: logit lift of the factor alone (measured); d: Cohen's d of probe presence",
+                "oracle: share of explanation images where the independent oracle sees the factor;"
+                " reliance: logit lift of the factor alone (measured); d: Cohen's d of the probe",
             )
         )
 
@@ -188,7 +197,7 @@ def sections(metrics: Sequence[Mapping], neurons: Sequence[Mapping], classes: Se
             )
         out.append(
             (
-                "Ablations (2 seeds per target unless seeds=k; 'reference' is the default setting)",
+                "Ablations (seed 0 only, unless seeds=k; 'reference': the default setting, seed 0)",
                 ["setting", "neuron acc", "class acc", "success", "s/target", "median iters"],
                 rows,
                 "seeds=k: the main audit's first k seeds; cost from each audit's wall time",
@@ -204,7 +213,7 @@ def headline(metrics: Sequence[Mapping], world: str) -> str:
     for level, trivial in (("neurons", "always-core"), ("classes", "never")):
         if (level, "default", "accuracy") in m:
             parts.append(
-                f"{level[:-1]} agreement {_fmt(m[(level, 'default', 'accuracy')], 'accuracy')}"
+                f"{LEVEL[level]} agreement {_fmt(m[(level, 'default', 'accuracy')], 'accuracy')}"
                 f" (balanced {_fmt(m[(level, 'default', 'balanced_accuracy')], 'accuracy')};"
                 f" {trivial}: {_fmt(m.get((level, trivial, 'accuracy')), 'accuracy')}, balanced"
                 f" {_fmt(m.get((level, trivial, 'balanced_accuracy')), 'accuracy')})"
@@ -214,8 +223,9 @@ def headline(metrics: Sequence[Mapping], world: str) -> str:
             f"p>=0.9 in {_fmt(m[('success', 'default', 'success_rate')], 'success_rate')}"
             f" of class targets (median {_fmt(m.get(('success', 'default', 'median_iterations')))} it)"
         )
-    found = [s for s in _settings(metrics, "bias") if m.get(("bias", s, "flagged"))]
-    total = len(_settings(metrics, "bias"))
+    ties = [s for s in _settings(metrics, "bias") if ("bias", s, "flagged") in m]
+    found = [s for s in ties if m[("bias", s, "flagged")]]
+    total = len(ties)
     if total:
         parts.append(f"planted ties found {len(found)}/{total}")
     if ("baseline", "diffexplainer", "oracle_object_recognised") in m:
