@@ -266,14 +266,23 @@ def _check(group: str, name: str, value: float, op: str, threshold: float) -> Ga
 
 @torch.no_grad()
 def generator_gates(
-    world: World, generator, oracle, *, steps: int = 4, guidance_scale: float = 1.0, seeds: int = 1
+    world: World,
+    generator,
+    oracle,
+    *,
+    steps: int = 4,
+    guidance_scale: float = 1.0,
+    seeds: int = 1,
+    segmenter=None,
 ) -> list[GateRow]:
     """The generator, judged by the oracle at the engine's sampler setting.
 
     - object / context recognised in samples of every "a <colour> <shape> on <context>";
     - context-only captions ("water") give no object;
     - the ceiling: the oracle on VAE reconstructions of real scenes (shapes lost in the
-      latents cannot come back in samples).
+      latents cannot come back in samples);
+    - with a `segmenter`: its object presence on the same generated images (the ones it
+      judges in an audit), against what the oracle sees in them (balanced accuracy >= 0.9).
     """
     from dxray.toyworld.nets import oracle_predict
     from dxray.toyworld.train_generator import sample_captions
@@ -290,6 +299,7 @@ def generator_gates(
         generator, captions, seed_list, steps=steps, guidance_scale=guidance_scale
     )
     pred = oracle_predict(oracle, images)
+    objects_images = images
     want_object = torch.tensor([classes.index(s.shape) for s in specs] * seeds)
     want_context = torch.tensor([contexts.index(s.context) for s in specs] * seeds)
     rows = [
@@ -302,8 +312,23 @@ def generator_gates(
     images = sample_captions(
         generator, empty, list(range(len(empty))), steps=steps, guidance_scale=guidance_scale
     )
-    none = (oracle_predict(oracle, images)["object"] == -1).float().mean()
+    seen_empty = oracle_predict(oracle, images)["object"]
+    none = (seen_empty == -1).float().mean()
     rows.append(_check("generator", "context_only_no_object", none, ">=", 0.9))
+    if segmenter is not None:
+        from dxray.judge.verdict import object_query
+        from dxray.toyworld.train_segmenter import presence_accuracy
+
+        both = torch.cat([objects_images, images])
+        seen = torch.cat([pred["object"], seen_empty])
+        present = seen[:, None] == torch.arange(len(classes))[None, :]
+        device_images = both.to(segmenter.device, segmenter.dtype)
+        score = presence_accuracy(
+            segmenter, device_images, [object_query(c) for c in classes], present
+        )
+        rows.append(
+            _check("segmenter", "generated_object_presence_accuracy", score.balanced, ">=", 0.9)
+        )
     # Ceiling: real scenes through the VAE and back.
     real = sample_specs(world, 256, seed=123, mode="unbiased")
     scenes, _, _ = render_batch(world, real)
@@ -353,7 +378,14 @@ def check_zoo(
     if has_part(zoo, "generator"):
         generator = load_generator(zoo_part(zoo, "generator"))
         rows += generator_gates(
-            world, generator, oracle, steps=steps, guidance_scale=guidance_scale
+            world,
+            generator,
+            oracle,
+            steps=steps,
+            guidance_scale=guidance_scale,
+            segmenter=load_segmenter(zoo_part(zoo, "segmenter"))
+            if has_part(zoo, "segmenter")
+            else None,
         )
     located = {part: _locate(zoo, part) for part in PARTS}
     shared = {

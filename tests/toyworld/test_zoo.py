@@ -45,3 +45,30 @@ def test_format_gates_counts_failures_and_keeps_info_rows_out():
     text = format_gates(rows)
     assert "FAIL" in text.splitlines()[2] and "info" in text.splitlines()[3]
     assert text.splitlines()[-1] == "gates: 1 passed, 1 failed"
+
+
+def test_segmenter_is_also_gated_on_generated_images_against_the_oracle():
+    # A stub segmenter that finds every object everywhere: perfect recall, no specificity, so
+    # its balanced accuracy on the generated images is exactly 0.5 whatever the oracle sees.
+    world = default_world()
+    arch = GeneratorArch(latent_size=16, scheduler="ddim", words=caption_words(world))
+    gen = build_generator(arch, seed=0)
+    torch.manual_seed(0)
+    net = oracle_cnn(len(world.classes), len(world.contexts), len(world.cues), width=4,
+                     hidden=8, depth=1, grid=2).eval()  # fmt: skip
+    from dxray.toyworld.nets import oracle_output_names
+
+    oracle = Classifier(
+        net, Preprocessing((32, 32), (0.5,) * 3, (0.5,) * 3), oracle_output_names(world)
+    )
+
+    class EverythingEverywhere:
+        device, dtype = torch.device("cpu"), torch.float32
+
+        def probe(self, images, queries):
+            return torch.ones(images.shape[0], len(queries))
+
+    rows = generator_gates(world, gen, oracle, steps=1, segmenter=EverythingEverywhere())
+    gate = next(r for r in rows if r.name == "generated_object_presence_accuracy")
+    assert gate.group == "segmenter" and gate.threshold == 0.9
+    assert gate.value == 0.5 and not gate.passed
