@@ -75,7 +75,7 @@ def test_toy_preset_becomes_the_expected_engine_config():
         iterations=60,
         template="a {}",
         init_words=("a",),
-        sampler=SamplerConfig(steps=2, grad_mode="last"),
+        sampler=SamplerConfig(steps=4, grad_mode="last"),
         decoder="tiny",
     )
     assert spec.generator.source == "dxray/toyworld/zoo/default/generator"
