@@ -134,6 +134,7 @@ EVAL_NEURONS = pa.schema(
         pa.field("seeds", pa.int64()),  # usable explanations of the unit
         pa.field("presence", pa.float64()),  # mean object presence over them
         pa.field("verdict", pa.string()),  # dxray's, over seeds; null: not audited
+        pa.field("intervention", pa.string()),  # the intervention judge's, over seeds
         pa.field("agree", pa.bool_()),
         _required("created_at", TIMESTAMP),
     ]
@@ -185,6 +186,7 @@ CHOICES: dict[str, dict[str, frozenset[str]]] = {
     "eval_neurons": {
         "truth": frozenset({"core", "spurious"}),
         "verdict": frozenset({"core", "spurious", "uncertain"}),
+        "intervention": frozenset({"core", "spurious", "uncertain"}),
     },
     "eval_classes": {"release": frozenset({"biased", "fixed"})},
 }

@@ -57,7 +57,8 @@ def sections(metrics: Sequence[Mapping], neurons: Sequence[Mapping], classes: Se
 
     # 1. Agreement
     rows = []
-    for level, others in (("neurons", ("any-object", "always-core")), ("classes", ("never",))):
+    neuron_judges = ("intervention", "any-object", "always-core")
+    for level, others in (("neurons", neuron_judges), ("classes", ("never",))):
         for judge in ("dxray", *others):
             section, setting = level, ("default" if judge == "dxray" else judge)
             if (section, setting, "n") in m:
@@ -90,6 +91,17 @@ def sections(metrics: Sequence[Mapping], neurons: Sequence[Mapping], classes: Se
                 + [str(sum(c == v for c in calls)) for v in ("spurious", "core", "uncertain")]
             )
         out.append(("Confusion, neurons (rows: truth, columns: dxray)",
+                    ["", "spurious", "core", "uncertain"], table, ""))  # fmt: skip
+    judged = [r for r in audited if r.get("intervention")]
+    if judged:
+        table = []
+        for truth in ("spurious", "core"):
+            calls = [r["intervention"] for r in judged if r["truth"] == truth]
+            table.append(
+                [f"truth {truth}"]
+                + [str(sum(c == v for c in calls)) for v in ("spurious", "core", "uncertain")]
+            )
+        out.append(("Confusion, neurons (rows: truth, columns: intervention judge)",
                     ["", "spurious", "core", "uncertain"], table, ""))  # fmt: skip
     if classes:
         table = []
@@ -188,8 +200,9 @@ def sections(metrics: Sequence[Mapping], neurons: Sequence[Mapping], classes: Se
             rows.append(
                 [
                     s,
-                    _fmt(m.get(("neurons", s, "accuracy")), "accuracy"),
-                    _fmt(m.get(("classes", s, "accuracy")), "accuracy"),
+                    _fmt(m.get(("neurons", s, "balanced_accuracy")), "accuracy"),
+                    _fmt(m.get(("neurons-intervention", s, "balanced_accuracy")), "accuracy"),
+                    _fmt(m.get(("classes", s, "balanced_accuracy")), "accuracy"),
                     _fmt(m.get(("success", s, "success_rate")), "success_rate"),
                     _fmt(m.get(("cost", s, "seconds_per_target"))),
                     _fmt(m.get(("cost", s, "median_iterations"))),
@@ -198,7 +211,15 @@ def sections(metrics: Sequence[Mapping], neurons: Sequence[Mapping], classes: Se
         out.append(
             (
                 "Ablations (seed 0 only, unless seeds=k; 'reference': the default setting, seed 0)",
-                ["setting", "neuron acc", "class acc", "success", "s/target", "median iters"],
+                [
+                    "setting",
+                    "neuron bal. acc",
+                    "... intervention",
+                    "class bal. acc",
+                    "success",
+                    "s/target",
+                    "median iters",
+                ],  # fmt: skip
                 rows,
                 "seeds=k: the main audit's first k seeds; cost from each audit's wall time",
             )
@@ -218,6 +239,12 @@ def headline(metrics: Sequence[Mapping], world: str) -> str:
                 f" {trivial}: {_fmt(m.get((level, trivial, 'accuracy')), 'accuracy')}, balanced"
                 f" {_fmt(m.get((level, trivial, 'balanced_accuracy')), 'accuracy')})"
             )
+    if ("neurons", "intervention", "accuracy") in m:
+        parts.append(
+            "intervention judge "
+            f"{_fmt(m[('neurons', 'intervention', 'accuracy')], 'accuracy')} (balanced "
+            f"{_fmt(m[('neurons', 'intervention', 'balanced_accuracy')], 'accuracy')})"
+        )
     if ("success", "default", "success_rate") in m:
         parts.append(
             f"p>=0.9 in {_fmt(m[('success', 'default', 'success_rate')], 'success_rate')}"

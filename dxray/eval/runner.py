@@ -164,16 +164,28 @@ def score(
     seeds: Sequence[int] | None = None,
     object_probes: Sequence[str] = (),
     thresholds: Thresholds = Thresholds(),
+    interventions: Mapping[tuple[str, int], str] | None = None,
 ) -> tuple[dict[str, Agreement], list[dict], list[dict]]:
-    """Agreements by judge ("neurons:dxray", "neurons:any-object" when `object_probes` were
-    probed, "neurons:always-core", "classes:dxray", "classes:never"), the neuron rows and the
-    class rows of one audit."""
+    """Agreements by judge ("neurons:dxray", "neurons:intervention" given `interventions`
+    ((target_id, seed) -> verdict, see `intervention_calls`), "neurons:any-object" when
+    `object_probes` were probed, "neurons:always-core", "classes:dxray", "classes:never"),
+    the neuron rows (with each unit's intervention verdict) and the class rows of one audit."""
     neurons = neuron_rows(neuron_truth, unit_verdicts(audit_rows, seeds))
     classes = class_rows(class_truth, probe_rows, rule, seeds)
     out: dict[str, Agreement] = {}
     if any(r["seeds"] for r in neurons):
         for judge in ("dxray", "always-core"):
             out[f"neurons:{judge}"] = neuron_agreement(neurons, judge=judge)
+        if interventions:
+            rows = [
+                {**r, "verdict": interventions[(r["target_id"], r["seed"])], "presence": 0.0}
+                for r in audit_rows
+                if (r["target_id"], r["seed"]) in interventions
+            ]
+            calls = unit_verdicts(rows, seeds)
+            out["neurons:intervention"] = neuron_agreement(neurons, calls=calls)
+            for n in neurons:
+                n["intervention"] = calls.get((n["class_name"], n["unit"]), {}).get("verdict")
         calls = any_object_verdicts(audit_rows, probe_rows, object_probes, thresholds, seeds)
         if calls:
             out["neurons:any-object"] = neuron_agreement(neurons, calls=calls)
@@ -181,6 +193,44 @@ def score(
         for judge in ("dxray", "never"):
             out[f"classes:{judge}"] = class_agreement(classes, judge=judge)
     return out, neurons, classes
+
+
+class Interventions:
+    """The intervention judge (`dxray.eval.neurons.intervention_verdicts`) over a run's unit
+    images: the classifier and segmenter are loaded once for every run judged."""
+
+    def __init__(self, spec: AuditSpec, object_queries: Sequence[str]):
+        from dxray.models.classifier import load_classifier
+        from dxray.models.segmenter import load_segmenter
+
+        self.classifier = load_classifier(spec.classifier.source)
+        self.segmenter = load_segmenter(spec.segmenter.source)
+        self.queries = list(object_queries)
+
+    def __call__(self, catalog: str | Path, run_id: str) -> dict[tuple[str, int], str]:
+        """(target_id, seed) -> verdict for every usable unit image of the run."""
+        from dxray.catalog.views import connect
+        from dxray.eval.neurons import intervention_verdicts, object_masks
+
+        cursor = connect(catalog, read_only=True).execute(
+            "SELECT a.target_id, a.seed, a.layer, a.channel, i.png "
+            "FROM audit a JOIN images i USING (run_id, target_id, seed) "
+            "WHERE a.run_id = ? AND a.kind = 'unit' AND a.ok "
+            "QUALIFY row_number() OVER (PARTITION BY a.target_id, a.seed "
+            "ORDER BY i.created_at DESC) = 1",
+            [run_id],
+        )
+        rows = cursor.fetchall()
+        out: dict[tuple[str, int], str] = {}
+        for start in range(0, len(rows), 64):
+            chunk = rows[start : start + 64]
+            images = torch.stack([_decode_png(r[4]) for r in chunk])
+            masks = object_masks(self.segmenter, images, self.queries)
+            calls = intervention_verdicts(
+                self.classifier, images, masks, [(r[2], int(r[3])) for r in chunk]
+            )
+            out.update({(r[0], int(r[1])): c for r, c in zip(chunk, calls, strict=True)})
+        return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -413,6 +463,8 @@ def _score_into(
             result.add(level, setting, _agreement_metrics(value), value.n)
         elif setting == "default":
             result.add(level, judge, _agreement_metrics(value), value.n)
+        elif judge == "intervention":
+            result.add(f"{level}-intervention", setting, _agreement_metrics(value), value.n)
     return agreements, neurons, classes
 
 
@@ -465,9 +517,11 @@ def _evaluate(
     truth = _truth_rows(zoo, "truth")
 
     # 1-2. Agreement, success
+    judge_units = Interventions(main_spec, object_probes(spec, zoo))
     judging = {
         "object_probes": object_probes(spec, zoo),
         "thresholds": main_spec.judge.thresholds(),
+        "interventions": judge_units(catalog, run_id),
     }
     agreements, result.neurons, result.classes = _score_into(
         result, "default", audit_rows, probe_rows, truth, rule, None, **judging
@@ -518,7 +572,8 @@ def _evaluate(
             variant = with_overrides(main_spec, **overrides, **{"targets.seeds": reference})
             variant_id = _audit(variant, f"ablation {name}", progress)
             v_audit, v_probes, _ = read_run(catalog, variant_id)
-            _score_into(result, name, v_audit, v_probes, truth, rule, None, **judging)
+            v_judging = {**judging, "interventions": judge_units(catalog, variant_id)}
+            _score_into(result, name, v_audit, v_probes, truth, rule, None, **v_judging)
             result.add("success", name, success_metrics(v_audit))
             result.add("cost", name, _run_cost(catalog, variant_id, v_audit))
 

@@ -85,6 +85,9 @@ def test_trivial_judges_are_scored_beside_dxray(evaluated):
     labels = {r["truth"] for r in audited}
     if labels == {"core", "spurious"}:  # a constant judge: balanced accuracy 0.5 exactly
         assert result.get("neurons", "always-core", "balanced_accuracy") == pytest.approx(0.5)
+    # The intervention judge ran on every audited unit's images.
+    assert result.get("neurons", "intervention", "n") == len(audited)
+    assert all(r["intervention"] in ("core", "spurious", "uncertain") for r in audited)
     relied = [r["relied"] for r in result.classes]
     assert result.get("classes", "never", "accuracy") == pytest.approx(
         1 - sum(relied) / len(relied)
