@@ -156,7 +156,8 @@ EVAL_CLASSES = pa.schema(
         pa.field("other_presence", pa.float64()),  # ... the other classes' explanations
         pa.field("difference", pa.float64()),
         pa.field("cohens_d", pa.float64()),
-        pa.field("flagged", pa.bool_()),  # dxray's finding
+        pa.field("flagged", pa.bool_()),  # dxray's finding, from the class's explanations
+        pa.field("flagged_by_units", pa.bool_()),  # ... from its spurious units' explanations
         pa.field("agree", pa.bool_()),
         _required("created_at", TIMESTAMP),
     ]

@@ -109,7 +109,8 @@ def class_rows(
 
 def class_agreement(rows: Sequence[Mapping], *, judge: str = "dxray") -> Agreement:
     """Agreement of the findings with the measured reliance. judge="never" is the trivial
-    judge that finds no bias anywhere (most (class, factor) pairs have none)."""
+    judge that finds no bias anywhere (most (class, factor) pairs have none); judge="units"
+    scores `flagged_by_units` (see `unit_findings`)."""
     if not rows:
         raise ValueError(
             "no (class, factor) pair was probed: audit the classes with judge.probes naming "
@@ -118,8 +119,55 @@ def class_agreement(rows: Sequence[Mapping], *, judge: str = "dxray") -> Agreeme
     truth = ["relied" if r["relied"] else "none" for r in rows]
     calls = {
         "dxray": ["relied" if r["flagged"] else "none" for r in rows],
+        "units": ["relied" if r.get("flagged_by_units") else "none" for r in rows],
         "never": ["none"] * len(rows),
     }
     if judge not in calls:
         raise ValueError(f"unknown judge {judge!r}; known: {sorted(calls)}")
     return agreement(truth, calls[judge], positive="relied", negative="none")
+
+
+def unit_findings(
+    probe_rows: Iterable[Mapping],
+    interventions: Mapping[tuple[str, int], str],
+    factors: Iterable[str],
+    rule: FindingRule = FindingRule(),
+    seeds: Sequence[int] | None = None,
+) -> dict[tuple[str, str], dict]:
+    """Class-level findings from the class's *spurious units* (Salient ImageNet's route): what
+    the images of a class's units that the intervention judge calls spurious show, against
+    every other unit image. (class, factor) -> {"flagged", "presence", "other_presence",
+    "images"}; classes without a spurious unit image have no entry (nothing found)."""
+    factors = set(factors)
+    scores: dict[tuple[str, int], dict[str, float]] = {}
+    owner: dict[tuple[str, int], str] = {}
+    for row in probe_rows:
+        if row.get("kind") != "unit" or row["class_name"] is None or row["presence"] is None:
+            continue
+        if seeds is not None and row["seed"] not in seeds:
+            continue
+        factor = probe_factor(row["probe"], factors)
+        if factor is None:
+            continue
+        key = (row["target_id"], row["seed"])
+        scores.setdefault(key, {})[factor] = float(row["presence"])
+        owner[key] = row["class_name"]
+    out: dict[tuple[str, str], dict] = {}
+    for cls in sorted(set(owner.values())):
+        mine = [k for k in scores if owner[k] == cls and interventions.get(k) == "spurious"]
+        rest = [k for k in scores if k not in set(mine)]
+        if not mine:
+            continue
+        for factor in sorted(factors):
+            a = [scores[k][factor] for k in mine if factor in scores[k]]
+            b = [scores[k][factor] for k in rest if factor in scores[k]]
+            if not a:
+                continue
+            mean, other = sum(a) / len(a), (sum(b) / len(b) if b else math.nan)
+            out[(cls, factor)] = {
+                "flagged": mean >= rule.presence and (not b or mean - other >= rule.difference),
+                "presence": mean,
+                "other_presence": other,
+                "images": len(a),
+            }
+    return out

@@ -58,7 +58,7 @@ def sections(metrics: Sequence[Mapping], neurons: Sequence[Mapping], classes: Se
     # 1. Agreement
     rows = []
     neuron_judges = ("intervention", "any-object", "always-core")
-    for level, others in (("neurons", neuron_judges), ("classes", ("never",))):
+    for level, others in (("neurons", neuron_judges), ("classes", ("units", "never"))):
         for judge in ("dxray", *others):
             section, setting = level, ("default" if judge == "dxray" else judge)
             if (section, setting, "n") in m:
@@ -147,6 +147,7 @@ def sections(metrics: Sequence[Mapping], neurons: Sequence[Mapping], classes: Se
                 f"{_fmt(m[('bias', setting, 'presence')])} vs {_fmt(m[('bias', setting, 'other_presence')])}",
                 _fmt(m[("bias", setting, "cohens_d")]),
                 "yes" if m[("bias", setting, "flagged")] else "no",
+                "yes" if m.get(("bias", setting, "flagged_by_units")) else "no",
                 _fmt(m[("bias-fixed", setting, "reliance_logit")]) if fixed else "-",
                 _fmt(m[("bias-fixed", setting, "cohens_d")]) if fixed else "-",
                 ("yes" if m[("bias-fixed", setting, "flagged")] else "no") if fixed else "-",
@@ -163,6 +164,7 @@ def sections(metrics: Sequence[Mapping], neurons: Sequence[Mapping], classes: Se
                     "probe presence (class vs others)",
                     "d",
                     "found",
+                    "found via units",
                     "fixed: reliance",
                     "fixed: d",
                     "fixed: found",
@@ -203,9 +205,10 @@ def sections(metrics: Sequence[Mapping], neurons: Sequence[Mapping], classes: Se
                     _fmt(m.get(("neurons", s, "balanced_accuracy")), "accuracy"),
                     _fmt(m.get(("neurons-intervention", s, "balanced_accuracy")), "accuracy"),
                     _fmt(m.get(("classes", s, "balanced_accuracy")), "accuracy"),
+                    _fmt(m.get(("classes-units", s, "balanced_accuracy")), "accuracy"),
                     _fmt(m.get(("success", s, "success_rate")), "success_rate"),
                     _fmt(m.get(("cost", s, "seconds_per_target"))),
-                    _fmt(m.get(("cost", s, "median_iterations"))),
+                    _fmt(m.get(("cost", s, "median_class_iterations"))),
                 ]
             )
         out.append(
@@ -221,7 +224,7 @@ def sections(metrics: Sequence[Mapping], neurons: Sequence[Mapping], classes: Se
                     "median iters",
                 ],  # fmt: skip
                 rows,
-                "seeds=k: the main audit's first k seeds; cost from each audit's wall time",
+                "seeds=k: the main audit's first k seeds; s/target: median compute seconds per target",
             )
         )
     return out
@@ -232,6 +235,12 @@ def headline(metrics: Sequence[Mapping], world: str) -> str:
     m = _index(metrics)
     parts = [f"world {world}"]
     for level, trivial in (("neurons", "always-core"), ("classes", "never")):
+        if level == "classes" and ("classes", "units", "accuracy") in m:
+            parts.append(
+                "class-bias agreement via spurious units "
+                f"{_fmt(m[('classes', 'units', 'accuracy')], 'accuracy')} (balanced "
+                f"{_fmt(m[('classes', 'units', 'balanced_accuracy')], 'accuracy')})"
+            )
         if (level, "default", "accuracy") in m:
             parts.append(
                 f"{LEVEL[level]} agreement {_fmt(m[(level, 'default', 'accuracy')], 'accuracy')}"
@@ -252,9 +261,13 @@ def headline(metrics: Sequence[Mapping], world: str) -> str:
         )
     ties = [s for s in _settings(metrics, "bias") if ("bias", s, "flagged") in m]
     found = [s for s in ties if m[("bias", s, "flagged")]]
+    via_units = [s for s in ties if m.get(("bias", s, "flagged_by_units"))]
     total = len(ties)
     if total:
-        parts.append(f"planted ties found {len(found)}/{total}")
+        parts.append(
+            f"planted ties found {len(found)}/{total} from class explanations,"
+            f" {len(via_units)}/{total} from spurious units"
+        )
     if ("baseline", "diffexplainer", "oracle_object_recognised") in m:
         parts.append(
             "oracle sees the object in "

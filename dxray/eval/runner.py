@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from dxray.eval.classes import FindingRule, class_agreement, class_rows
+from dxray.eval.classes import FindingRule, class_agreement, class_rows, unit_findings
 from dxray.eval.images import oracle_reading, statistics_distance
 from dxray.eval.metrics import Agreement, confusion_rows, median
 from dxray.eval.neurons import (
@@ -186,11 +186,18 @@ def score(
             out["neurons:intervention"] = neuron_agreement(neurons, calls=calls)
             for n in neurons:
                 n["intervention"] = calls.get((n["class_name"], n["unit"]), {}).get("verdict")
+            found = unit_findings(
+                probe_rows, interventions, {t["factor"] for t in class_truth}, rule, seeds
+            )
+            for c in classes:
+                hit = found.get((c["class_name"], c["factor"]))
+                c["flagged_by_units"] = bool(hit and hit["flagged"])
         calls = any_object_verdicts(audit_rows, probe_rows, object_probes, thresholds, seeds)
         if calls:
             out["neurons:any-object"] = neuron_agreement(neurons, calls=calls)
     if classes:
-        for judge in ("dxray", "never"):
+        judges = ("dxray", "units", "never") if interventions else ("dxray", "never")
+        for judge in judges:
             out[f"classes:{judge}"] = class_agreement(classes, judge=judge)
     return out, neurons, classes
 
@@ -436,13 +443,15 @@ def _truth_rows(zoo: str | Path, part: str) -> tuple[list[dict], list[dict]]:
     return class_table.to_pylist(), neuron_table.to_pylist()
 
 
-def _run_cost(catalog: str | Path, run_id: str, audit_rows: Sequence[Mapping]) -> dict:
-    _, _, run = read_run(catalog, run_id)
-    n = len(audit_rows)
+def _run_cost(audit_rows: Sequence[Mapping], seeds: Sequence[int] | None = None) -> dict:
+    """Compute seconds per target (the workers' batch time shared among its targets: robust to
+    resumes, unlike a run's wall time) and the class targets' median iterations."""
+    rows = [r for r in audit_rows if r["ok"] and (seeds is None or r["seed"] in seeds)]
     return {
-        "wall_seconds": run["wall_seconds"],
-        "seconds_per_target": (run["wall_seconds"] or math.nan) / max(n, 1),
-        "median_iterations": median([float(r["steps"]) for r in audit_rows if r["ok"]]),
+        "seconds_per_target": median([float(r["seconds"]) for r in rows]),
+        "median_class_iterations": median(
+            [float(r["steps"]) for r in rows if r["kind"] == "class"]
+        ),
     }
 
 
@@ -463,8 +472,8 @@ def _score_into(
             result.add(level, setting, _agreement_metrics(value), value.n)
         elif setting == "default":
             result.add(level, judge, _agreement_metrics(value), value.n)
-        elif judge == "intervention":
-            result.add(f"{level}-intervention", setting, _agreement_metrics(value), value.n)
+        elif judge in ("intervention", "units"):
+            result.add(f"{level}-{judge}", setting, _agreement_metrics(value), value.n)
     return agreements, neurons, classes
 
 
@@ -567,7 +576,7 @@ def _evaluate(
         reference = list(ABLATION_SEEDS)
         _score_into(result, "reference", audit_rows, probe_rows, truth, rule, reference, **judging)
         result.add("success", "reference", success_metrics(audit_rows, reference))
-        result.add("cost", "reference", _run_cost(catalog, run_id, audit_rows))
+        result.add("cost", "reference", _run_cost(audit_rows, reference))
         for name, overrides in ABLATIONS.items():
             variant = with_overrides(main_spec, **overrides, **{"targets.seeds": reference})
             variant_id = _audit(variant, f"ablation {name}", progress)
@@ -575,7 +584,7 @@ def _evaluate(
             v_judging = {**judging, "interventions": judge_units(catalog, variant_id)}
             _score_into(result, name, v_audit, v_probes, truth, rule, None, **v_judging)
             result.add("success", name, success_metrics(v_audit))
-            result.add("cost", name, _run_cost(catalog, variant_id, v_audit))
+            result.add("cost", name, _run_cost(v_audit))
 
     result.seconds = time.perf_counter() - started
     return result
@@ -588,6 +597,7 @@ def _bias_values(row: Mapping) -> dict[str, float]:
         "difference": row["difference"],
         "cohens_d": row["cohens_d"],
         "flagged": float(row["flagged"]),
+        "flagged_by_units": float(bool(row.get("flagged_by_units"))),
         "reliance_logit": row["reliance_logit"],
     }
 
