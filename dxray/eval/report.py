@@ -66,7 +66,9 @@ def sections(metrics: Sequence[Mapping], neurons: Sequence[Mapping], classes: Se
                     [level, judge]
                     + [
                         _fmt(
-                            m[(section, setting, k)] if k != "n" else int(m[(section, setting, k)]),
+                            int(m[(section, setting, k)])
+                            if k == "n"
+                            else m.get((section, setting, k)),
                             k,
                         )
                         for k in AGREEMENT
@@ -219,9 +221,10 @@ def sections(metrics: Sequence[Mapping], neurons: Sequence[Mapping], classes: Se
                     "neuron bal. acc",
                     "... intervention",
                     "class bal. acc",
+                    "... via units",
                     "success",
                     "s/target",
-                    "median iters",
+                    "class iters",
                 ],  # fmt: skip
                 rows,
                 "seeds=k: the main audit's first k seeds; s/target: median compute seconds per target",

@@ -161,3 +161,31 @@ def test_intervention_judge_asks_whether_the_unit_survives_removing_the_object()
     assert intervention_verdicts(clf, image, masks, units) == ["core", "spurious", "uncertain"]
     with pytest.raises(ValueError, match="one entry per image"):
         intervention_verdicts(clf, image, masks[:2], units)
+
+
+def test_every_report_table_has_as_many_cells_as_columns():
+    from dxray.eval.report import format_text, sections
+
+    metrics = []
+    for section, setting, names in (
+        ("neurons", "default", ("n", "accuracy", "balanced_accuracy", "coverage")),
+        ("neurons", "intervention", ("n", "accuracy", "balanced_accuracy")),
+        ("neurons-intervention", "steps=1", ("balanced_accuracy",)),
+        ("neurons", "steps=1", ("balanced_accuracy",)),
+        ("neurons", "seeds=1", ("balanced_accuracy",)),
+        ("classes-units", "steps=1", ("balanced_accuracy",)),
+        ("cost", "steps=1", ("seconds_per_target", "median_class_iterations")),
+        ("success", "default", ("targets", "success_rate")),
+        ("bias", "circle-water", ("presence", "other_presence", "cohens_d", "flagged",
+                                  "flagged_by_units", "reliance_logit", "oracle_rate")),
+        ("bias-fixed", "circle-water", ("cohens_d", "flagged", "reliance_logit", "difference")),
+        ("baseline", "pixel-am", ("mean_probability", "statistics_distance")),
+    ):  # fmt: skip
+        metrics += [
+            {"section": section, "setting": setting, "metric": n, "value": 1.0} for n in names
+        ]
+    tables = sections(metrics, [], [])
+    assert {t[0].split(" ")[0] for t in tables} >= {"Verdict", "Ablations", "Bias", "DiffExplainer"}
+    for _, header, rows, _ in tables:
+        assert all(len(row) == len(header) for row in rows)
+    assert format_text(metrics, [], [], "w").splitlines()[-1].startswith("HEADLINE: world w")
