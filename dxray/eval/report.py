@@ -49,6 +49,16 @@ LEVEL = {"neurons": "neuron", "classes": "class-bias"}
 AGREEMENT = ("n", "balanced_accuracy", "accuracy", "coverage", "precision", "recall")
 
 
+def _neuron_confusion(rows: Sequence[Mapping], column: str, judge: str):
+    table = []
+    for truth in ("spurious", "core"):
+        calls = [r[column] for r in rows if r["truth"] == truth]
+        counts = [str(sum(c == v for c in calls)) for v in ("spurious", "core", "uncertain")]
+        table.append([f"truth {truth}", *counts])
+    title = f"Confusion, neurons (rows: truth, columns: {judge})"
+    return (title, ["", "spurious", "core", "uncertain"], table, "")
+
+
 def sections(metrics: Sequence[Mapping], neurons: Sequence[Mapping], classes: Sequence[Mapping]):
     """(title, header, rows, note) of each part of the evaluation present in `metrics`."""
     m = _index(metrics)
@@ -84,27 +94,10 @@ def sections(metrics: Sequence[Mapping], neurons: Sequence[Mapping], classes: Se
             )
         )
     audited = [r for r in neurons if r["seeds"]]
-    if audited:
-        table = []
-        for truth in ("spurious", "core"):
-            calls = [r["verdict"] for r in audited if r["truth"] == truth]
-            table.append(
-                [f"truth {truth}"]
-                + [str(sum(c == v for c in calls)) for v in ("spurious", "core", "uncertain")]
-            )
-        out.append(("Confusion, neurons (rows: truth, columns: dxray)",
-                    ["", "spurious", "core", "uncertain"], table, ""))  # fmt: skip
-    judged = [r for r in audited if r.get("intervention")]
-    if judged:
-        table = []
-        for truth in ("spurious", "core"):
-            calls = [r["intervention"] for r in judged if r["truth"] == truth]
-            table.append(
-                [f"truth {truth}"]
-                + [str(sum(c == v for c in calls)) for v in ("spurious", "core", "uncertain")]
-            )
-        out.append(("Confusion, neurons (rows: truth, columns: intervention judge)",
-                    ["", "spurious", "core", "uncertain"], table, ""))  # fmt: skip
+    for column, judge in (("verdict", "dxray"), ("intervention", "intervention judge")):
+        judged = [r for r in audited if r.get(column)]
+        if judged:
+            out.append(_neuron_confusion(judged, column, judge))
     if classes:
         table = []
         for relied in (True, False):
@@ -322,6 +315,7 @@ def html_section(
             "margin",
             "verdict",
             "presence",
+            "intervention",
             "agree",
         )
         parts += [f"<th>{esc(c)}</th>" for c in cols]

@@ -107,6 +107,7 @@ def test_text_report_and_headline(evaluated):
 
     page = write_report(catalog, catalog / "r.html", result.run_id).read_text()
     assert 'id="evaluation"' in page and "Bias discovery" in page
+    assert "<th>intervention</th>" in page
     assert json.loads(runner.result_json(result))["run_id"] == result.run_id
 
 
