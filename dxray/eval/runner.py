@@ -517,7 +517,7 @@ def _evaluate(
     main_spec, spec, zoo, world, catalog, seeds, run_id, baseline, fixed, ablations, rule,
     progress, started,
 ) -> EvalResult:  # fmt: skip
-    from dxray.toyworld.zoo import zoo_part
+    from dxray.toyworld.zoo import has_part, zoo_part
 
     if run_id is None:
         run_id = _audit(main_spec, f"{world.name}: classes and truth units", progress)
@@ -544,7 +544,9 @@ def _evaluate(
     for row in result.classes:
         if row["planted"]:
             result.add("bias", f"{row['class_name']}-{row['factor']}", _bias_values(row))
-    if fixed:
+    if fixed and not has_part(zoo, "classifier-fixed"):
+        progress(f"{zoo} has no classifier-fixed: the fixed-release comparison is skipped")
+    elif fixed:
         fixed_id = _audit(
             classes_only(main_spec, zoo_part(zoo, "classifier-fixed")), "fixed release", progress
         )

@@ -133,3 +133,22 @@ def test_cli_errors_name_the_problem(small_zoo, tmp_path):
     assert run.exit_code == 2 and "no finished run" in run.output
     run = CliRunner().invoke(app, ["eval", str(tmp_path), "--truth", str(tmp_path)])
     assert run.exit_code == 2 and "zoo.json" in run.output
+
+
+def test_a_zoo_without_a_fixed_release_skips_that_part(evaluated, small_zoo, tmp_path):
+    # A copy of the zoo without classifier-fixed; the main audit is read from the catalog.
+    result, catalog, _ = evaluated
+    zoo = tmp_path / "zoo"
+    shutil.copytree(small_zoo, zoo, ignore=shutil.ignore_patterns("classifier-fixed"))
+    spec = AuditSpec.from_dict(
+        {"name": "small", "generator": str(zoo / "generator"), "classifier": str(zoo / "classifier"),
+         "segmenter": str(zoo / "segmenter"), "engine": {"template": "a {}"},
+         "judge": {"probes": ["water", "sand", "a watermark"]}}
+    )  # fmt: skip
+    lines: list[str] = []
+    again = runner.evaluate(
+        spec, zoo, catalog=catalog, seeds=2, run_id=result.run_id, baseline=False,
+        progress=lines.append,
+    )  # fmt: skip
+    assert any("no classifier-fixed" in line for line in lines)
+    assert again.fixed_classes == [] and again.get("neurons", "default", "n") > 0
