@@ -162,7 +162,7 @@ def eval_(
 
     from dxray.catalog.report import write_report
     from dxray.eval.report import format_text
-    from dxray.eval.runner import evaluate, latest_run, read_run, result_json, write_eval
+    from dxray.eval.runner import evaluate, latest_run, result_json, run_row, write_eval
     from dxray.spec import AuditSpec, SpecError, load_spec
     from dxray.toyworld.zoo import zoo_world
 
@@ -172,7 +172,7 @@ def eval_(
         if source.is_dir():
             catalog = source
             run = run or latest_run(catalog)
-            spec = AuditSpec.from_dict(yaml.safe_load(read_run(catalog, run)[2]["spec_yaml"]))
+            spec = AuditSpec.from_dict(yaml.safe_load(run_row(catalog, run)["spec_yaml"]))
             seeds = len(spec.targets.seeds)
         else:
             spec = load_spec(source)

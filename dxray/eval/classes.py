@@ -39,6 +39,13 @@ class FindingRule:
         if not (0 <= self.presence <= 1 and 0 <= self.difference <= 1):
             raise ValueError(f"presence and difference must be in [0, 1]; got {asdict(self)}")
 
+    def finds(self, presence: float, other: float | None) -> bool:
+        """A finding: mean `presence` high enough, and `difference` above the other images'
+        mean `other` (None or NaN when there are no other images: presence alone decides)."""
+        if presence < self.presence:
+            return False
+        return other is None or math.isnan(other) or presence - other >= self.difference
+
 
 def probe_factor(probe: str, factors: Iterable[str]) -> str | None:
     """The world factor a probe query names ("a watermark" -> "watermark"), or None."""
@@ -84,7 +91,7 @@ def class_rows(
         mean = sum(mine) / len(mine)
         other = sum(others) / len(others) if others else math.nan
         d = effect_size(torch.tensor(mine), torch.tensor(others)).cohens_d if others else math.nan
-        flagged = mean >= rule.presence and (not others or mean - other >= rule.difference)
+        flagged = rule.finds(mean, other)
         relied = float(t["reliance_logit"]) >= rule.reliance
         rows.append(
             {
@@ -165,7 +172,7 @@ def unit_findings(
                 continue
             mean, other = sum(a) / len(a), (sum(b) / len(b) if b else math.nan)
             out[(cls, factor)] = {
-                "flagged": mean >= rule.presence and (not b or mean - other >= rule.difference),
+                "flagged": rule.finds(mean, other),
                 "presence": mean,
                 "other_presence": other,
                 "images": len(a),

@@ -60,22 +60,19 @@ def oracle_reading(oracle, images: Tensor, object_index: Tensor) -> dict[str, Te
     probability of the expected object), "context_confidence" (its top context probability),
     "no_object" (bool: the oracle sees no object at all), "context" (the index of the context
     it sees), "cue" (the index of the cue it sees, -1 for none)."""
-    from dxray.toyworld.nets import oracle_logits
+    from dxray.toyworld.nets import oracle_labels, oracle_logits
 
     _check_images(images)
     if object_index.shape != (images.shape[0],):
         raise ValueError(f"object_index must be [{images.shape[0]}]; got {object_index.shape}")
     heads = oracle_logits(oracle, images.to(oracle.device, oracle.dtype))
+    seen = {k: v.cpu() for k, v in oracle_labels(heads).items()}
     objects = heads["object"].float().softmax(1).cpu()
-    contexts = heads["context"].float().softmax(1).cpu()
-    best = objects.argmax(1)
-    cue = heads["cue"].float().argmax(1).cpu()
-    cue[cue == heads["cue"].shape[1] - 1] = -1
     return {
-        "context": contexts.argmax(1),
-        "cue": cue,
-        "object_recognised": best == object_index,
+        "context": seen["context"],
+        "cue": seen["cue"],
+        "object_recognised": seen["object"] == object_index,
         "object_prob": objects.gather(1, object_index[:, None])[:, 0],
-        "context_confidence": contexts.max(1).values,
-        "no_object": best == objects.shape[1] - 1,
+        "context_confidence": heads["context"].float().softmax(1).amax(1).cpu(),
+        "no_object": seen["object"] == -1,
     }

@@ -24,25 +24,32 @@ def unit_key(class_name: str, layer: str, channel: int) -> tuple[str, str]:
 
 
 def unit_verdicts(
-    audit_rows: Iterable[Mapping], seeds: Sequence[int] | None = None
+    audit_rows: Iterable[Mapping],
+    seeds: Sequence[int] | None = None,
+    calls: Mapping[tuple[str, int], str] | None = None,
 ) -> dict[tuple[str, str], dict]:
     """(class, "layer:channel") -> {"verdict", "presence", "seeds"} over the usable unit rows
-    of an audit (rows of the catalog's `audit` view); `seeds`: only those seeds."""
-    grouped: dict[tuple[str, str], list[Mapping]] = {}
+    of an audit (rows of the catalog's `audit` view); `seeds`: only those seeds; `calls`:
+    (target_id, seed) -> verdict from another judge, used instead of the rows' own verdicts
+    (rows it has no call for are left out)."""
+    grouped: dict[tuple[str, str], list[tuple[str, float]]] = {}
     for row in audit_rows:
-        if row["kind"] != "unit" or not row["ok"] or row["verdict"] is None:
+        if row["kind"] != "unit" or not row["ok"] or row["class_name"] is None:
             continue
-        if row["class_name"] is None or (seeds is not None and row["seed"] not in seeds):
+        if seeds is not None and row["seed"] not in seeds:
+            continue
+        call = row["verdict"] if calls is None else calls.get((row["target_id"], row["seed"]))
+        if call is None:
             continue
         key = unit_key(row["class_name"], row["layer"], row["channel"])
-        grouped.setdefault(key, []).append(row)
+        grouped.setdefault(key, []).append((call, row["presence"]))
     return {
         key: {
-            "verdict": aggregate([r["verdict"] for r in rows]),
-            "presence": sum(r["presence"] for r in rows) / len(rows),
-            "seeds": len(rows),
+            "verdict": aggregate([call for call, _ in judged]),
+            "presence": sum(p for _, p in judged) / len(judged),
+            "seeds": len(judged),
         }
-        for key, rows in grouped.items()
+        for key, judged in grouped.items()
     }
 
 
@@ -131,9 +138,7 @@ def neuron_agreement(
 def object_masks(segmenter, images: Tensor, object_queries: Sequence[str]) -> Tensor:
     """[B, H, W] bool: pixels any of `object_queries` covers (segmenter probability >= 0.5),
     grown by one pixel so that object edges go with the object."""
-    masks = torch.stack(
-        [segmenter.segment(images, [q] * len(images)).masks.float().cpu() for q in object_queries]
-    ).amax(0)
+    masks = segmenter.union_mask(images, list(object_queries)).float().cpu()
     grown = F.max_pool2d(masks[:, None], kernel_size=3, stride=1, padding=1)[:, 0]
     return grown >= 0.5
 

@@ -91,52 +91,51 @@ class EvalResult:
 # ---------------------------------------------------------------------------------------------
 
 
-def latest_run(catalog: str | Path) -> str:
-    """The newest finished run of a catalog."""
+def _query(catalog: str | Path, query: str, params: list) -> list[dict]:
     from dxray.catalog.views import connect
 
-    rows = (
-        connect(catalog, read_only=True)
-        .execute(
-            "SELECT run_id FROM runs WHERE status = 'finished' ORDER BY created_at DESC LIMIT 1"
-        )
-        .fetchall()
+    cursor = connect(catalog, read_only=True).execute(query, params)
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
+
+
+def latest_run(catalog: str | Path) -> str:
+    """The newest finished run of a catalog."""
+    rows = _query(
+        catalog,
+        "SELECT run_id FROM runs WHERE status = 'finished' ORDER BY created_at DESC LIMIT 1",
+        [],
     )
     if not rows:
         raise ValueError(f"{catalog} has no finished run: run `dxray audit <spec>` first")
-    return rows[0][0]
+    return rows[0]["run_id"]
+
+
+def run_row(catalog: str | Path, run_id: str) -> dict:
+    """The `runs` row of one run (its spec is `spec_yaml`)."""
+    run = _query(catalog, "SELECT * FROM runs WHERE run_id = ?", [run_id])
+    if not run:
+        known = [r["run_id"] for r in _query(catalog, "SELECT run_id FROM runs", [])]
+        raise ValueError(f"{catalog} has no run {run_id!r}; its runs: {known or 'none'}")
+    return run[0]
 
 
 def read_run(catalog: str | Path, run_id: str) -> tuple[list[dict], list[dict], dict]:
     """(audit rows, probe rows, runs row) of one run."""
-    from dxray.catalog.views import connect
-
-    con = connect(catalog, read_only=True)
-
-    def rows(query: str) -> list[dict]:
-        cursor = con.execute(query, [run_id])
-        names = [d[0] for d in cursor.description]
-        return [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
-
-    run = rows("SELECT * FROM runs WHERE run_id = ?")
-    if not run:
-        known = [r[0] for r in con.execute("SELECT run_id FROM runs").fetchall()]
-        raise ValueError(f"{catalog} has no run {run_id!r}; its runs: {known or 'none'}")
-    audit = rows("SELECT * EXCLUDE (probe_scores) FROM audit WHERE run_id = ?")
-    probes = rows(
+    run = run_row(catalog, run_id)
+    audit = _query(catalog, "SELECT * EXCLUDE (probe_scores) FROM audit WHERE run_id = ?", [run_id])
+    probes = _query(
+        catalog,
         "SELECT target_id, kind, class_name, seed, probe, presence FROM probe_scores "
-        "WHERE run_id = ?"
+        "WHERE run_id = ?",
+        [run_id],
     )
-    return audit, probes, run[0]
+    return audit, probes, run
 
 
 # ---------------------------------------------------------------------------------------------
 # Scoring one audit
 # ---------------------------------------------------------------------------------------------
-
-
-def _agreement_metrics(result: Agreement) -> dict[str, float]:
-    return result.as_metrics()
 
 
 def success_metrics(audit_rows: Sequence[Mapping], seeds: Sequence[int] | None = None) -> dict:
@@ -177,12 +176,7 @@ def score(
         for judge in ("dxray", "always-core"):
             out[f"neurons:{judge}"] = neuron_agreement(neurons, judge=judge)
         if interventions:
-            rows = [
-                {**r, "verdict": interventions[(r["target_id"], r["seed"])], "presence": 0.0}
-                for r in audit_rows
-                if (r["target_id"], r["seed"]) in interventions
-            ]
-            calls = unit_verdicts(rows, seeds)
+            calls = unit_verdicts(audit_rows, seeds, interventions)
             out["neurons:intervention"] = neuron_agreement(neurons, calls=calls)
             for n in neurons:
                 n["intervention"] = calls.get((n["class_name"], n["unit"]), {}).get("verdict")
@@ -216,27 +210,19 @@ class Interventions:
 
     def __call__(self, catalog: str | Path, run_id: str) -> dict[tuple[str, int], str]:
         """(target_id, seed) -> verdict for every usable unit image of the run."""
-        from dxray.catalog.views import connect
         from dxray.eval.neurons import intervention_verdicts, object_masks
 
-        cursor = connect(catalog, read_only=True).execute(
-            "SELECT a.target_id, a.seed, a.layer, a.channel, i.png "
-            "FROM audit a JOIN images i USING (run_id, target_id, seed) "
-            "WHERE a.run_id = ? AND a.kind = 'unit' AND a.ok "
-            "QUALIFY row_number() OVER (PARTITION BY a.target_id, a.seed "
-            "ORDER BY i.created_at DESC) = 1",
-            [run_id],
-        )
-        rows = cursor.fetchall()
+        rows = stored_images(catalog, run_id, "unit")
         out: dict[tuple[str, int], str] = {}
         for start in range(0, len(rows), 64):
             chunk = rows[start : start + 64]
-            images = torch.stack([_decode_png(r[4]) for r in chunk])
+            images = torch.stack([_decode_png(r["png"]) for r in chunk])
             masks = object_masks(self.segmenter, images, self.queries)
-            calls = intervention_verdicts(
-                self.classifier, images, masks, [(r[2], int(r[3])) for r in chunk]
+            units = [(r["layer"], int(r["channel"])) for r in chunk]
+            calls = intervention_verdicts(self.classifier, images, masks, units)
+            out.update(
+                {(r["target_id"], int(r["seed"])): c for r, c in zip(chunk, calls, strict=True)}
             )
-            out.update({(r[0], int(r[1])): c for r, c in zip(chunk, calls, strict=True)})
         return out
 
 
@@ -310,32 +296,36 @@ def _decode_png(data: bytes) -> torch.Tensor:
     return torch.from_numpy(array).permute(2, 0, 1)
 
 
+def stored_images(catalog: str | Path, run_id: str, kind: str) -> list[dict]:
+    """The usable (run, target, seed) rows of one kind with their latest stored image ("png"),
+    in (class, target, seed) order."""
+    return _query(
+        catalog,
+        "SELECT a.target_id, a.class_index, a.class_name, a.layer, a.channel, a.seed, "
+        "a.probability, a.steps, i.png "
+        "FROM audit a JOIN images i USING (run_id, target_id, seed) "
+        "WHERE a.run_id = ? AND a.kind = ? AND a.ok "
+        "QUALIFY row_number() OVER (PARTITION BY a.target_id, a.seed "
+        "ORDER BY i.created_at DESC) = 1 ORDER BY a.class_index, a.target_id, a.seed",
+        [run_id, kind],
+    )
+
+
 def class_images(catalog: str | Path, run_id: str) -> tuple[list[dict], torch.Tensor]:
     """The class targets' stored images of a run (usable rows), in (class, seed) order."""
-    from dxray.catalog.views import connect
-
-    cursor = connect(catalog, read_only=True).execute(
-        "SELECT a.class_index, a.class_name, a.seed, a.probability, a.steps, i.png "
-        "FROM audit a JOIN images i USING (run_id, target_id, seed) "
-        "WHERE a.run_id = ? AND a.kind = 'class' AND a.ok "
-        "QUALIFY row_number() OVER (PARTITION BY a.target_id, a.seed "
-        "ORDER BY i.created_at DESC) = 1 ORDER BY a.class_index, a.seed",
-        [run_id],
-    )
-    names = [d[0] for d in cursor.description]
-    rows = [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
+    rows = stored_images(catalog, run_id, "class")
     if not rows:
         raise ValueError(f"run {run_id} has no class images to compare")
     return rows, torch.stack([_decode_png(r.pop("png")) for r in rows])
 
 
 def _image_metrics(
-    classifier, oracle, images: torch.Tensor, class_index: torch.Tensor, real: torch.Tensor
+    classifier, images: torch.Tensor, class_index: torch.Tensor, reading: dict, real
 ) -> dict[str, float]:
+    """Classifier probability, the oracle's `reading` of the images, statistics distance."""
     with torch.no_grad():
         logits = classifier.outputs(images.to(classifier.device, classifier.dtype), []).logits
     prob = logits.float().softmax(1).cpu().gather(1, class_index[:, None])[:, 0]
-    reading = oracle_reading(oracle, images, class_index)
     return {
         "mean_probability": float(prob.mean()),
         "success_rate": float((prob >= SUCCESS_PROB).float().mean()),
@@ -346,12 +336,12 @@ def _image_metrics(
     }
 
 
-def oracle_planted_rates(oracle, world, rows: Sequence[Mapping], images: torch.Tensor) -> dict:
+def oracle_planted_rates(world, rows: Sequence[Mapping], reading: dict) -> dict:
     """For each planted tie "class-factor": the share of the class's explanation images in
-    which the oracle sees the factor, and the share among the other classes' images."""
+    which the oracle sees the factor (`reading`: `oracle_reading` of those images), and the
+    share among the other classes' images."""
     from dxray.toyworld.data import context_names, cue_names
 
-    reading = oracle_reading(oracle, images, torch.tensor([int(r["class_index"]) for r in rows]))
     contexts, cues = context_names(world), cue_names(world)
     out = {}
     for tie in world.correlations:
@@ -369,11 +359,12 @@ def oracle_planted_rates(oracle, world, rows: Sequence[Mapping], images: torch.T
 
 
 def compare_baseline(
-    spec: AuditSpec, catalog: str | Path, run_id: str, zoo: str | Path, world, progress
+    spec: AuditSpec, classifier, catalog: str | Path, run_id: str, zoo: str | Path, world, progress
 ) -> dict[str, dict[str, float]]:
     """DiffExplainer's class images (from the catalog) vs pixel-space activation maximisation
     on the same class targets and seeds, with the engine's iteration budget and stop rule;
-    both judged the same way. Also real held-out scenes, as the scale's reference."""
+    both judged the same way (`classifier`: the spec's, loaded). Also real held-out scenes, as
+    the scale's reference."""
     from dxray.explain.baseline import BaselineConfig, activation_maximisation
     from dxray.models.classifier import load_classifier
     from dxray.spec import objective_for
@@ -382,7 +373,6 @@ def compare_baseline(
     from dxray.toyworld.zoo import zoo_part
 
     rows, diffusion = class_images(catalog, run_id)
-    classifier = load_classifier(spec.classifier.source)
     oracle = load_classifier(zoo_part(zoo, "oracle"))
     class_index = torch.tensor([int(r["class_index"]) for r in rows])
     engine = spec.engine
@@ -404,13 +394,17 @@ def compare_baseline(
     held_specs = sample_specs(world, len(rows), seed=54321, mode="unbiased")
     held_out, _, _ = render_batch(world, held_specs)
     held_index = torch.from_numpy(scene_labels(world, held_specs).object).long()
-    out = {
-        "diffexplainer": _image_metrics(classifier, oracle, diffusion, class_index, real),
-        "pixel-am": _image_metrics(classifier, oracle, pixel, class_index, real),
-        "real-scenes": _image_metrics(classifier, oracle, held_out, held_index, real),
-    }
+    out = {}
+    for method, images, index in (
+        ("diffexplainer", diffusion, class_index),
+        ("pixel-am", pixel, class_index),
+        ("real-scenes", held_out, held_index),
+    ):
+        reading = oracle_reading(oracle, images, index)
+        out[method] = _image_metrics(classifier, images, index, reading, real)
+        if method == "diffexplainer":
+            out["planted"] = oracle_planted_rates(world, rows, reading)
     out["diffexplainer"]["median_iterations"] = median([float(r["steps"]) for r in rows])
-    out["planted"] = oracle_planted_rates(oracle, world, rows, diffusion)
     out["pixel-am"]["median_iterations"] = median([float(s) for s in baseline.steps.tolist()])
     out["pixel-am"]["seconds_per_target"] = seconds / len(rows)
     return out
@@ -469,11 +463,11 @@ def _score_into(
     for key, value in agreements.items():
         level, judge = key.split(":")
         if judge == "dxray":
-            result.add(level, setting, _agreement_metrics(value), value.n)
+            result.add(level, setting, value.as_metrics(), value.n)
         elif setting == "default":
-            result.add(level, judge, _agreement_metrics(value), value.n)
+            result.add(level, judge, value.as_metrics(), value.n)
         elif judge in ("intervention", "units"):
-            result.add(f"{level}-{judge}", setting, _agreement_metrics(value), value.n)
+            result.add(f"{level}-{judge}", setting, value.as_metrics(), value.n)
     return agreements, neurons, classes
 
 
@@ -497,10 +491,10 @@ def evaluate(
     started = time.perf_counter()
     world = zoo_world(zoo)
     main_spec = eval_spec(spec, zoo, seeds=seeds, catalog=catalog)
-    from dxray.run.pipeline import _ensure_ray
+    from dxray.run.pipeline import ensure_ray
 
     # One Ray for all the audits of the evaluation (each would otherwise start its own).
-    ray_started = _ensure_ray(main_spec) if (run_id is None or fixed or ablations) else False
+    ray_started = ensure_ray(main_spec) if (run_id is None or fixed or ablations) else False
     try:
         return _evaluate(
             main_spec, spec, zoo, world, catalog, seeds, run_id, baseline, fixed, ablations,
@@ -560,7 +554,9 @@ def _evaluate(
 
     # 4. Baseline
     if baseline:
-        compared = compare_baseline(main_spec, catalog, run_id, zoo, world, progress)
+        compared = compare_baseline(
+            main_spec, judge_units.classifier, catalog, run_id, zoo, world, progress
+        )
         for tie, value in compared.pop("planted").items():
             name, metric = tie.split(":")
             result.add("bias", name, {metric: value})

@@ -158,18 +158,24 @@ class Segmenter:
         each of the B * Q pairs, one query at a time so that memory stays that of `segment`.
         `probe(x, qs)[:, j]` equals `segment(x, [qs[j]]).presence`.
         """
+        return torch.stack([self.presence(m) for m in self._masks_per_query(images, queries)], 1)
+
+    def union_mask(self, images: Tensor, queries: list[str]) -> Tensor:
+        """[B, H, W] per-pixel maximum over `queries` of their masks: where any of them is.
+        Encodes like `probe` (each image and query once)."""
+        return torch.stack(list(self._masks_per_query(images, queries))).amax(0)
+
+    def _masks_per_query(self, images: Tensor, queries: list[str]):
+        """Each query's [B, H, W] masks over all images, one query at a time."""
         batch = self._check_images(images)
         queries = list(queries)
         if not queries:
-            raise ValueError("probe needs at least one query")
+            raise ValueError("give at least one query")
         activations = self._encode_images(images)
         text = self._encode_queries(queries)
-        scores = []
         for j in range(len(queries)):
             condition = text[j : j + 1].expand(batch, -1)
-            masks = self._decode(activations, condition, images.shape[-2:])
-            scores.append(self.presence(masks))
-        return torch.stack(scores, dim=1)
+            yield self._decode(activations, condition, images.shape[-2:])
 
     def presence(self, masks: Tensor) -> Tensor:
         """Presence score per image from its mask, with this segmenter's `presence_top_fraction`."""

@@ -153,7 +153,7 @@ def _execute(spec: AuditSpec, todo: list[dict]):
 
     from dxray.run.worker import AuditWorker
 
-    started_here = _ensure_ray(spec)
+    started_here = ensure_ray(spec)
     try:
         r = spec.ray
         batch = max(1, spec.engine.batch_size)
@@ -178,7 +178,7 @@ def _execute(spec: AuditSpec, todo: list[dict]):
             ray.shutdown()
 
 
-def _ensure_ray(spec: AuditSpec) -> bool:
+def ensure_ray(spec: AuditSpec) -> bool:
     """Connect to the spec's cluster, or start Ray inside this process. True if started here."""
     import ray
 

@@ -341,13 +341,13 @@ def _audit_all(
 ) -> None:
     """Audit `result.planned` in order; record each finished run in `runs` (sha -> run id). A
     checkpoint that fails is reported and left for the next scan; the others go on."""
-    from dxray.run.pipeline import _ensure_ray
+    from dxray.run.pipeline import ensure_ray
 
     def beat(done: int, total: int, _statuses) -> None:
         lock.heartbeat()  # the lock is alive while batches come back
         say(f"      {done}/{total} targets")
 
-    started_ray = _ensure_ray(spec)  # one Ray session for every checkpoint, not one each
+    started_ray = ensure_ray(spec)  # one Ray session for every checkpoint, not one each
     try:
         for i, (path, run_id) in enumerate(result.planned, 1):
             say(f"audit {path} as run {run_id} ({i}/{len(result.planned)})")

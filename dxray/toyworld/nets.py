@@ -174,7 +174,11 @@ def oracle_logits(oracle: Classifier, images: Tensor) -> dict[str, Tensor]:
 def oracle_predict(oracle: Classifier, images: Tensor) -> dict[str, Tensor]:
     """What the oracle sees, with `SceneLabels`' conventions: int64 tensors [B] "object" (class
     index, -1 = no object), "context" (context index) and "cue" (cue index, -1 = no cue)."""
-    heads = oracle_logits(oracle, images)
+    return oracle_labels(oracle_logits(oracle, images))
+
+
+def oracle_labels(heads: dict[str, Tensor]) -> dict[str, Tensor]:
+    """`oracle_predict` from logits already computed (`oracle_logits`)."""
     obj = heads["object"].argmax(1)
     cue = heads["cue"].argmax(1)
     obj[obj == heads["object"].shape[1] - 1] = -1

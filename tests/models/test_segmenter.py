@@ -237,3 +237,24 @@ def test_uncached_hub_id_offline_fails_fast_and_says_what_to_do():
     message = str(err.value)
     assert "dxray-test/no-such-clipseg" in message
     assert "connected machine" in message and "DIR" in message
+
+
+def test_union_mask_is_the_pixelwise_max_of_the_queries_masks_from_one_encoding(segmenter):
+    x = images(2, 40, 40)
+    queries = ["water", "a red circle"]
+    calls = []
+    hook = segmenter.model.clip.vision_model.register_forward_hook(
+        lambda module, args, kwargs, out: calls.append(kwargs["pixel_values"].shape[0]),
+        with_kwargs=True,
+    )
+    try:
+        with torch.no_grad():
+            union = segmenter.union_mask(x, queries)
+    finally:
+        hook.remove()
+    assert calls == [2]
+    with torch.no_grad():
+        each = torch.stack([segmenter.segment(x, [q]).masks for q in queries])
+    torch.testing.assert_close(union, each.amax(0), atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="at least one query"):
+        segmenter.union_mask(x, [])
