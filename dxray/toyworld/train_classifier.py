@@ -159,15 +159,11 @@ def train_classifier(
     kwargs = {"num_classes": len(world.classes), "width": width, "hidden": hidden}
     model = toy_cnn(**kwargs)
     pre = preprocessing(world)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    warmup = min(50, steps // 10 + 1)
     report = _reporter(progress, f"classifier[{mode}]", steps)
 
     # 3. Train on freshly rendered scenes, one seeded batch per step. Both modes draw from the
     #    same seeds, so the biased and fixed runs see the same objects (see `sample_specs`).
-    model.train()
-    loss = torch.tensor(float("nan"))
-    for step in range(steps):
+    def batch_at(step: int):
         step_seed = derive_seed(seed, "train", step)
         specs = sample_specs(world, batch, seed=step_seed, mode=mode)
         labels = torch.from_numpy(scene_labels(world, specs).object)
@@ -177,35 +173,31 @@ def train_classifier(
                 _without_object(s) if h else s for s, h in zip(specs, hidden_rows, strict=True)
             ]
         images, _, _ = render_batch(world, specs)
-        for group in optimiser.param_groups:
-            group["lr"] = lr * _schedule(step, steps, warmup)
-        logits = model(pre(images))
-        loss = F.cross_entropy(logits, labels)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        acc = float((logits.argmax(1) == labels).float().mean())
-        report(step, loss.item(), f"  batch acc {acc:.2f}")
-    model.eval()
+
+        def loss_of(logits: Tensor) -> tuple[Tensor, str]:
+            acc = float((logits.argmax(1) == labels).float().mean())
+            return F.cross_entropy(logits, labels), f"  batch acc {acc:.2f}"
+
+        return images, loss_of
+
+    loss = _fit(model, pre, steps=steps, lr=lr, report=report, batch_at=batch_at)
 
     # 4. Save in the classifier format, reload through the real loader, and measure
-    save_classifier(
+    def evaluate(loaded) -> dict:
+        return {
+            "unbiased_accuracy": accuracy(loaded, world, n=eval_n, seed=seed + 1),
+            "train_mode_accuracy": accuracy(loaded, world, n=eval_n, seed=seed + 1, mode=mode),
+        }
+
+    return _save(
         out_dir,
         model,
-        factory=CLASSIFIER_FACTORY,
-        factory_kwargs=kwargs,
-        preprocessing=pre,
-        class_names=class_names(world),
-    )
-    wall = time.perf_counter() - started
-    evaluation = {}
-    if eval_n > 0:
-        loaded = load_classifier(out_dir)
-        evaluation["unbiased_accuracy"] = accuracy(loaded, world, n=eval_n, seed=seed + 1)
-        evaluation["train_mode_accuracy"] = accuracy(
-            loaded, world, n=eval_n, seed=seed + 1, mode=mode
-        )
-    record = TrainRecord(
+        pre,
+        class_names(world),
+        started=started,
+        evaluate=evaluate if eval_n > 0 else None,
+        progress=progress,
+        label=f"classifier[{mode}]",
         kind="classifier",
         world=world.name,
         mode=mode,
@@ -215,17 +207,56 @@ def train_classifier(
         lr=lr,
         factory=CLASSIFIER_FACTORY,
         factory_kwargs=kwargs,
-        wall_seconds=round(wall, 2),
         final_loss=loss.item(),
+        data_options={"hide_object": hide_object},
+    )
+
+
+def _fit(model, pre, *, steps: int, lr: float, report, batch_at) -> Tensor:
+    """AdamW (weight decay 1e-4) with warm-up and `_schedule` over `steps`. `batch_at(step)`
+    returns (images, loss_of) where `loss_of(logits) -> (loss, progress text)`. Returns the
+    last loss; leaves the model in eval mode."""
+    optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    warmup = min(50, steps // 10 + 1)
+    model.train()
+    loss = torch.tensor(float("nan"))
+    for step in range(steps):
+        images, loss_of = batch_at(step)
+        for group in optimiser.param_groups:
+            group["lr"] = lr * _schedule(step, steps, warmup)
+        loss, text = loss_of(model(pre(images)))
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        report(step, loss.item(), text)
+    model.eval()
+    return loss
+
+
+def _save(out_dir: Path, model, pre, names, *, started, evaluate, progress, label, **record):
+    """Save in the classifier format, measure the reloaded model with `evaluate` (None: skip),
+    write the training record (`record`: TrainRecord's fields) and return `Trained`."""
+    save_classifier(
+        out_dir,
+        model,
+        factory=record["factory"],
+        factory_kwargs=record["factory_kwargs"],
+        preprocessing=pre,
+        class_names=names,
+    )
+    wall = time.perf_counter() - started
+    evaluation = evaluate(load_classifier(out_dir)) if evaluate is not None else {}
+    trained = TrainRecord(
+        **record,
+        wall_seconds=round(wall, 2),
         threads=torch.get_num_threads(),
         torch_version=torch.__version__,
-        data_options={"hide_object": hide_object},
         evaluation=evaluation,
     )
-    _write_record(out_dir, record)
+    _write_record(out_dir, trained)
     if progress is not None:
-        progress(f"classifier[{mode}]: saved {out_dir} in {wall:.0f}s; {evaluation}")
-    return Trained(model, out_dir, record)
+        progress(f"{label}: saved {out_dir} in {wall:.0f}s; {evaluation}")
+    return Trained(model, out_dir, trained)
 
 
 def _without_object(spec: SceneSpec) -> SceneSpec:
@@ -303,14 +334,10 @@ def train_oracle(
     }
     model = oracle_cnn(**kwargs)
     pre = preprocessing(world)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    warmup = min(50, steps // 10 + 1)
     report = _reporter(progress, "oracle", steps)
 
     # 3. Train: three cross-entropies on augmented scenes; "none" is the last class of a head
-    model.train()
-    loss = torch.tensor(float("nan"))
-    for step in range(steps):
+    def batch_at(step: int):
         step_seed = derive_seed(seed, "oracle", step)
         specs = _oracle_specs(world, batch, step_seed, context_only_frac, cue_frac)
         images, _, _ = render_batch(world, specs)
@@ -319,35 +346,34 @@ def train_oracle(
         obj = torch.from_numpy(np.where(labels.object < 0, n_cls, labels.object))
         ctx = torch.from_numpy(labels.context)
         cue = torch.from_numpy(np.where(labels.cue < 0, n_cue, labels.cue))
-        for group in optimiser.param_groups:
-            group["lr"] = lr * _schedule(step, steps, warmup)
-        heads = model.split(model(pre(images)))
-        loss = (
-            F.cross_entropy(heads["object"], obj)
-            + F.cross_entropy(heads["context"], ctx)
-            + F.cross_entropy(heads["cue"], cue)
-        )
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        acc = float((heads["object"].argmax(1) == obj).float().mean())
-        report(step, loss.item(), f"  batch object acc {acc:.2f}")
-    model.eval()
+
+        def loss_of(logits: Tensor) -> tuple[Tensor, str]:
+            heads = model.split(logits)
+            loss = (
+                F.cross_entropy(heads["object"], obj)
+                + F.cross_entropy(heads["context"], ctx)
+                + F.cross_entropy(heads["cue"], cue)
+            )
+            acc = float((heads["object"].argmax(1) == obj).float().mean())
+            return loss, f"  batch object acc {acc:.2f}"
+
+        return images, loss_of
+
+    loss = _fit(model, pre, steps=steps, lr=lr, report=report, batch_at=batch_at)
 
     # 4. Save, reload and measure
-    save_classifier(
+    def evaluate(loaded) -> dict:
+        return oracle_accuracy(loaded, world, n=eval_n, seed=seed + 1)
+
+    return _save(
         out_dir,
         model,
-        factory=ORACLE_FACTORY,
-        factory_kwargs=kwargs,
-        preprocessing=pre,
-        class_names=oracle_output_names(world),
-    )
-    wall = time.perf_counter() - started
-    evaluation = {}
-    if eval_n > 0:
-        evaluation = oracle_accuracy(load_classifier(out_dir), world, n=eval_n, seed=seed + 1)
-    record = TrainRecord(
+        pre,
+        oracle_output_names(world),
+        started=started,
+        evaluate=evaluate if eval_n > 0 else None,
+        progress=progress,
+        label="oracle",
         kind="oracle",
         world=world.name,
         mode="unbiased+context_only",
@@ -357,17 +383,9 @@ def train_oracle(
         lr=lr,
         factory=ORACLE_FACTORY,
         factory_kwargs=kwargs,
-        wall_seconds=round(wall, 2),
         final_loss=loss.item(),
-        threads=torch.get_num_threads(),
-        torch_version=torch.__version__,
         data_options={"context_only_frac": context_only_frac, "cue_frac": cue_frac},
-        evaluation=evaluation,
     )
-    _write_record(out_dir, record)
-    if progress is not None:
-        progress(f"oracle: saved {out_dir} in {wall:.0f}s; {evaluation}")
-    return Trained(model, out_dir, record)
 
 
 def train_zoo_classifiers(
