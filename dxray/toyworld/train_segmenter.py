@@ -28,7 +28,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -39,6 +38,7 @@ from dxray.judge.verdict import object_query
 from dxray.models.build import build_tokenizer
 from dxray.models.segmenter import Segmenter
 from dxray.toyworld.data import class_names, colour_names, context_names, cue_names, sample_specs
+from dxray.toyworld.gates import Gate, check
 from dxray.toyworld.scenes import SceneSpec, caption_words, render_batch
 from dxray.toyworld.world import World
 
@@ -492,15 +492,6 @@ def _versions() -> dict:
 # ---------------------------------------------------------------------------------------------
 
 
-class Gate(NamedTuple):
-    """One quality check of a segmenter: `passed` = value >= threshold."""
-
-    name: str
-    value: float
-    threshold: float
-    passed: bool
-
-
 @dataclass(frozen=True)
 class PresenceScore:
     """How well presence >= threshold matches the truth over (image, query) pairs."""
@@ -613,7 +604,7 @@ def segmenter_gates(
     rows: list[Gate] = []
 
     def gate(name: str, value: float, threshold: float) -> None:
-        rows.append(Gate(name, float(value), threshold, bool(value >= threshold)))
+        rows.append(check(name, value, ">=", threshold))
 
     with torch.no_grad():
         has_object = [i for i, s in enumerate(specs) if s.shape is not None]

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +53,7 @@ from dxray.toyworld.data import (
     sample_specs,
     scene_labels,
 )
+from dxray.toyworld.gates import Gate, check
 from dxray.toyworld.nets import gaussian_blur, oracle_predict
 from dxray.toyworld.scenes import SceneSpec, render_batch
 from dxray.toyworld.world import World
@@ -419,22 +420,6 @@ def read_truth(out_dir: str | Path) -> tuple[pa.Table, pa.Table]:
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Gate:
-    """One check of the zoo: `value op threshold`, and whether it holds."""
-
-    name: str
-    value: float
-    threshold: float
-    op: str  # ">=", ">" or "<"
-    passed: bool
-
-
-def _gate(name: str, value: float, op: str, threshold: float) -> Gate:
-    holds = {">=": value >= threshold, ">": value > threshold, "<": value < threshold}[op]
-    return Gate(name, float(value), float(threshold), op, bool(holds))
-
-
 def reliance(class_table: pa.Table, cls: str, kind: str, factor: str) -> float:
     """The measured reliance (logit) of class `cls` on one context or cue."""
     for row in class_table.to_pylist():
@@ -456,7 +441,7 @@ def reliance_gates(world: World, class_table: pa.Table, *, prefix: str = "") -> 
             for r in rows
             if r["class"] == corr.class_name and (r["factor_kind"], r["factor"]) not in planted
         ]
-        gates.append(_gate(f"{prefix}reliance_margin:{corr.name}", mine - max(others), ">", 0.0))
+        gates.append(check(f"{prefix}reliance_margin:{corr.name}", mine - max(others), ">", 0.0))
     return gates
 
 
@@ -469,7 +454,7 @@ def fixed_release_gates(world: World, truth: pa.Table, fixed_truth: pa.Table) ->
             factor = corr.context or corr.cue
             before = reliance(truth, corr.class_name, corr.kind, factor)
             after = reliance(fixed_truth, corr.class_name, corr.kind, factor)
-            gates.append(_gate(f"fixed:removed_reliance:{corr.name}", after, "<", before / 2))
+            gates.append(check(f"fixed:removed_reliance:{corr.name}", after, "<", before / 2))
     return gates
 
 
@@ -543,7 +528,7 @@ def classifier_gates(
     checkpoints answer the same questions.
     """
     gates = [
-        _gate(
+        check(
             "classifier:unbiased_accuracy",
             accuracy(classifier, world, n=n, seed=seed),
             ">=",
@@ -556,7 +541,7 @@ def classifier_gates(
 
     if fixed is not None:
         gates.append(
-            _gate(
+            check(
                 "fixed:unbiased_accuracy",
                 accuracy(fixed, world, n=n, seed=seed),
                 ">=",
@@ -572,7 +557,7 @@ def classifier_gates(
         measured = oracle_accuracy(oracle, world, n=n, seed=seed)
         for key, target in ORACLE_TARGETS.items():
             if key in measured:
-                gates.append(_gate(f"oracle:{key}_accuracy", measured[key], ">=", target))
+                gates.append(check(f"oracle:{key}_accuracy", measured[key], ">=", target))
     return gates
 
 

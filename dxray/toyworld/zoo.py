@@ -31,14 +31,15 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from dxray.toyworld.data import class_names, colour_names, context_names, sample_specs
+from dxray.toyworld.gates import Gate, check
 from dxray.toyworld.scenes import SceneSpec, caption, caption_words, render_batch
 from dxray.toyworld.world import WORLDS_DIR, World, WorldConfigError, load_world
 
@@ -251,17 +252,13 @@ class GateRow:
     passed: bool
 
 
-def _rows(group: str, gates) -> list[GateRow]:
-    return [
-        GateRow(group, g.name, float(g.value), float(g.threshold), getattr(g, "op", ">="), g.passed)
-        for g in gates
-    ]
+def _rows(group: str, gates: Iterable[Gate]) -> list[GateRow]:
+    return [GateRow(group, **asdict(g)) for g in gates]
 
 
 def _check(group: str, name: str, value: float, op: str, threshold: float) -> GateRow:
-    """op ">=" or "<"; "info" is a measurement reported beside the gates, not a gate."""
-    passed = {"info": True, ">=": value >= threshold, "<": value < threshold}[op]
-    return GateRow(group, name, float(value), threshold, op, bool(passed))
+    """A `dxray.toyworld.gates.check` row of `group` ("info": shown, not a gate)."""
+    return _rows(group, [check(name, value, op, threshold)])[0]
 
 
 @torch.no_grad()

@@ -1,5 +1,6 @@
 """The zoo's gate table: plumbing on tiny untrained models (quality is `dxray zoo check`'s)."""
 
+import pytest
 import torch
 
 from dxray.models.build import GeneratorArch, build_generator
@@ -72,3 +73,12 @@ def test_segmenter_is_also_gated_on_generated_images_against_the_oracle():
     gate = next(r for r in rows if r.name == "generated_object_presence_accuracy")
     assert gate.group == "segmenter" and gate.threshold == 0.9
     assert gate.value == 0.5 and not gate.passed
+
+
+def test_one_gate_check_for_every_part_of_the_zoo():
+    from dxray.toyworld.gates import check
+
+    assert check("a", 0.95, ">=", 0.95).passed and not check("a", 0.95, ">", 0.95).passed
+    assert check("b", 0.1, "<", 0.5).passed and check("c", 0.0, "info", 1.0).passed
+    with pytest.raises(ValueError, match="op must be one of"):
+        check("d", 1.0, "=>", 0.5)
