@@ -292,11 +292,10 @@ def generator_gates(
     ]  # fmt: skip
     captions = [caption(s) for s in specs] * seeds
     seed_list = list(range(len(captions)))
-    images = sample_captions(
+    with_object = sample_captions(
         generator, captions, seed_list, steps=steps, guidance_scale=guidance_scale
     )
-    pred = oracle_predict(oracle, images)
-    objects_images = images
+    pred = oracle_predict(oracle, with_object)
     want_object = torch.tensor([classes.index(s.shape) for s in specs] * seeds)
     want_context = torch.tensor([contexts.index(s.context) for s in specs] * seeds)
     rows = [
@@ -306,17 +305,17 @@ def generator_gates(
                (pred["context"] == want_context).float().mean(), ">=", 0.95),
     ]  # fmt: skip
     empty = contexts * max(4, seeds)
-    images = sample_captions(
+    context_only = sample_captions(
         generator, empty, list(range(len(empty))), steps=steps, guidance_scale=guidance_scale
     )
-    seen_empty = oracle_predict(oracle, images)["object"]
+    seen_empty = oracle_predict(oracle, context_only)["object"]
     none = (seen_empty == -1).float().mean()
     rows.append(_check("generator", "context_only_no_object", none, ">=", 0.9))
     if segmenter is not None:
         from dxray.judge.verdict import object_query
         from dxray.toyworld.train_segmenter import presence_accuracy
 
-        both = torch.cat([objects_images, images])
+        both = torch.cat([with_object, context_only])
         seen = torch.cat([pred["object"], seen_empty])
         present = seen[:, None] == torch.arange(len(classes))[None, :]
         device_images = both.to(segmenter.device, segmenter.dtype)
