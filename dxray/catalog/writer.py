@@ -237,11 +237,17 @@ class CatalogWriter:
     ) -> dict:
         """Record that run `run_id` started (status "running"). `fields` are runs columns:
         name, spec_yaml, generator, classifier, classifier_sha256, segmenter, num_targets.
-        Versions of the main packages are filled in from installed metadata. Returns the row."""
+        Versions of the main packages are filled in from installed metadata. Returns the row.
+
+        A run that already has rows is being resumed: it keeps its first `created_at` and the
+        `wall_seconds` spent so far, to which `finish_run` adds this session's."""
         unknown = set(fields) - set(RUN_FIELDS)
         if unknown:
             raise SchemaError(f"runs: unknown field(s) {sorted(unknown)}; known: {RUN_FIELDS}")
         now = _now()
+        earlier = self.latest_run(run_id)
+        if earlier is not None and created_at is None:
+            created_at = earlier["created_at"]
         row = {
             "run_id": run_id,
             "created_at": created_at or now,
@@ -252,6 +258,7 @@ class CatalogWriter:
                 dict(versions) if versions is not None else _recorded_versions(), sort_keys=True
             ),
             "status": "running",
+            "wall_seconds": (earlier or {}).get("wall_seconds") or 0.0,
         }
         self.write("runs", [row], run_id)
         return row
@@ -265,7 +272,9 @@ class CatalogWriter:
         error: str | None = None,
     ) -> dict:
         """Record the end of a run: a new runs row, a copy of its latest one with `status`
-        ("finished" or "failed"), `wall_seconds` and `error`. The views show the latest row."""
+        ("finished" or "failed") and `error`. `wall_seconds` is this session's time (default:
+        since its `write_run`); the row holds the run's total over all its sessions. The views
+        show the latest row."""
         if status not in ("finished", "failed"):
             raise ValueError(f"a run finishes as 'finished' or 'failed'; got {status!r}")
         row = self.latest_run(run_id)
@@ -273,8 +282,9 @@ class CatalogWriter:
             raise ValueError(f"run {run_id!r} has no start row: call write_run first")
         now = _now()
         if wall_seconds is None:
-            wall_seconds = (now - row["created_at"]).total_seconds()
-        row.update(status=status, updated_at=now, wall_seconds=wall_seconds, error=error)
+            wall_seconds = (now - row["updated_at"]).total_seconds()
+        spent = (row.get("wall_seconds") or 0.0) if row["status"] == "running" else 0.0
+        row.update(status=status, updated_at=now, wall_seconds=spent + wall_seconds, error=error)
         self.write("runs", [row], run_id)
         return row
 

@@ -222,3 +222,18 @@ def test_run_rows_start_and_finish(tmp_path):
         writer.finish_run("r3")
     with pytest.raises(ValueError, match="'finished' or 'failed'"):
         writer.finish_run("r1", "done")
+
+
+def test_a_resumed_run_keeps_its_start_and_adds_up_its_time(tmp_path):
+    writer = CatalogWriter(tmp_path)
+    first = writer.write_run("r1", name="toy")
+    writer.finish_run("r1", "failed", wall_seconds=30.0, error="killed")
+    again = writer.write_run("r1", name="toy")
+    assert again["created_at"] == first["created_at"] and again["wall_seconds"] == 30.0
+    writer.finish_run("r1", "finished", wall_seconds=12.5)
+    row = connect(tmp_path).sql("SELECT status, wall_seconds, created_at FROM runs").fetchall()
+    assert row == [("finished", 42.5, first["created_at"])]
+    # Without a measured time, a session counts from its own start, not from the run's.
+    writer.write_run("r2")
+    writer.finish_run("r2", "finished")
+    assert writer.latest_run("r2")["wall_seconds"] < 5
