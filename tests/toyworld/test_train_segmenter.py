@@ -1,6 +1,7 @@
 """The toy segmenter trainer: its pairs, its loss, its saved model and its gates, on tiny sizes."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -8,6 +9,7 @@ import torch
 from dxray.models.segmenter import load_segmenter
 from dxray.toyworld import class_names, context_names, cue_names, default_world, render_batch
 from dxray.toyworld.train_segmenter import (
+    SegmenterBatch,
     TRAIN_FILE,
     Gate,
     ToySegmenterConfig,
@@ -69,7 +71,7 @@ def named(world, query):
 
 
 def test_negatives_name_something_absent_and_have_empty_masks(world):
-    config = ToySegmenterConfig(**TINY)
+    config = ToySegmenterConfig(**TINY, extra_object_negatives=0)
     batch = sample_batch(world, 64, seed=3, config=config)
     _, masks, _ = render_batch(world, batch.specs)
     assert len(batch.queries) == 3 * 64
@@ -90,6 +92,72 @@ def test_negatives_name_something_absent_and_have_empty_masks(world):
             assert name != held, (query, spec)
             assert batch.targets[p].abs().sum() == 0
     assert 0.35 < negatives / len(batch.queries) < 0.65  # about half
+
+
+def test_extra_object_negatives_ask_about_other_classes(world):
+    config = ToySegmenterConfig(**TINY, extra_object_negatives=4)
+    batch = sample_batch(world, 32, seed=8, config=config)
+    _, masks, _ = render_batch(world, batch.specs)
+    n_classes = len(class_names(world))
+    for i, spec in enumerate(batch.specs):
+        rows = [p for p in range(len(batch.queries)) if batch.scene_index[p] == i]
+        objects = [p for p in rows if batch.kinds[p] == "object"]
+        # The first object query is the usual one (positive or not); the extra ones each name
+        # a different absent class, so every class is asked about at most once per scene.
+        names = [next(iter(named(world, batch.queries[p])["object"])) for p in objects]
+        assert len(set(names)) == len(names), names
+        first_positive = bool(batch.positive[objects[0]])
+        assert len(objects) == (n_classes if first_positive or spec.shape is None else 4)
+        for p in objects[1:]:
+            assert not batch.positive[p] and batch.targets[p].abs().sum() == 0
+            assert names[objects.index(p)] != spec.shape
+        assert {batch.kinds[p] for p in rows} == {"object", "context", "cue"}
+
+
+def test_presence_loss_weighs_positives_and_negatives_equally(world):
+    # Asking every negative twice must not change the presence term: the extra negatives would
+    # otherwise outvote the positives and teach "never present".
+    config = ToySegmenterConfig(**TINY, extra_object_negatives=0, dice_weight=0.0)
+    segmenter = build_toy_segmenter(world, config, seed=3)
+    batch = sample_batch(world, 6, seed=9, config=config)
+    twice = torch.cat([torch.arange(len(batch.queries)), (~batch.positive).nonzero()[:, 0]])
+    doubled = SegmenterBatch(
+        images=batch.images,
+        specs=batch.specs,
+        scene_index=batch.scene_index[twice],
+        queries=[batch.queries[p] for p in twice],
+        kinds=[batch.kinds[p] for p in twice],
+        positive=batch.positive[twice],
+        targets=batch.targets[twice],
+    )
+    off = replace(config, presence_weight=0.0)
+    with torch.no_grad():
+        presence = [
+            segmentation_loss(segmenter, b, config) - segmentation_loss(segmenter, b, off)
+            for b in (batch, doubled)
+        ]
+    assert batch.positive.any() and (~batch.positive).any()
+    torch.testing.assert_close(presence[0], presence[1], atol=1e-5, rtol=1e-5)
+
+
+def test_a_killed_run_leaves_its_last_save(world, tmp_path):
+    def stop_at_4(p):
+        if p["step"] == 4:
+            raise KeyboardInterrupt
+
+    config = ToySegmenterConfig(**TINY)
+    with pytest.raises(KeyboardInterrupt):
+        train_segmenter(
+            world, tmp_path, config=config, steps=6, save_every=2, seed=0, progress=stop_at_4
+        )
+    saved = json.loads((tmp_path / "segmenter" / TRAIN_FILE).read_text())
+    assert saved["partial"] is True and saved["steps"] == 2
+    # It loads, and a run continues from it.
+    load_segmenter(tmp_path / "segmenter")
+    report = train_segmenter(
+        world, tmp_path / "next", config=config, steps=2, seed=1, init=tmp_path / "segmenter"
+    )
+    assert report.partial is False and report.init["steps"] == 2
 
 
 def test_judge_query_and_context_only_scenes_are_in_the_training_data(world):
@@ -113,7 +181,7 @@ def test_pair_logits_follow_the_segment_path(world, tiny):
         logits = pair_logits(tiny, batch.images, batch.queries, batch.scene_index)
         masks = tiny.segment(batch.images[batch.scene_index], batch.queries).masks
     # World scenes are 32 px, the tiny model's input 16 px: the resize is exercised too.
-    assert logits.shape == (9, 32, 32)
+    assert logits.shape == (len(batch.queries), 32, 32)
     torch.testing.assert_close(torch.sigmoid(logits), masks, atol=1e-5, rtol=0)
 
 
