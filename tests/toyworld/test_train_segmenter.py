@@ -9,9 +9,9 @@ import torch
 from dxray.models.segmenter import load_segmenter
 from dxray.toyworld import class_names, context_names, cue_names, default_world, render_batch
 from dxray.toyworld.train_segmenter import (
-    SegmenterBatch,
     TRAIN_FILE,
     Gate,
+    SegmenterBatch,
     ToySegmenterConfig,
     build_toy_segmenter,
     mask_iou,
