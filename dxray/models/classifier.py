@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dxray.explain.objective import ClassifierOutput
+from dxray.models.sources import load_part
 
 FORMAT = "dxray-classifier/1"
 CONFIG_FILE = "classifier.json"
@@ -651,20 +652,14 @@ def _load_hf(source: str, dtype) -> tuple[nn.Module, dict, list]:
             f"Hugging Face model directory '{source}' does not exist (and it is no hub id)"
         )
     where = str(local) if is_local else source
-    try:
-        model = AutoModelForImageClassification.from_pretrained(where, dtype=dtype)
-    except (OSError, ValueError) as err:
-        advice = (
-            "Check that the folder was written by save_pretrained of an image-classification model."
-            if is_local
-            else "It is neither a local directory nor a cached hub id. Offline? Download it on a "
-            f"connected machine (`hf download {source} --local-dir DIR`) and pass DIR instead."
-        )
-        kind = "directory" if is_local else "hub id"
-        raise ClassifierLoadError(
-            f"could not load Hugging Face image classifier {kind} '{source}': "
-            f"{_first_line(err)}. {advice}"
-        ) from None
+    model = load_part(
+        lambda: AutoModelForImageClassification.from_pretrained(where, dtype=dtype),
+        what="weights",
+        model="Hugging Face image classifier",
+        src=source,
+        is_local=is_local,
+        error=ClassifierLoadError,
+    )
     id2label = model.config.id2label or {}
     class_names = [str(id2label[i]) for i in sorted(id2label, key=int)]
     config = _hf_preprocessor_config(where, is_local)
