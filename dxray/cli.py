@@ -326,6 +326,12 @@ def zoo_train(
     generator_seconds: float = typer.Option(
         3600, help="The generator's time budget; it resumes from its checkpoint if rerun."
     ),
+    segmenter_steps: int = typer.Option(
+        None, help="The segmenter's steps (default: its config's); see --segmenter-init."
+    ),
+    segmenter_init: Path = typer.Option(
+        None, help="A saved toy segmenter to continue training (use another --seed than its own)."
+    ),
     seed: int = typer.Option(0, help="Every model's seed (recorded in the zoo)."),
 ) -> None:
     """Train the toy zoo: classifier + fixed release + oracle + truth, segmenter, generator.
@@ -350,7 +356,18 @@ def zoo_train(
     if "segmenter" in chosen:
         from dxray.toyworld.train_segmenter import train_segmenter
 
-        train_segmenter(w, out, device=device, seed=seed, progress=lambda r: typer.echo(r))
+        train_segmenter(
+            w,
+            out,
+            device=device,
+            steps=segmenter_steps,
+            seed=seed,
+            init=segmenter_init,
+            save_every=500,
+            progress=lambda p: typer.echo(
+                f"segmenter step {p['step']}  loss {p['loss']:.4f}  {p['elapsed']:.0f}s"
+            ),
+        )
     if "generator" in chosen:
         import shutil
 

@@ -1,8 +1,12 @@
 """The zoo's gate table: plumbing on tiny untrained models (quality is `dxray zoo check`'s)."""
 
+import json
+
 import pytest
 import torch
+from typer.testing import CliRunner
 
+from dxray.cli import app
 from dxray.models.build import GeneratorArch, build_generator
 from dxray.models.classifier import Classifier, Preprocessing
 from dxray.toyworld import default_world
@@ -82,3 +86,26 @@ def test_one_gate_check_for_every_part_of_the_zoo():
     assert check("b", 0.1, "<", 0.5).passed and check("c", 0.0, "info", 1.0).passed
     with pytest.raises(ValueError, match="op must be one of"):
         check("d", 1.0, "=>", 0.5)
+
+
+def test_zoo_train_cli_trains_and_continues_a_segmenter(tmp_path):
+    # The real config for two steps: the CLI's plumbing, its progress and its record.
+    runner = CliRunner()
+    out = tmp_path / "zoo"
+    args = ["zoo", "train", "--out", str(out), "--parts", "segmenter", "--segmenter-steps", "2"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "segmenter step 2" in result.output and "dxray zoo check" in result.output
+    record = json.loads((out / "segmenter" / "dxray_train.json").read_text())
+    assert record["steps"] == 2 and record["partial"] is False and record["init"] is None
+    again = tmp_path / "again"
+    init = ["--segmenter-init", str(out / "segmenter"), "--seed", "1"]
+    result = runner.invoke(app, [*args[:3], str(again), *args[4:], *init])
+    assert result.exit_code == 0, result.output
+    record = json.loads((again / "segmenter" / "dxray_train.json").read_text())
+    assert record["init"]["steps"] == 2 and record["seed"] == 1
+
+
+def test_zoo_train_cli_refuses_unknown_parts(tmp_path):
+    result = CliRunner().invoke(app, ["zoo", "train", "--out", str(tmp_path), "--parts", "vae"])
+    assert result.exit_code != 0 and "unknown part(s) ['vae']" in result.output
