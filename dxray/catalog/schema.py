@@ -150,6 +150,8 @@ EVAL_CLASSES = pa.schema(
         pa.field("probe", pa.string()),
         pa.field("planted", pa.bool_()),
         pa.field("reliance_logit", pa.float64()),  # measured: factor alone vs neutral
+        # measured: what the factor adds to the class's log-probability beside its object
+        pa.field("with_object_logprob", pa.float64()),
         pa.field("relied", pa.bool_()),  # truth: reliance_logit >= the rule's threshold
         pa.field("images", pa.int64()),
         pa.field("presence", pa.float64()),  # mean probe presence, this class's explanations

@@ -101,6 +101,7 @@ def class_rows(
                 "probe": probes[factor],
                 "planted": bool(t["planted"]),
                 "reliance_logit": float(t["reliance_logit"]),
+                "with_object_logprob": float(t.get("with_object_logprob", math.nan)),
                 "relied": relied,
                 "images": len(mine),
                 "presence": mean,

@@ -139,6 +139,7 @@ def sections(metrics: Sequence[Mapping], neurons: Sequence[Mapping], classes: Se
                 if oracle is None
                 else f"{_fmt(oracle)} vs {_fmt(m.get(('bias', setting, 'oracle_other_rate')))}",
                 _fmt(m[("bias", setting, "reliance_logit")]),
+                _fmt(m.get(("bias", setting, "with_object_logprob"))),
                 f"{_fmt(m[('bias', setting, 'presence')])} vs {_fmt(m[('bias', setting, 'other_presence')])}",
                 _fmt(m[("bias", setting, "cohens_d")]),
                 "yes" if m[("bias", setting, "flagged")] else "no",
@@ -156,6 +157,7 @@ def sections(metrics: Sequence[Mapping], neurons: Sequence[Mapping], classes: Se
                     "tie",
                     "oracle sees it (class vs others)",
                     "reliance",
+                    "beside object",
                     "probe presence (class vs others)",
                     "d",
                     "found",
@@ -166,7 +168,9 @@ def sections(metrics: Sequence[Mapping], neurons: Sequence[Mapping], classes: Se
                 ],  # fmt: skip
                 rows,
                 "oracle: share of explanation images where the independent oracle sees the factor;"
-                " reliance: logit lift of the factor alone (measured); d: Cohen's d of the probe",
+                " reliance: logit lift of the factor alone (measured); beside object: what it adds"
+                " to the class's log-probability next to the class's object (measured); d: Cohen's"
+                " d of the probe",
             )
         )
 

@@ -597,6 +597,7 @@ def _bias_values(row: Mapping) -> dict[str, float]:
         "flagged": float(row["flagged"]),
         "flagged_by_units": float(bool(row.get("flagged_by_units"))),
         "reliance_logit": row["reliance_logit"],
+        "with_object_logprob": row.get("with_object_logprob", math.nan),
     }
 
 

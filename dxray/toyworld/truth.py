@@ -5,7 +5,10 @@ The toy world lets us render any scene we like, so reliance is measured, not ass
 - **Class level** (`class_table`): for each class and each context / cue, how strongly the class
   fires on scenes that carry that context or cue but *no object*, minus a neutral baseline (the
   mean over the context-only scenes of every context, without a cue). A planted shortcut
-  (circle-water) shows up as the largest reliance of its class.
+  (circle-water) shows up as the largest reliance of its class. Beside it, the factor's lift
+  *with* the object present (`with_object_*`): a shortcut the classifier uses only when the
+  object is missing lifts nothing there, and an explanation that maximises the class's
+  probability has no reason to paint it.
 - **Neuron level** (`neuron_table`): units of the penultimate layer, reached by two selections:
   - "top": each class's top-k units as the audit ranks them (`top_units`: head weight x mean
     activation on unbiased scenes of the class);
@@ -73,6 +76,11 @@ CLASS_TRUTH_SCHEMA = pa.schema(
         ("reliance_prob", pa.float64()),
         ("rank", pa.int32()),  # 1 = the factor this class relies on most (by reliance_logit)
         ("n_scenes", pa.int32()),
+        # The same factor with the class's object present: mean over the object's scenes that
+        # carry the factor, minus the same objects on every context without a cue. What an
+        # explanation that maximises the class can gain by painting the factor beside the object.
+        ("with_object_logit", pa.float64()),
+        ("with_object_logprob", pa.float64()),  # in log-probability: what a ce objective sees
     ]
 )
 
@@ -180,6 +188,37 @@ def _object_on_neutral(world: World, cls: str, n: int, seed: int) -> list[SceneS
     return [replace(s, context=neutral[i % len(neutral)], cue=None) for i, s in enumerate(specs)]
 
 
+def _with_object_lifts(
+    world: World, classifier: Classifier, cls: str, ci: int, n: int, seed: int
+) -> dict[tuple[str, str], tuple[float, float]]:
+    """(kind, factor) -> (logit, log-probability) lift of class `ci` when its object carries the
+    factor. The same `n // contexts` objects are put on every context (no cue) for the
+    baseline and the context rows, and on every context with the cue for a cue row."""
+    contexts = context_names(world)
+    specs = sample_specs(
+        world,
+        max(1, n // len(contexts)),
+        seed=derive_seed(seed, "with-object", cls),
+        mode="unbiased",
+        classes=[cls],
+    )
+    on = {c: [replace(s, context=c, cue=None) for s in specs] for c in contexts}
+    scored = {("context", c): _forward(classifier, world, on[c])[0] for c in contexts}
+    pooled = [s for c in contexts for s in on[c]]
+    for q in cue_names(world):
+        scored[("cue", q)] = _forward(classifier, world, [replace(s, cue=q) for s in pooled])[0]
+    base = torch.cat([scored[("context", c)] for c in contexts])
+
+    def mean(logits: Tensor) -> tuple[float, float]:
+        return float(logits[:, ci].mean()), float(logits.log_softmax(1)[:, ci].mean())
+
+    (base_logit, base_logprob) = mean(base)
+    return {
+        key: (m[0] - base_logit, m[1] - base_logprob)
+        for key, m in ((key, mean(logits)) for key, logits in scored.items())
+    }
+
+
 # ---------------------------------------------------------------------------------------------
 # Unit ranking: the same ranking the audit uses to pick a class's top neurons
 # ---------------------------------------------------------------------------------------------
@@ -283,10 +322,12 @@ def compute_truth(
     base_logit = torch.cat([logits[key] for key in no_cue]).mean(0)
     base_prob = torch.cat([probs[key] for key in no_cue]).mean(0)
 
-    # 2. Class level: factor response minus the neutral baseline, per class
+    # 2. Class level: factor response minus the neutral baseline, per class; and the factor's
+    #    lift beside the class's own object
     class_rows = []
     for ci, cls in enumerate(classes):
         planted = _planted_factors(world, cls)
+        lifts = _with_object_lifts(world, classifier, cls, ci, n, seed)
         rows = []
         for kind, name in _factors(world):
             mean_logit = float(logits[(kind, name)][:, ci].mean())
@@ -305,6 +346,8 @@ def compute_truth(
                     "reliance_logit": mean_logit - float(base_logit[ci]),
                     "reliance_prob": mean_prob - float(base_prob[ci]),
                     "n_scenes": len(scenes[(kind, name)]),
+                    "with_object_logit": lifts[(kind, name)][0],
+                    "with_object_logprob": lifts[(kind, name)][1],
                 }
             )
         order = sorted(range(len(rows)), key=lambda i: -rows[i]["reliance_logit"])

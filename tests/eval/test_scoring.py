@@ -87,7 +87,8 @@ def test_any_object_judge_takes_the_most_present_class_object():
 
 CLASS_TRUTH = [
     {"class": c, "factor_kind": k, "factor": f, "planted": (c, f) in planted,
-     "reliance_logit": 2.0 if (c, f) in planted else 0.1}
+     "reliance_logit": 2.0 if (c, f) in planted else 0.1,
+     "with_object_logprob": 0.02 if (c, f) in planted else 0.0}
     for planted in [{("circle", "water"), ("star", "watermark")}]
     for c in ("circle", "star", "square")
     for k, f in (("context", "water"), ("context", "sand"), ("cue", "watermark"))
@@ -119,6 +120,12 @@ def test_class_findings_need_presence_and_a_difference_from_the_other_classes():
     assert found == {("circle", "water")}
     water = next(r for r in rows if (r["class_name"], r["factor"]) == ("circle", "water"))
     assert water["probe"] == "water" and water["cohens_d"] > 3
+    assert water["with_object_logprob"] == 0.02  # carried from the truth, for the report
+    older = [{k: v for k, v in t.items() if k != "with_object_logprob"} for t in CLASS_TRUTH]
+    assert all(
+        math.isnan(r["with_object_logprob"])
+        for r in class_rows(older, probe_rows(presence), FindingRule())
+    )
     a = class_agreement(rows)
     assert a.n == 9 and a.recall == 0.5 and a.precision == 1.0
     assert class_agreement(rows, judge="never").balanced_accuracy == 0.5
@@ -177,7 +184,8 @@ def test_every_report_table_has_as_many_cells_as_columns():
         ("cost", "steps=1", ("seconds_per_target", "median_class_iterations")),
         ("success", "default", ("targets", "success_rate")),
         ("bias", "circle-water", ("presence", "other_presence", "cohens_d", "flagged",
-                                  "flagged_by_units", "reliance_logit", "oracle_rate")),
+                                  "flagged_by_units", "reliance_logit", "oracle_rate",
+                                  "with_object_logprob")),
         ("bias-fixed", "circle-water", ("cohens_d", "flagged", "reliance_logit", "difference")),
         ("baseline", "pixel-am", ("mean_probability", "statistics_distance")),
     ):  # fmt: skip

@@ -308,6 +308,34 @@ def test_class_level_reliance_finds_the_water_shortcut(world, blue_truth):
     assert row["reliance_logit"] == pytest.approx(row["mean_logit"] - row["baseline_logit"])
 
 
+def _row(class_table, cls, factor):
+    return next(r for r in class_table.to_pylist() if (r["class"], r["factor"]) == (cls, factor))
+
+
+def test_with_object_lift_shows_what_a_probability_maximiser_can_gain(world):
+    # Beside its object, water lifts the circle's logit (4 x blueness) and, while the object
+    # alone leaves the class unsure, its probability too. Make the object alone decisive
+    # (weight 60 on coverage) and the same logit lift buys no probability: a ce explanation
+    # would have no reason to paint water.
+    def truth(object_weight):
+        net = BlueIsCircle(world)
+        with torch.no_grad():
+            net.head.weight[0, 1] = object_weight
+        classifier = Classifier(net.eval(), IDENTITY, class_names(world))
+        return compute_truth(world, classifier, n=30, seed=0, k=1)[0]
+
+    unsure, decisive = truth(1.0), truth(60.0)
+    for table in (unsure, decisive):
+        water = _row(table, "circle", "water")
+        assert water["with_object_logit"] > 0.3
+        others = [_row(table, "circle", c)["with_object_logit"] for c in context_names(world)]
+        assert water["with_object_logit"] == max(others)
+        # The square's logit does not read blueness: water lifts it by nothing.
+        assert abs(_row(table, "square", "water")["with_object_logit"]) < 0.01
+    assert _row(unsure, "circle", "water")["with_object_logprob"] > 0.1
+    assert abs(_row(decisive, "circle", "water")["with_object_logprob"]) < 1e-3
+
+
 def test_neuron_level_labels_the_blueness_unit_spurious(blue_truth):
     _, neuron_table = blue_truth
     circle = {r["unit"]: r for r in neuron_table.to_pylist() if r["class"] == "circle"}
