@@ -55,6 +55,8 @@ SamplerKind = Literal["auto", "lcm", "ddim"]
 GradMode = Literal["full", "detached", "last"]
 InitKind = Literal["random", "words"]
 DecoderKind = Literal["vae", "tiny"]
+UnitJudge = Literal["intervention", "presence"]
+RemoveKind = Literal["all", "own"]
 LCM_MAX_STEPS = 50  # LCM's timestep grid is its teacher's 50-step schedule
 # The keys of a classifier dict source (`load_classifier`'s SPEC_KEYS).
 CLASSIFIER_SOURCE_KEYS = (
@@ -198,6 +200,14 @@ class JudgeSpec:
     spurious: float = 0.2  # presence at or below: the object is not there
     probes: tuple[str, ...] = ()  # attribute queries scored on every image ("a watermark")
     class_queries: dict[str, str] = field(default_factory=dict)  # class name -> its own query
+    # How unit targets are judged (class targets always by presence): "intervention" removes
+    # the objects from the unit's image and measures the unit again (dxray.judge.intervention);
+    # "presence" asks whether the unit's class's object is in the image, like a class target.
+    units: UnitJudge = "intervention"
+    keep: float = 0.5  # intervention: a unit keeping this share of its activation is spurious
+    # intervention: remove every class's object ("all": one segmenter decoder pass per class
+    # and image) or only the unit's own class's ("own": for classifiers with many classes)
+    remove: RemoveKind = "all"
 
     def thresholds(self) -> Thresholds:
         """The verdict cut-offs."""
@@ -934,6 +944,9 @@ def _parse_judge(sec: _Section) -> JudgeSpec:
         spurious=spurious,
         probes=sec.texts("probes", (), "queries", "a query"),
         class_queries=dict(queries),
+        units=sec.choice("units", JudgeSpec.units, get_args(UnitJudge)),
+        keep=sec.number("keep", JudgeSpec.keep, lo=0.0, hi=1.0, open_lo=True),
+        remove=sec.choice("remove", JudgeSpec.remove, get_args(RemoveKind)),
     )
 
 

@@ -460,7 +460,9 @@ def render_report(
         f"<title>{esc(title)}</title><style>{CSS}</style></head><body><main>"
         + "".join(body)
         + f"<footer>Generated {esc(made)} by dxray {esc(run.get('dxray_version') or '')}"
-        " · verdicts from the segmenter's object presence (core ≥ 0.5, spurious ≤ 0.2) · "
+        " · class verdicts from the segmenter's object presence (core ≥ 0.5, spurious ≤ 0.2),"
+        " unit verdicts by removing the objects (spurious if the unit keeps half its activation;"
+        " the audit's judge.units) · "
         "images outlined where the object mask is ≥ 0.5</footer></main></body></html>\n"
     )
 

@@ -79,6 +79,10 @@ VERDICTS = pa.schema(
         pa.field("object_query", pa.string()),
         pa.field("presence", pa.float64()),
         pa.field("verdict", pa.string()),
+        # "presence" (is the class's object there: class targets, and units with judge.units:
+        # presence) or "intervention" (units: does the unit survive removing the objects)
+        pa.field("judged_by", pa.string()),
+        pa.field("kept", pa.float64()),  # intervention: share of the unit's activation kept
         pa.field("probe_scores", pa.map_(pa.string(), pa.float64())),  # probe -> presence
         _required("created_at", TIMESTAMP),
     ]
@@ -183,7 +187,10 @@ CHOICES: dict[str, dict[str, frozenset[str]]] = {
         "kind": frozenset({"class", "unit"}),
         "status": frozenset({"converged", "max_iterations", "nan", "error"}),
     },
-    "verdicts": {"verdict": frozenset({"core", "spurious", "uncertain"})},
+    "verdicts": {
+        "verdict": frozenset({"core", "spurious", "uncertain"}),
+        "judged_by": frozenset({"presence", "intervention"}),
+    },
     "images": {},
     "eval_metrics": {},
     "eval_neurons": {

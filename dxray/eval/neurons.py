@@ -2,18 +2,16 @@
 
 A unit's label comes from an intervention on real scenes (`dxray.toyworld.truth`): its mean
 activation on the class's object on neutral backgrounds vs on the planted context or cue
-alone. dxray's call comes from its explanation images: is the class's object in them (core)
-or not (spurious)? Seeds of one unit are combined by `dxray.judge.verdict.aggregate`.
+alone. dxray's call is the audit's verdict on the unit's explanation images (by intervention,
+`dxray.judge.intervention`, unless the spec's judge.units says presence); the presence judge
+asks instead whether the class's object is in them. Seeds of one unit are combined by
+`dxray.judge.verdict.aggregate`.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-
-import torch
-import torch.nn.functional as F
-from torch import Tensor
 
 from dxray.eval.metrics import Agreement, agreement
 from dxray.judge.verdict import Thresholds, aggregate, verdict
@@ -132,48 +130,3 @@ def neuron_agreement(
     if judge not in predicted:
         raise ValueError(f"unknown judge {judge!r}; known: {sorted(predicted)}")
     return agreement([r["truth"] for r in audited], predicted[judge])
-
-
-@torch.no_grad()
-def object_masks(segmenter, images: Tensor, object_queries: Sequence[str]) -> Tensor:
-    """[B, H, W] bool: pixels any of `object_queries` covers (segmenter probability >= 0.5),
-    grown by one pixel so that object edges go with the object."""
-    masks = segmenter.union_mask(images, list(object_queries)).float().cpu()
-    grown = F.max_pool2d(masks[:, None], kernel_size=3, stride=1, padding=1)[:, 0]
-    return grown >= 0.5
-
-
-@torch.no_grad()
-def intervention_verdicts(
-    classifier,
-    images: Tensor,
-    masks: Tensor,
-    units: Sequence[tuple[str, int]],
-    *,
-    keep: float = 0.5,
-    floor: float = 1e-3,
-) -> list[str]:
-    """A unit's verdict from its own explanation image, by intervention: remove the objects
-    (`masks` pixels filled with the mean colour of the rest) and measure the unit again. If at
-    least `keep` of its activation survives, the background drives it ("spurious"); if not,
-    the object does ("core"); "uncertain" when the unit is silent on its own image (below
-    `floor`) or the image has no background left. The same question the ground truth asks of
-    real scenes, asked of generated ones: no labels, only the segmenter and the classifier."""
-    if images.shape[0] != masks.shape[0] or len(units) != images.shape[0]:
-        raise ValueError("images, masks and units must have one entry per image")
-    background = (~masks).float()[:, None]
-    weight = background.sum(dim=(2, 3)).clamp_min(1.0)
-    mean = (images * background).sum(dim=(2, 3)) / weight  # [B, 3]
-    removed = images * background + mean[:, :, None, None] * (1 - background)
-    layers = sorted({layer for layer, _ in units})
-    full = classifier.outputs(images.to(classifier.device, classifier.dtype), layers).units
-    cut = classifier.outputs(removed.to(classifier.device, classifier.dtype), layers).units
-    calls = []
-    for i, (layer, channel) in enumerate(units):
-        before = float(full[layer][i, channel])
-        after = float(cut[layer][i, channel])
-        if before <= floor or bool(masks[i].all()):
-            calls.append("uncertain")
-        else:
-            calls.append("spurious" if after >= keep * before else "core")
-    return calls

@@ -67,7 +67,7 @@ def sections(metrics: Sequence[Mapping], neurons: Sequence[Mapping], classes: Se
 
     # 1. Agreement
     rows = []
-    neuron_judges = ("intervention", "any-object", "always-core")
+    neuron_judges = ("intervention", "presence", "any-object", "always-core")
     for level, others in (("neurons", neuron_judges), ("classes", ("units", "never"))):
         for judge in ("dxray", *others):
             section, setting = level, ("default" if judge == "dxray" else judge)

@@ -40,7 +40,7 @@ from dxray.eval.neurons import (
     neuron_rows,
     unit_verdicts,
 )
-from dxray.judge.verdict import Thresholds
+from dxray.judge.verdict import Thresholds, verdict
 from dxray.spec import AuditSpec, with_overrides
 
 ABLATIONS: dict[str, dict[str, object]] = {
@@ -165,7 +165,8 @@ def score(
     thresholds: Thresholds = Thresholds(),
     interventions: Mapping[tuple[str, int], str] | None = None,
 ) -> tuple[dict[str, Agreement], list[dict], list[dict]]:
-    """Agreements by judge ("neurons:dxray", "neurons:intervention" given `interventions`
+    """Agreements by judge ("neurons:dxray": the audit's own unit verdicts, "neurons:presence":
+    is the unit's class's object in its images, "neurons:intervention" given `interventions`
     ((target_id, seed) -> verdict, see `intervention_calls`), "neurons:any-object" when
     `object_probes` were probed, "neurons:always-core", "classes:dxray", "classes:never"),
     the neuron rows (with each unit's intervention verdict) and the class rows of one audit."""
@@ -186,6 +187,16 @@ def score(
             for c in classes:
                 hit = found.get((c["class_name"], c["factor"]))
                 c["flagged_by_units"] = bool(hit and hit["flagged"])
+        # The unit verdict audits gave before they judged units by intervention: is the unit's
+        # own class's object present in its image?
+        by_presence = [
+            {**r, "verdict": verdict(r["presence"], thresholds)}
+            for r in audit_rows
+            if r["kind"] == "unit" and r["ok"] and r["presence"] is not None
+        ]
+        calls = unit_verdicts(by_presence, seeds)
+        if calls:
+            out["neurons:presence"] = neuron_agreement(neurons, calls=calls)
         calls = any_object_verdicts(audit_rows, probe_rows, object_probes, thresholds, seeds)
         if calls:
             out["neurons:any-object"] = neuron_agreement(neurons, calls=calls)
@@ -197,8 +208,10 @@ def score(
 
 
 class Interventions:
-    """The intervention judge (`dxray.eval.neurons.intervention_verdicts`) over a run's unit
-    images: the classifier and segmenter are loaded once for every run judged."""
+    """The intervention judge (`dxray.judge.intervention`) over a run's stored unit images,
+    every class's object removed: the classifier and segmenter are loaded once for every run
+    judged. Re-judges catalogs written before the audit judged units this way, and checks the
+    audit's own calls from its 8-bit images."""
 
     def __init__(self, spec: AuditSpec, object_queries: Sequence[str]):
         from dxray.models.classifier import load_classifier
@@ -210,7 +223,7 @@ class Interventions:
 
     def __call__(self, catalog: str | Path, run_id: str) -> dict[tuple[str, int], str]:
         """(target_id, seed) -> verdict for every usable unit image of the run."""
-        from dxray.eval.neurons import intervention_verdicts, object_masks
+        from dxray.judge.intervention import judge_units, object_masks
 
         rows = stored_images(catalog, run_id, "unit")
         out: dict[tuple[str, int], str] = {}
@@ -219,7 +232,7 @@ class Interventions:
             images = torch.stack([_decode_png(r["png"]) for r in chunk])
             masks = object_masks(self.segmenter, images, self.queries)
             units = [(r["layer"], int(r["channel"])) for r in chunk]
-            calls = intervention_verdicts(self.classifier, images, masks, units)
+            calls = [j.verdict for j in judge_units(self.classifier, images, masks, units)]
             out.update(
                 {(r["target_id"], int(r["seed"])): c for r, c in zip(chunk, calls, strict=True)}
             )

@@ -30,7 +30,7 @@ from dxray.spec import AuditSpec, expand_targets
 
 log = logging.getLogger("dxray.audit")
 
-VERDICT_KEYS = ("object_query", "presence", "verdict", "probe_scores")
+VERDICT_KEYS = ("object_query", "presence", "verdict", "judged_by", "kept", "probe_scores")
 IMAGE_KEYS = ("png", "mask_png")
 
 

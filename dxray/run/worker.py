@@ -99,9 +99,21 @@ class AuditWorker:
             )
         presence = seg.presence.float().cpu()
         calls = verdicts(presence, judge.thresholds())
+        judged_by = ["presence"] * len(rows)
+        kept: list[float | None] = [None] * len(rows)
+        # A unit listed for no class has no object of its own: only removing every class's
+        # object can judge it.
+        units = [
+            i
+            for i, r in enumerate(rows)
+            if r["kind"] == "unit" and (queries[i] is not None or judge.remove == "all")
+        ]
+        if units and judge.units == "intervention":
+            for i, judgement in zip(units, self._judge_units(images, rows, units), strict=True):
+                calls[i], kept[i], judged_by[i] = judgement.verdict, judgement.kept, "intervention"
         out = []
         for i, row in enumerate(rows):
-            judged = queries[i] is not None
+            judged = queries[i] is not None or judged_by[i] == "intervention"
             probe_scores = (
                 {q: float(probes[i, j]) for j, q in enumerate(judge.probes)}
                 if probes is not None
@@ -122,14 +134,34 @@ class AuditWorker:
                     "seconds": seconds,
                     "worker": self.name,
                     "object_query": queries[i],
-                    "presence": float(presence[i]) if judged else None,
+                    "presence": float(presence[i]) if queries[i] is not None else None,
                     "verdict": calls[i] if judged else None,
+                    "judged_by": judged_by[i] if judged else None,
+                    "kept": kept[i],
                     "probe_scores": json.dumps(probe_scores),
                     "png": _png(images[i]),
-                    "mask_png": _png(seg.masks[i].float().cpu()[None]) if judged else None,
+                    "mask_png": _png(seg.masks[i].float().cpu()[None])
+                    if queries[i] is not None
+                    else None,
                 }
             )
         return out
+
+    def _judge_units(self, images: torch.Tensor, rows: list[dict], index: list[int]):
+        """The intervention judgements of rows `index` (unit targets), from their images."""
+        from dxray.judge.intervention import grown_mask, judge_units, object_masks
+
+        judge = self.spec.judge
+        x = images[index].to(self.segmenter.device, self.segmenter.dtype)
+        if judge.remove == "all":
+            everything = [judge.object_query(name) for name in self.classifier.class_names]
+            masks = object_masks(self.segmenter, x, everything)
+        else:  # "own": each image loses its own class's object
+            own = [judge.object_query(rows[i]["class_name"]) for i in index]
+            with torch.no_grad():
+                masks = grown_mask(self.segmenter.segment(x, own).masks)
+        units = [(rows[i]["layer"], int(rows[i]["channel"])) for i in index]
+        return judge_units(self.classifier, images[index], masks, units, keep=judge.keep)
 
 
 def _error_row(row: dict[str, Any], err: Exception, worker: str) -> dict[str, Any]:

@@ -139,37 +139,6 @@ def test_probe_names_map_to_factors():
         FindingRule(presence=1.5)
 
 
-def test_intervention_judge_asks_whether_the_unit_survives_removing_the_object():
-    import torch
-    from torch import nn
-
-    from dxray.eval.neurons import intervention_verdicts
-    from dxray.models.classifier import Classifier, Preprocessing
-
-    # Unit 0 sums the red of the top-left quarter (where the "object" is), unit 1 the blue
-    # of the bottom-right quarter (background); unit 2 is silent.
-    class Probe(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.units = nn.ReLU()
-
-        def forward(self, x):
-            obj = x[:, 0, :4, :4].mean(dim=(1, 2))
-            back = x[:, 2, 4:, 4:].mean(dim=(1, 2))
-            return self.units(torch.stack([obj, back, -torch.ones_like(obj)], 1))
-
-    clf = Classifier(Probe(), Preprocessing((8, 8), (0.0,) * 3, (1.0,) * 3))
-    image = torch.zeros(3, 3, 8, 8)
-    image[:, 0, :4, :4] = 1.0  # a red object top-left
-    image[:, 2, 4:, 4:] = 1.0  # blue background bottom-right
-    masks = torch.zeros(3, 8, 8, dtype=torch.bool)
-    masks[:, :4, :4] = True
-    units = [("units", 0), ("units", 1), ("units", 2)]
-    assert intervention_verdicts(clf, image, masks, units) == ["core", "spurious", "uncertain"]
-    with pytest.raises(ValueError, match="one entry per image"):
-        intervention_verdicts(clf, image, masks[:2], units)
-
-
 def test_every_report_table_has_as_many_cells_as_columns():
     from dxray.eval.report import format_text, sections
 

@@ -3,6 +3,7 @@
 import duckdb
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from dxray.catalog.report import write_report
 from dxray.catalog.sql import run_sql
@@ -39,6 +40,39 @@ def test_worker_without_ray_judges_and_renders(tiny_spec):
     )
 
 
+@pytest.mark.parametrize("how", ["intervention-all", "intervention-own", "presence"])
+def test_units_are_judged_as_the_spec_says(tiny_spec, how):
+    from dxray.judge.verdict import verdicts
+    from dxray.spec import expand_targets
+
+    units, remove = (how.split("-") + ["all"])[:2]
+    tiny_spec["judge"] = {**tiny_spec["judge"], "units": units, "remove": remove}
+    spec = AuditSpec.from_dict(tiny_spec)
+    worker = AuditWorker(spec.to_dict())
+    rows = expand_targets(spec, ["circle", "square", "triangle", "star", "cross"], "r1")
+    rows = [r for r in rows if r["seed"] == 0][-2:]  # the cross class and the listed unit
+    assert [r["kind"] for r in rows] == ["class", "unit"] and rows[1]["class_name"] is None
+    rows.append({**rows[1], "target_id": "cross-unit", "class_index": 4, "class_name": "cross"})
+    cls, loose, unit = worker.audit(rows)
+    assert cls["judged_by"] == "presence" and cls["kept"] is None
+    assert cls["verdict"] == verdicts(torch.tensor([cls["presence"]]))[0]
+    assert unit["judged_by"] == units and unit["object_query"] == "a cross"
+    if units == "presence":
+        assert unit["kept"] is None
+        assert unit["verdict"] == verdicts(torch.tensor([unit["presence"]]))[0]
+    else:  # kept decides; uncertain: silent (nothing kept) or no background left
+        kept, call = unit["kept"], unit["verdict"]
+        assert call == "uncertain" if kept is None else call in ("core", "spurious", "uncertain")
+        assert call != "core" or kept < 0.5
+        assert call != "spurious" or kept >= 0.5
+    # A unit of no class has no object to look for: only removing every object judges it.
+    if how == "intervention-all":
+        assert loose["judged_by"] == "intervention" and loose["verdict"] is not None
+        assert loose["presence"] is None
+    else:
+        assert loose["judged_by"] is None and loose["verdict"] is None
+
+
 def test_a_failing_target_becomes_an_error_row(tiny_spec):
     from dxray.spec import expand_targets
 
@@ -72,6 +106,8 @@ def test_end_to_end_audit_sql_and_report(tiny_spec, tmp_path):
     assert csv.splitlines()[1:3] == ["circle,2", "cross,2"]
     con = connect(catalog, read_only=True)
     assert con.sql("SELECT status FROM runs").fetchall() == [("finished",)]
+    judged = con.sql("SELECT DISTINCT kind, judged_by FROM audit ORDER BY 1").fetchall()
+    assert judged == [("class", "presence"), ("unit", "intervention")]
     con.close()
     html = write_report(catalog, tmp_path / "report.html").read_text()
     assert html.count("data:image/png;base64") >= EXPECTED
