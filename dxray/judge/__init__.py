@@ -1,5 +1,7 @@
-"""Judging explanations: core vs spurious verdicts and attribute probes. Tensors in, verdicts out."""
+"""Judging explanations: core vs spurious verdicts (by object presence for classes, by
+intervention for units) and attribute probes. Tensors in, verdicts out."""
 
+from dxray.judge.intervention import UnitJudgement, judge_units, object_masks, remove_objects
 from dxray.judge.probes import (
     EffectSize,
     ProbeResult,
@@ -20,11 +22,15 @@ __all__ = [
     "EffectSize",
     "ProbeResult",
     "Thresholds",
+    "UnitJudgement",
     "Verdict",
     "aggregate",
     "effect_size",
+    "judge_units",
+    "object_masks",
     "object_query",
     "probe_rates",
+    "remove_objects",
     "run_probes",
     "verdict",
     "verdicts",
