@@ -427,10 +427,13 @@ def zoo_truth(
 
 
 DEMO_SPEC = Path("pipelines/toy.yaml")
+# {run}: the demo's run id. A catalog keeps every run; an edited spec is a new run beside the old.
 DEMO_QUERIES = (
-    "SELECT class_name, verdict, spurious_fraction, mean_probability FROM class_summary",
-    "SELECT target_id, probe, rate FROM probe_rates WHERE rate >= 0.5 ORDER BY rate DESC",
-    "SELECT status, count(*) FROM explanations GROUP BY status",
+    "SELECT class_name, verdict, spurious_fraction, mean_probability FROM class_summary "
+    "WHERE run_id = '{run}'",
+    "SELECT target_id, probe, rate FROM probe_rates WHERE run_id = '{run}' AND rate >= 0.5 "
+    "ORDER BY rate DESC",
+    "SELECT run_id, status, count(*) FROM explanations GROUP BY ALL",
 )
 
 
@@ -472,10 +475,11 @@ def demo(
     typer.echo(f"catalog: {summary.catalog}")
     typer.echo(f"report:  {report}")
     typer.echo("explore it with SQL, e.g.:")
-    for query in DEMO_QUERIES:
+    queries = [q.format(run=summary.run_id) for q in DEMO_QUERIES]
+    for query in queries:
         typer.echo(f'  .venv/bin/dxray sql {summary.catalog} "{query}"')
     typer.echo("")
-    typer.echo(run_sql(summary.catalog, DEMO_QUERIES[0], "table", limit=20))
+    typer.echo(run_sql(summary.catalog, queries[0], "table", limit=20))
 
 
 if __name__ == "__main__":
