@@ -109,7 +109,8 @@ class AuditWorker:
             if r["kind"] == "unit" and (queries[i] is not None or judge.remove == "all")
         ]
         if units and judge.units == "intervention":
-            for i, judgement in zip(units, self._judge_units(images, rows, units), strict=True):
+            judged_units = self._judge_units(images, seg.masks, rows, units)
+            for i, judgement in zip(units, judged_units, strict=True):
                 calls[i], kept[i], judged_by[i] = judgement.verdict, judgement.kept, "intervention"
         out = []
         for i, row in enumerate(rows):
@@ -147,19 +148,20 @@ class AuditWorker:
             )
         return out
 
-    def _judge_units(self, images: torch.Tensor, rows: list[dict], index: list[int]):
-        """The intervention judgements of rows `index` (unit targets), from their images."""
+    def _judge_units(
+        self, images: torch.Tensor, own_masks: torch.Tensor, rows: list[dict], index: list[int]
+    ):
+        """The intervention judgements of rows `index` (unit targets), from their images;
+        `own_masks`: each image's mask of its own class's object, already segmented."""
         from dxray.judge.intervention import grown_mask, judge_units, object_masks
 
         judge = self.spec.judge
-        x = images[index].to(self.segmenter.device, self.segmenter.dtype)
         if judge.remove == "all":
             everything = [judge.object_query(name) for name in self.classifier.class_names]
+            x = images[index].to(self.segmenter.device, self.segmenter.dtype)
             masks = object_masks(self.segmenter, x, everything)
         else:  # "own": each image loses its own class's object
-            own = [judge.object_query(rows[i]["class_name"]) for i in index]
-            with torch.no_grad():
-                masks = grown_mask(self.segmenter.segment(x, own).masks)
+            masks = grown_mask(own_masks[index])
         units = [(rows[i]["layer"], int(rows[i]["channel"])) for i in index]
         return judge_units(self.classifier, images[index], masks, units, keep=judge.keep)
 
