@@ -2,6 +2,7 @@
 
 import json
 import time
+from contextlib import contextmanager
 
 import pytest
 import torch
@@ -110,17 +111,23 @@ def test_probe_scores_every_query_on_every_image(segmenter):
     torch.testing.assert_close(scores, torch.stack(expected, dim=1), atol=1e-6, rtol=0)
 
 
-def test_probe_encodes_each_image_once(segmenter):
+@contextmanager
+def image_encodings(segmenter):
+    """Records the batch size of every pass of the segmenter's vision tower."""
     calls = []
     hook = segmenter.model.clip.vision_model.register_forward_hook(
         lambda module, args, kwargs, out: calls.append(kwargs["pixel_values"].shape[0]),
         with_kwargs=True,
     )
     try:
-        with torch.no_grad():
-            segmenter.probe(images(2), ["water", "sand", "grass", "snow"])
+        yield calls
     finally:
         hook.remove()
+
+
+def test_probe_encodes_each_image_once(segmenter):
+    with image_encodings(segmenter) as calls, torch.no_grad():
+        segmenter.probe(images(2), ["water", "sand", "grass", "snow"])
     assert calls == [2]
 
 
@@ -242,16 +249,8 @@ def test_uncached_hub_id_offline_fails_fast_and_says_what_to_do():
 def test_union_mask_is_the_pixelwise_max_of_the_queries_masks_from_one_encoding(segmenter):
     x = images(2, 40, 40)
     queries = ["water", "a red circle"]
-    calls = []
-    hook = segmenter.model.clip.vision_model.register_forward_hook(
-        lambda module, args, kwargs, out: calls.append(kwargs["pixel_values"].shape[0]),
-        with_kwargs=True,
-    )
-    try:
-        with torch.no_grad():
-            union = segmenter.union_mask(x, queries)
-    finally:
-        hook.remove()
+    with image_encodings(segmenter) as calls, torch.no_grad():
+        union = segmenter.union_mask(x, queries)
     assert calls == [2]
     with torch.no_grad():
         each = torch.stack([segmenter.segment(x, [q]).masks for q in queries])
