@@ -14,7 +14,7 @@ from torch import nn
 
 from dxray.models.classifier import Classifier, Preprocessing, load_classifier
 from dxray.models.units import rank_units
-from dxray.toyworld import class_names, context_names, default_world, render_batch, sample_specs
+from dxray.toyworld import class_names, context_names, render_batch, sample_specs
 from dxray.toyworld.nets import (
     gaussian_blur,
     oracle_cnn,
@@ -37,11 +37,6 @@ from dxray.toyworld.truth import (
 )
 
 IDENTITY = Preprocessing(input_size=(32, 32), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
-
-
-@pytest.fixture(scope="module")
-def world():
-    return default_world()
 
 
 @pytest.fixture(scope="module")
@@ -267,6 +262,10 @@ def blue_truth(world, blue_classifier):
     return compute_truth(world, blue_classifier, n=30, seed=0, k=2)
 
 
+def _row(class_table, cls, factor):
+    return next(r for r in class_table.to_pylist() if (r["class"], r["factor"]) == (cls, factor))
+
+
 def test_truth_tables_have_the_documented_columns(blue_truth, tmp_path):
     class_table, neuron_table = blue_truth
     assert class_table.schema == CLASS_TRUTH_SCHEMA
@@ -300,16 +299,10 @@ def test_class_level_reliance_finds_the_water_shortcut(world, blue_truth):
     others.append(reliance(class_table, "circle", "cue", "watermark"))
     assert water > 0.5
     assert water == max(others) and sorted(others)[-2] < water - 0.5
-    row = next(
-        r for r in class_table.to_pylist() if (r["class"], r["factor"]) == ("circle", "water")
-    )
+    row = _row(class_table, "circle", "water")
     assert row["planted"] and row["planted_p"] == 0.95 and row["rank"] == 1
     assert row["reliance_prob"] > 0
     assert row["reliance_logit"] == pytest.approx(row["mean_logit"] - row["baseline_logit"])
-
-
-def _row(class_table, cls, factor):
-    return next(r for r in class_table.to_pylist() if (r["class"], r["factor"]) == (cls, factor))
 
 
 def test_with_object_lift_shows_what_a_probability_maximiser_can_gain(world):

@@ -8,7 +8,7 @@ from torch import nn
 
 from dxray.models.classifier import Classifier, Preprocessing, load_classifier
 from dxray.spec import expand_targets, load_spec
-from dxray.toyworld import class_names, default_world, render_batch
+from dxray.toyworld import class_names, render_batch
 from dxray.toyworld.train_classifier import train_classifier
 from dxray.toyworld.truth import (
     NEURON_TRUTH_SCHEMA,
@@ -21,11 +21,6 @@ from dxray.toyworld.truth import (
 )
 
 IDENTITY = Preprocessing(input_size=(32, 32), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
-
-
-@pytest.fixture(scope="module")
-def world():
-    return default_world()
 
 
 # ---------------------------------------------------------------------------------------------

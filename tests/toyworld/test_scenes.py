@@ -25,11 +25,6 @@ from dxray.toyworld.scenes import _pixel_centres, shape_mask
 from dxray.toyworld.world import SHAPES
 
 
-@pytest.fixture(scope="module")
-def world():
-    return default_world()
-
-
 def _spec(**kw) -> SceneSpec:
     base = dict(
         shape="circle",

@@ -12,7 +12,7 @@ import torch
 
 from dxray.models.build import build_tokenizer
 from dxray.models.generator import load_generator
-from dxray.toyworld import caption_words, default_world
+from dxray.toyworld import caption_words
 from dxray.toyworld.train_generator import (
     CHECKPOINT,
     ToyGeneratorConfig,
@@ -23,11 +23,6 @@ from dxray.toyworld.train_generator import (
 )
 
 POOL = 64  # scenes rendered per run: enough for plumbing, fast
-
-
-@pytest.fixture(scope="module")
-def world():
-    return default_world()
 
 
 @pytest.fixture(scope="module")

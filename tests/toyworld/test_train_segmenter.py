@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from dxray.models.segmenter import load_segmenter
-from dxray.toyworld import class_names, context_names, cue_names, default_world, render_batch
+from dxray.toyworld import class_names, context_names, cue_names, render_batch
 from dxray.toyworld.train_segmenter import (
     TRAIN_FILE,
     Gate,
@@ -43,11 +43,6 @@ TINY = dict(
     warmup_steps=1,
     log_every=2,
 )
-
-
-@pytest.fixture(scope="module")
-def world():
-    return default_world()
 
 
 @pytest.fixture(scope="module")
