@@ -212,11 +212,12 @@ def _with_object_lifts(
     def mean(logits: Tensor) -> tuple[float, float]:
         return float(logits[:, ci].mean()), float(logits.log_softmax(1)[:, ci].mean())
 
-    (base_logit, base_logprob) = mean(base)
-    return {
-        key: (m[0] - base_logit, m[1] - base_logprob)
-        for key, m in ((key, mean(logits)) for key, logits in scored.items())
-    }
+    base_logit, base_logprob = mean(base)
+    lifts = {}
+    for key, logits in scored.items():
+        logit, logprob = mean(logits)
+        lifts[key] = (logit - base_logit, logprob - base_logprob)
+    return lifts
 
 
 # ---------------------------------------------------------------------------------------------
