@@ -130,6 +130,44 @@ SELECT * EXCLUDE (layer, channel) FROM target_summary WHERE kind = 'class';
 CREATE OR REPLACE VIEW unit_summary AS
 SELECT * FROM target_summary WHERE kind = 'unit';
 
+-- The class-shortcut test (docs/SHORTCUTS.md). One row per rendered image: its latest usable
+-- attempt (a retried render adds a row; an error counts only when nothing else exists).
+CREATE OR REPLACE VIEW shortcut_images AS
+SELECT *
+FROM raw_shortcut_images
+QUALIFY row_number() OVER (
+    PARTITION BY run_id, render_id ORDER BY (status = 'error'), created_at DESC
+) = 1;
+
+-- Lifts per (class, attribute, method) from the latest scoring of each run.
+CREATE OR REPLACE VIEW shortcuts AS
+SELECT * EXCLUDE (latest)
+FROM (SELECT *, max(score_id) OVER (PARTITION BY run_id) AS latest FROM raw_shortcuts)
+WHERE score_id = latest;
+
+-- The bias report in one view: per class and attribute, the object-free lift (does the class
+-- fire on the attribute without its object?) and its interval, whether that is a finding,
+-- what the attribute adds beside the class's own object, and the class's explanation verdict.
+--   SELECT class_name, attribute, lift FROM class_shortcuts WHERE finding
+CREATE OR REPLACE VIEW class_shortcuts AS
+WITH beside AS (
+    SELECT run_id, class_index, attribute,
+           lift AS with_object_lift, low AS with_object_low, high AS with_object_high,
+           images AS with_object_images
+    FROM shortcuts
+    WHERE method = 'with_object'
+)
+SELECT
+    f.run_id, f.class_index, f.class_name, f.attribute, f.kind,
+    f.lift, f.low, f.high, f.images, f.rendered,
+    f.dropped_object, f.dropped_attribute, f.finding, f.note,
+    b.with_object_lift, b.with_object_low, b.with_object_high, b.with_object_images,
+    c.verdict AS explanation_verdict, c.mean_probability, c.top_probes
+FROM shortcuts AS f
+LEFT JOIN beside AS b USING (run_id, class_index, attribute)
+LEFT JOIN class_summary AS c USING (run_id, class_index)
+WHERE f.method = 'object_free' AND f.class_index IS NOT NULL;
+
 -- `dxray eval` results (docs/EVALUATION.md): the latest evaluation of each evaluated run.
 CREATE OR REPLACE VIEW eval_metrics AS
 SELECT * EXCLUDE (latest)

@@ -101,6 +101,22 @@ def audit(
         f"run {summary.run_id}: {summary.computed} computed, {summary.skipped} already in the "
         f"catalog, {summary.total} in all, {summary.seconds:.0f} s -> {summary.catalog}"
     )
+    _echo_shortcuts(summary)
+
+
+def _echo_shortcuts(summary) -> None:
+    """The shortcut test's outcome, for `audit` and `demo`."""
+    sc = summary.shortcuts
+    if sc is None:
+        return
+    for problem in sc.problems:
+        typer.secho(f"shortcuts: {problem}", fg=typer.colors.YELLOW, err=True)
+    kept = sc.statuses.get("kept", 0)
+    found = ", ".join(f"{c} <- {a} (+{lift:.1f} nats)" for c, a, lift in sc.findings) or "none"
+    typer.echo(
+        f"class shortcuts: {sc.renders} images ({sc.rendered} rendered now, {kept} usable); "
+        f"findings: {found}"
+    )
 
 
 @app.command()
@@ -431,6 +447,8 @@ DEMO_SPEC = Path("pipelines/toy.yaml")
 DEMO_QUERIES = (
     "SELECT class_name, verdict, spurious_fraction, mean_probability FROM class_summary "
     "WHERE run_id = '{run}'",
+    "SELECT class_name, attribute, round(lift, 2) AS lift, round(low, 2) AS low, "
+    "round(high, 2) AS high FROM class_shortcuts WHERE run_id = '{run}' AND finding",
     "SELECT target_id, probe, rate FROM probe_rates WHERE run_id = '{run}' AND rate >= 0.5 "
     "ORDER BY rate DESC",
     "SELECT run_id, status, count(*) FROM explanations GROUP BY ALL",
@@ -472,6 +490,7 @@ def demo(
         f"audit {summary.run_id}: {summary.total} targets ({summary.computed} computed now, "
         f"{summary.skipped} already in the catalog) in {summary.seconds:.0f} s"
     )
+    _echo_shortcuts(summary)
     typer.echo(f"catalog: {summary.catalog}")
     typer.echo(f"report:  {report}")
     typer.echo("explore it with SQL, e.g.:")
@@ -480,6 +499,8 @@ def demo(
         typer.echo(f'  .venv/bin/dxray sql {summary.catalog} "{query}"')
     typer.echo("")
     typer.echo(run_sql(summary.catalog, queries[0], "table", limit=20))
+    if summary.shortcuts is not None:
+        typer.echo(run_sql(summary.catalog, queries[1], "table", limit=20))
 
 
 if __name__ == "__main__":

@@ -225,6 +225,37 @@ class JudgeSpec:
 
 
 @dataclass(frozen=True)
+class ShortcutSpec:
+    """The class-shortcut test (dxray.shortcuts): does a class fire on an attribute without its
+    object? Renders every attribute from text with no object, keeps the images the segmenter
+    confirms, and scores every class's centred logit on them (docs/SHORTCUTS.md)."""
+
+    enabled: bool = False
+    # How an attribute's text becomes a prompt: "a photo of {}" for SD-family generators.
+    template: str = "a photo of {}"
+    # Entries as dxray.shortcuts.vocabulary reads them: "water", {name: a watermark, overlay:
+    # with a watermark}, {name: ..., prompt: ...}. None: the judge's probes, each a scene.
+    # Unusable entries are skipped with a message (and a row in the catalog), not a crash.
+    attributes: tuple[Any, ...] | None = None
+    seeds: int = 16  # noise seeds per prompt: 16 images per attribute before the checks
+    # Objects an object-free image must not show: "all" the classes', or the classifier's k
+    # most likely on the image (an integer: a 1,000-class model checks 5 queries, not 1,000).
+    objects: Literal["all"] | int = "all"
+    # The with-object variant ("{object} on {attribute}", paired): for the classes with a
+    # finding ("findings"), every class ("all": cost grows with the classes) or none.
+    with_object: Literal["findings", "all", "none"] = "findings"
+    min_lift: float = 1.0  # nats of centred logit for a finding (the truth's reliance rule)
+    confidence: float = 0.95  # the bootstrap interval's, whose lower end must exceed 0
+    min_images: int = 4  # usable images (overlay: pairs) a finding needs at least
+    guidance_scale: float | None = None  # None: the engine's sampler setting
+    batch_size: int = 32  # images rendered together on one worker
+
+    def entries(self, judge: JudgeSpec) -> tuple[Any, ...]:
+        """The vocabulary's entries: `attributes`, or else the judge's probes."""
+        return self.attributes if self.attributes is not None else judge.probes
+
+
+@dataclass(frozen=True)
 class OutputSpec:
     """Where results land."""
 
@@ -259,6 +290,7 @@ class AuditSpec:
     targets: Targets = field(default_factory=Targets)
     engine: EngineSpec = field(default_factory=EngineSpec)
     judge: JudgeSpec = field(default_factory=JudgeSpec)
+    shortcuts: ShortcutSpec = field(default_factory=ShortcutSpec)
     output: OutputSpec = field(default_factory=OutputSpec)
     ray: RaySpec = field(default_factory=RaySpec)
     source_path: Path | None = field(default=None, compare=False)
@@ -281,7 +313,7 @@ class AuditSpec:
         }
         return {"name": self.name, **models} | {
             section: _plain(dataclasses.asdict(getattr(self, section)))
-            for section in ("targets", "engine", "judge", "output", "ray")
+            for section in ("targets", "engine", "judge", "shortcuts", "output", "ray")
         }
 
     def to_yaml(self) -> str:
@@ -293,9 +325,11 @@ class AuditSpec:
         (a model as a string or as {source: ...}). Where and how wide the audit runs (`ray`,
         `output`, `engine.batch_size`) is left out: it does not change the results, so a
         spec moved to a bigger cluster, or to smaller batches after running out of memory,
-        keeps its run id."""
+        keeps its run id. So is `shortcuts`: its images are keyed by prompt and seed, so
+        turning the test on for a finished run adds it to that run instead of redoing every
+        target."""
         content = self.to_dict()
-        for section in ("ray", "output"):
+        for section in ("ray", "output", "shortcuts"):
             del content[section]
         del content["engine"]["batch_size"]
         text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -730,6 +764,7 @@ def _parse_spec(data: Any, source: str) -> AuditSpec:
         targets=_parse_targets(top.section("targets", Targets)),
         engine=_parse_engine(top.section("engine", EngineSpec)),
         judge=_parse_judge(top.section("judge", JudgeSpec)),
+        shortcuts=_parse_shortcuts(top.section("shortcuts", ShortcutSpec)),
         output=_parse_output(top.section("output", OutputSpec), name),
         ray=_parse_ray(top.section("ray", RaySpec)),
     )
@@ -947,6 +982,41 @@ def _parse_judge(sec: _Section) -> JudgeSpec:
         units=sec.choice("units", JudgeSpec.units, get_args(UnitJudge)),
         keep=sec.number("keep", JudgeSpec.keep, lo=0.0, hi=1.0, open_lo=True),
         remove=sec.choice("remove", JudgeSpec.remove, get_args(RemoveKind)),
+    )
+
+
+def _parse_shortcuts(sec: _Section) -> ShortcutSpec:
+    template = sec.text("template", ShortcutSpec.template)
+    if template.count("{}") != 1:
+        raise sec.error(
+            "template", f"{template!r} must contain '{{}}' exactly once: the attribute goes there"
+        )
+    attributes = sec.value("attributes", None)
+    if attributes is not None:
+        # Entries are checked by dxray.shortcuts.vocabulary, which skips (and reports) a bad
+        # one instead of refusing the whole audit; only the list itself is checked here.
+        attributes = tuple(copy.deepcopy(sec.sequence("attributes", (), "attributes")))
+    objects = sec.value("objects", "all")
+    if objects != "all" and (isinstance(objects, bool) or not isinstance(objects, int)):
+        raise sec.error(
+            "objects", f"expected 'all' or a number of top classes (e.g. 5), got {_kind(objects)}"
+        )
+    if isinstance(objects, int) and objects < 1:
+        raise sec.error("objects", f"must be >= 1, got {objects}")
+    return ShortcutSpec(
+        enabled=sec.boolean("enabled", ShortcutSpec.enabled),
+        template=template,
+        attributes=attributes,
+        seeds=sec.integer("seeds", ShortcutSpec.seeds, lo=1),
+        objects=objects,
+        with_object=sec.choice(
+            "with_object", ShortcutSpec.with_object, ("findings", "all", "none")
+        ),
+        min_lift=sec.number("min_lift", ShortcutSpec.min_lift, lo=0.0),
+        confidence=sec.number("confidence", ShortcutSpec.confidence, lo=0.5, hi=0.999),
+        min_images=sec.integer("min_images", ShortcutSpec.min_images, lo=1),
+        guidance_scale=sec.number("guidance_scale", None, lo=1.0, nullable=True),
+        batch_size=sec.integer("batch_size", ShortcutSpec.batch_size, lo=1),
     )
 
 

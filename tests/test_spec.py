@@ -200,6 +200,13 @@ def test_loading_a_spec_does_not_import_torch():
         ),
         ({"generator": {"source": "g", "dtype": "fp16"}}, ["generator.dtype", "float16"]),
         ({"segmenter": 3}, ["segmenter", "directory or hub id"]),
+        ({"shortcuts": {"template": "a photo"}}, ["shortcuts.template", "exactly once"]),
+        ({"shortcuts": {"objects": "some"}}, ["shortcuts.objects", "'all' or a number"]),
+        ({"shortcuts": {"objects": 0}}, ["shortcuts.objects", ">= 1"]),
+        ({"shortcuts": {"with_object": "yes"}}, ["shortcuts.with_object", "findings"]),
+        ({"shortcuts": {"attributes": "water"}}, ["shortcuts.attributes", "a list"]),
+        ({"shortcuts": {"seeds": 0}}, ["shortcuts.seeds", ">= 1"]),
+        ({"shortcuts": {"confidence": 1.0}}, ["shortcuts.confidence", "<= 0.999"]),
     ],
 )
 def test_field_errors_name_the_file_and_the_field(tmp_path, changes, expected):
@@ -458,6 +465,21 @@ def test_spec_hash_ignores_key_order_and_where_it_runs(tmp_path):
     assert with_overrides(spec, **{"targets.seeds": [0, 2]}).spec_hash() != spec.spec_hash()
     for where in ({"ray.workers": 8}, {"engine.batch_size": 2}, {"output.catalog": "x"}):
         assert with_overrides(spec, **where).spec_hash() == spec.spec_hash()
+    # The shortcut test joins a finished run instead of redoing its targets
+    shortcuts = {"shortcuts.enabled": True, "shortcuts.seeds": 4}
+    assert with_overrides(spec, **shortcuts).spec_hash() == spec.spec_hash()
+
+
+def test_the_shortcut_vocabulary_defaults_to_the_probes_and_keeps_entries_as_written():
+    spec = AuditSpec.from_dict({**MINIMAL, "judge": {"probes": ["water", "a watermark"]}})
+    assert spec.shortcuts.entries(spec.judge) == ("water", "a watermark")
+    # Bad entries are the vocabulary's to report and skip (dxray.shortcuts.vocabulary), not
+    # a reason to refuse the whole audit
+    entries = ["sand", "", 3, {"name": "a mark", "overlay": "with a mark"}]
+    spec = AuditSpec.from_dict({**MINIMAL, "shortcuts": {"attributes": entries, "objects": 5}})
+    assert list(spec.shortcuts.entries(spec.judge)) == entries
+    assert spec.shortcuts.objects == 5
+    assert AuditSpec.from_dict(spec.to_dict()) == spec
 
 
 def test_run_id_derivation(tmp_path):

@@ -11,6 +11,8 @@ run "ckpt-a" (the biased checkpoint) -> run "ckpt-b" (retrained):
   class 3 triangle  core, seed 1 errors   -> core       "unchanged"
   class 4 hexagon   core + uncertain (tie -> uncertain) -> core  "changed"
   two units of layer "features.4", one of them diverges ("nan") in b.
+The shortcut test: circle <- water in a only, star <- a watermark in both, square <- grass in b
+only (SHORTCUT_LIFTS).
 """
 
 from __future__ import annotations
@@ -187,6 +189,60 @@ def _target_fields(target_id: str, class_names: tuple[str, ...]) -> dict:
     }
 
 
+# The class-shortcut test (docs/SHORTCUTS.md): run -> (class index, attribute) -> (lift, low,
+# high); every other (class, attribute) pair lifts 0.0 [-0.3, 0.3]. A finding: lift >= 1 and
+# low > 0. circle-water vanishes in b, square-grass appears, star-watermark stays.
+SHORTCUT_ATTRIBUTES = (("water", "scene"), ("grass", "scene"), ("a watermark", "overlay"))
+SHORTCUT_LIFTS = {
+    "ckpt-a": {(0, "water"): (2.4, 1.9, 2.9), (2, "a watermark"): (2.0, 1.6, 2.4),
+               (1, "grass"): (0.4, 0.1, 0.7)},
+    "ckpt-b": {(0, "water"): (0.6, 0.2, 1.0), (2, "a watermark"): (2.1, 1.7, 2.5),
+               (1, "grass"): (1.3, 0.9, 1.7)},
+}  # fmt: skip
+# ... and what the attribute adds beside the class's own object, for the findings
+SHORTCUT_WITH_OBJECT = {"ckpt-a": {(0, "water"): 0.3, (2, "a watermark"): 1.5},
+                        "ckpt-b": {(2, "a watermark"): 1.4, (1, "grass"): 0.2}}  # fmt: skip
+
+
+def _shortcut_rows(run_id: str, class_names: tuple[str, ...], at: datetime):
+    """(shortcut_images rows, shortcuts rows) of one run."""
+    score_id = at.strftime("%Y%m%dT%H%M%S.%fZ")
+    rows = []
+    for c, name in enumerate(class_names):
+        for attribute, kind in SHORTCUT_ATTRIBUTES:
+            lift, low, high = SHORTCUT_LIFTS[run_id].get((c, attribute), (0.0, -0.3, 0.3))
+            common = {"score_id": score_id, "class_index": c, "class_name": name,
+                      "attribute": attribute, "kind": kind, "created_at": at}  # fmt: skip
+            rows.append(
+                {**common, "method": "object_free", "lift": lift, "low": low, "high": high,
+                 "images": 16 if kind == "scene" else 30, "rendered": 16 if kind == "scene" else 32,
+                 "dropped_object": 0 if kind == "scene" else 2, "dropped_attribute": 0,
+                 "failed": 0, "finding": lift >= 1.0 and low > 0.0, "note": ""}
+            )  # fmt: skip
+            beside = SHORTCUT_WITH_OBJECT[run_id].get((c, attribute))
+            if beside is not None:
+                rows.append(
+                    {**common, "method": "with_object", "lift": beside, "low": beside - 0.5,
+                     "high": beside + 0.5, "images": 16, "rendered": 16, "finding": None}
+                )  # fmt: skip
+    images = []
+    for seed in range(2):
+        for scene, overlay in (("water", None), ("grass", None), ("water", "a watermark")):
+            z = [0.0] * len(class_names)
+            context = "mark" if overlay else scene
+            lift = SHORTCUT_LIFTS[run_id].get((2 if overlay else 0, overlay or scene))
+            z[2 if overlay else 0] = lift[0] if lift else 0.0
+            images.append(
+                {"render_id": f"object_free|{scene}|{overlay or ''}||{seed}",
+                 "variant": "object_free", "scene": scene, "overlay": overlay,
+                 "prompt": f"{scene} with a watermark" if overlay else scene, "seed": seed,
+                 "status": "kept", "object_presence": 0.01, "object_query": "a circle",
+                 "attribute_presence": 0.9, "logits": z,
+                 "png": sample_images(4, 0.0, context, seed)[0], "created_at": at}
+            )  # fmt: skip
+    return images, rows
+
+
 def write_sample(
     root: str | os.PathLike, class_names: tuple[str, ...] | list[str] = CLASS_NAMES
 ) -> SampleCatalog:
@@ -290,6 +346,13 @@ def write_sample(
                 ("images", images),
             ):
                 sample.rows[name] = sample.rows.get(name, 0) + len(rows)
+        shortcut_images, shortcuts = _shortcut_rows(run_id, class_names, created)
+        writer.write("shortcut_images", shortcut_images, run_id)
+        writer.write("shortcuts", shortcuts, run_id)
+        sample.rows["shortcut_images"] = sample.rows.get("shortcut_images", 0) + len(
+            shortcut_images
+        )
+        sample.rows["shortcuts"] = sample.rows.get("shortcuts", 0) + len(shortcuts)
         writer.finish_run(run_id, "finished", wall_seconds=120.0 + r)
         sample.rows["runs"] = sample.rows.get("runs", 0) + 2
     sample.files = sorted(Path(root).glob("*/run_id=*/part-*.parquet"))

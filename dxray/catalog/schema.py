@@ -101,6 +101,61 @@ IMAGES = pa.schema(
     ]
 )
 
+# The class-shortcut test (dxray/shortcuts/, docs/SHORTCUTS.md). One row per rendered image:
+# what it was asked to show, whether it passed the checks, and the classifier's logits on it
+# (every class: the images are shared by all of them). `render_id` keys resume.
+SHORTCUT_IMAGES = pa.schema(
+    [
+        _required("run_id", pa.string()),
+        _required("render_id", pa.string()),
+        _required("variant", pa.string()),  # object_free | with_object
+        _required("scene", pa.string()),  # the scene attribute rendered
+        pa.field("overlay", pa.string()),  # the overlay attribute drawn on it, if any
+        pa.field("class_index", pa.int32()),  # with_object: whose object is in the image
+        pa.field("class_name", pa.string()),
+        _required("prompt", pa.string()),
+        _required("seed", pa.int64()),
+        # kept | object | no object | no attribute | error
+        _required("status", pa.string()),
+        pa.field("error", pa.string()),
+        pa.field("object_presence", pa.float64()),  # the checked object's presence (see status)
+        pa.field("object_query", pa.string()),  # ... and which object that was
+        pa.field("attribute_presence", pa.float64()),  # of the attribute the image must show
+        pa.field("logits", pa.list_(pa.float32())),  # the classifier's, one per class
+        pa.field("png", pa.binary()),
+        pa.field("worker", pa.string()),
+        _required("created_at", TIMESTAMP),
+    ]
+)
+
+# The test's result: one row per (class, attribute, method), recomputed from shortcut_images
+# at the end of every session of a run (`score_id` tells the scorings apart; the views show
+# the latest). Entries of the vocabulary that could not be used are rows too (class null).
+SHORTCUTS = pa.schema(
+    [
+        _required("run_id", pa.string()),
+        _required("score_id", pa.string()),
+        pa.field("class_index", pa.int32()),
+        pa.field("class_name", pa.string()),
+        _required("attribute", pa.string()),
+        pa.field("kind", pa.string()),  # scene | overlay
+        # object_free: the class on the attribute without any object; with_object: what the
+        # attribute adds beside the class's own object (paired, same seed)
+        _required("method", pa.string()),
+        pa.field("lift", pa.float64()),  # nats of centred logit
+        pa.field("low", pa.float64()),  # bootstrap interval (confidence in the spec)
+        pa.field("high", pa.float64()),
+        pa.field("images", pa.int64()),  # usable images (overlays: pairs) behind the lift
+        pa.field("rendered", pa.int64()),
+        pa.field("dropped_object", pa.int64()),
+        pa.field("dropped_attribute", pa.int64()),
+        pa.field("failed", pa.int64()),
+        pa.field("finding", pa.bool_()),  # lift >= min_lift, interval above 0, enough images
+        pa.field("note", pa.string()),  # why there is no lift, or why an entry was skipped
+        _required("created_at", TIMESTAMP),
+    ]
+)
+
 # `dxray eval` (dxray/eval/, docs/EVALUATION.md): one evaluation of an audit run against a toy
 # zoo's ground truth. `eval_id` tells evaluations of the same run apart; the views show the
 # latest one.
@@ -174,6 +229,8 @@ SCHEMAS: dict[str, pa.Schema] = {
     "explanations": EXPLANATIONS,
     "verdicts": VERDICTS,
     "images": IMAGES,
+    "shortcut_images": SHORTCUT_IMAGES,
+    "shortcuts": SHORTCUTS,
     "eval_metrics": EVAL_METRICS,
     "eval_neurons": EVAL_NEURONS,
     "eval_classes": EVAL_CLASSES,
@@ -192,6 +249,14 @@ CHOICES: dict[str, dict[str, frozenset[str]]] = {
         "judged_by": frozenset({"presence", "intervention"}),
     },
     "images": {},
+    "shortcut_images": {
+        "variant": frozenset({"object_free", "with_object"}),
+        "status": frozenset({"kept", "object", "no object", "no attribute", "error"}),
+    },
+    "shortcuts": {
+        "kind": frozenset({"scene", "overlay"}),
+        "method": frozenset({"object_free", "with_object", "vocabulary"}),
+    },
     "eval_metrics": {},
     "eval_neurons": {
         "truth": frozenset({"core", "spurious"}),

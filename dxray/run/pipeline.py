@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 
 from dxray.catalog.writer import CatalogWriter
+from dxray.run.shortcuts import ShortcutSummary, run_shortcuts
+from dxray.run.worker import AuditWorker
 from dxray.spec import AuditSpec, expand_targets
 
 log = logging.getLogger("dxray.audit")
@@ -42,6 +44,7 @@ class AuditSummary:
     skipped: int  # already in the catalog (resume)
     statuses: Counter = field(default_factory=Counter)  # of the rows computed now
     seconds: float = 0.0
+    shortcuts: ShortcutSummary | None = None  # the class-shortcut test, when the spec has it
 
     @property
     def computed(self) -> int:
@@ -71,8 +74,8 @@ def classifier_sha256(source: Any) -> str:
     return digest.hexdigest()
 
 
-def plan(spec: AuditSpec) -> tuple[str, list[dict], str]:
-    """(run_id, every target row, classifier sha256). Loads the classifier on the CPU for its
+def plan(spec: AuditSpec) -> tuple[str, list[dict], str, list[str]]:
+    """(run_id, every target row, classifier sha256, its class names). Loads the classifier on the CPU for its
     class names, and the generator too when units are ranked (top_k)."""
     import torch
 
@@ -97,7 +100,7 @@ def plan(spec: AuditSpec) -> tuple[str, list[dict], str]:
             return ranked[class_index][:k]
 
     targets = expand_targets(spec, classifier.class_names, run_id, unit_ranking=ranking)
-    return run_id, targets, sha
+    return run_id, targets, sha, list(classifier.class_names)
 
 
 def run_audit(
@@ -111,7 +114,7 @@ def run_audit(
     catalog = Path(spec.output.catalog)
     writer = CatalogWriter(catalog)
     # 1. Plan: the run id and its target rows; skip what the catalog already has
-    run_id, targets, sha = plan(spec)
+    run_id, targets, sha, class_names = plan(spec)
     done = writer.done_keys(run_id)
     todo = [t for t in targets if (t["target_id"], int(t["seed"])) not in done]
     summary = AuditSummary(run_id, catalog, total=len(targets), skipped=len(targets) - len(todo))
@@ -130,52 +133,58 @@ def run_audit(
     log.info(
         "run %s: %d targets, %d already done, %d to do", run_id, len(targets), len(done), len(todo)
     )
-    # 2. Fan the targets out to the workers; write each batch as it comes back
+    started_ray = False
     try:
+        # 2. Fan the targets out to the workers; write each batch as it comes back
+        if todo or spec.shortcuts.enabled:
+            started_ray = ensure_ray(spec)
         if todo:
-            for rows in _execute(spec, todo):
+            for rows in _execute(spec, AuditWorker, todo, spec.engine.batch_size):
                 explanations, verdicts, images = _split(rows)
                 writer.write_batch(run_id, explanations, verdicts, images)
                 summary.statuses.update(r["status"] for r in explanations)
                 if progress is not None:
                     progress(summary.skipped + summary.computed, summary.total, summary.statuses)
+        # 3. The class-shortcut test: images shared by every class (dxray/run/shortcuts.py)
+        if spec.shortcuts.enabled and limit is None:
+            execute = lambda worker, jobs, size: _execute(spec, worker, jobs, size)  # noqa: E731
+            summary.shortcuts = run_shortcuts(spec, run_id, writer, class_names, execute)
     except BaseException as err:
         writer.finish_run(run_id, "failed", error=f"{type(err).__name__}: {err}"[:2000])
         raise
+    finally:
+        if started_ray:
+            import ray
+
+            ray.shutdown()
     summary.seconds = time.perf_counter() - started
     writer.finish_run(run_id, "finished", wall_seconds=summary.seconds)
     return summary
 
 
-def _execute(spec: AuditSpec, todo: list[dict]):
-    """Yield lists of result rows, one list per worker batch, as they complete."""
+def _execute(spec: AuditSpec, worker: type, todo: list[dict], batch_size: int):
+    """Yield lists of result rows, one list per worker batch, as they complete. Ray must be
+    running (`ensure_ray`)."""
     import ray
 
-    from dxray.run.worker import AuditWorker
-
-    started_here = ensure_ray(spec)
-    try:
-        r = spec.ray
-        batch = max(1, spec.engine.batch_size)
-        dataset = ray.data.from_items(todo, override_num_blocks=max(1, -(-len(todo) // batch)))
-        results = dataset.map_batches(
-            AuditWorker,
-            fn_constructor_kwargs={"spec": spec.to_dict(), "threads": r.num_cpus_per_worker},
-            compute=ray.data.ActorPoolStrategy(size=r.workers),
-            batch_size=batch,
-            batch_format="numpy",
-            num_cpus=r.num_cpus_per_worker,
-            num_gpus=r.num_gpus_per_worker or None,
-            # A worker that dies (preempted node, OOM kill) is restarted and its batch retried.
-            max_restarts=r.max_retries,
-            max_task_retries=r.max_retries,
-        )
-        for columns in results.iter_batches(batch_size=None, batch_format="numpy"):
-            n = len(columns["target_id"])
-            yield [{k: _py(v[i]) for k, v in columns.items()} for i in range(n)]
-    finally:
-        if started_here:
-            ray.shutdown()
+    r = spec.ray
+    batch = max(1, batch_size)
+    dataset = ray.data.from_items(todo, override_num_blocks=max(1, -(-len(todo) // batch)))
+    results = dataset.map_batches(
+        worker,
+        fn_constructor_kwargs={"spec": spec.to_dict(), "threads": r.num_cpus_per_worker},
+        compute=ray.data.ActorPoolStrategy(size=r.workers),
+        batch_size=batch,
+        batch_format="numpy",
+        num_cpus=r.num_cpus_per_worker,
+        num_gpus=r.num_gpus_per_worker or None,
+        # A worker that dies (preempted node, OOM kill) is restarted and its batch retried.
+        max_restarts=r.max_retries,
+        max_task_retries=r.max_retries,
+    )
+    for columns in results.iter_batches(batch_size=None, batch_format="numpy"):
+        n = len(next(iter(columns.values())))
+        yield [{k: _py(v[i]) for k, v in columns.items()} for i in range(n)]
 
 
 def ensure_ray(spec: AuditSpec) -> bool:

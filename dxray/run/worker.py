@@ -36,7 +36,9 @@ TARGET_KEYS = (
 CRASH_ONCE_ENV = "DXRAY_TEST_CRASH_ONCE"
 
 
-class AuditWorker:
+class ModelHost:
+    """Generator + classifier + segmenter of a spec, loaded once on this worker's device."""
+
     def __init__(self, spec: dict, *, device: str | None = None, threads: int = 1):
         from dxray.models.classifier import load_classifier
         from dxray.models.generator import load_generator
@@ -52,16 +54,21 @@ class AuditWorker:
         )
         self.classifier = load_classifier(c.source, device=device, dtype=c.torch_dtype())
         self.segmenter = load_segmenter(s.source, device=device, dtype=s.torch_dtype())
-        self.config = self.spec.engine.to_explain_config()
         self.name = f"{socket.gethostname()}:{os.getpid()}"
+
+
+class AuditWorker(ModelHost):
+    def __init__(self, spec: dict, *, device: str | None = None, threads: int = 1):
+        super().__init__(spec, device=device, threads=threads)
+        self.config = self.spec.engine.to_explain_config()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = [
-            {k: _plain(k, batch[k][i]) for k in TARGET_KEYS} for i in range(len(batch["target_id"]))
+            {k: plain(k, batch[k][i]) for k in TARGET_KEYS} for i in range(len(batch["target_id"]))
         ]
         _maybe_crash()
         results = self.audit(rows)
-        return {key: _column([r[key] for r in results]) for key in results[0]}
+        return {key: column([r[key] for r in results]) for key in results[0]}
 
     def audit(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Explain and judge `rows` together. A batch that runs out of memory is split in
@@ -140,8 +147,8 @@ class AuditWorker:
                     "judged_by": judged_by[i] if judged else None,
                     "kept": kept[i],
                     "probe_scores": json.dumps(probe_scores),
-                    "png": _png(images[i]),
-                    "mask_png": _png(seg.masks[i].float().cpu()[None])
+                    "png": png(images[i]),
+                    "mask_png": png(seg.masks[i].float().cpu()[None])
                     if queries[i] is not None
                     else None,
                 }
@@ -189,7 +196,7 @@ def _error_row(row: dict[str, Any], err: Exception, worker: str) -> dict[str, An
     }
 
 
-def _png(image: torch.Tensor) -> bytes:
+def png(image: torch.Tensor) -> bytes:
     """A [C, H, W] tensor in [0, 1] (C = 3, or 1 for a mask) as PNG bytes."""
     from PIL import Image
 
@@ -208,7 +215,7 @@ def _finite(x: torch.Tensor) -> float | None:
 INT_KEYS = ("class_index", "channel", "seed")
 
 
-def _plain(key: str, value: Any) -> Any:
+def plain(key: str, value: Any) -> Any:
     """numpy scalars -> Python. Ray Data turns a nullable int column into floats with NaN."""
     if isinstance(value, np.generic):
         value = value.item()
@@ -219,7 +226,7 @@ def _plain(key: str, value: Any) -> Any:
     return value
 
 
-def _column(values: list[Any]) -> np.ndarray:
+def column(values: list[Any]) -> np.ndarray:
     array = np.empty(len(values), dtype=object)
     array[:] = values
     return array

@@ -368,3 +368,15 @@ CUE_PAINTERS: dict[str, Callable[..., np.ndarray]] = {"watermark": _watermark, "
 assert set(SHAPE_TESTS) == set(SHAPES)
 assert set(TEXTURE_PAINTERS) == set(TEXTURES)
 assert set(CUE_PAINTERS) == set(CUES)
+
+
+def attribute_vocabulary(world: World) -> list:
+    """The world's contexts and cues as a shortcut-test vocabulary (`dxray.shortcuts`), in the
+    caption grammar: each context a scene ("water"), each cue an overlay drawn on every
+    context ({name: "a watermark", overlay: "with a watermark"}); the names are the queries
+    the zoo's segmenter was trained on."""
+    entries: list = [c.name for c in world.contexts]
+    for cue in world.cues:
+        article = _article(cue.name)
+        entries.append({"name": f"{article} {cue.name}", "overlay": f"with {article} {cue.name}"})
+    return entries

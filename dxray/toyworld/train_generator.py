@@ -476,21 +476,11 @@ def sample_captions(
 ) -> Tensor:
     """Images [N, 3, H, W] in [0, 1] (float32, CPU) for captions, one noise seed per caption,
     through `dxray.explain.sampler` (the engine's own sampler and decoder)."""
-    from dxray.explain.prompt import encode_text
-    from dxray.explain.sampler import SamplerConfig, decode, draw_noise, sample
+    from dxray.explain.sampler import SamplerConfig
+    from dxray.shortcuts.render import render_text
 
-    if len(captions) != len(seeds):
-        raise ValueError(f"got {len(captions)} captions but {len(seeds)} seeds; give one each")
     config = SamplerConfig(kind="auto", steps=steps, guidance_scale=guidance_scale)
-    te, tok = generator.text_encoder, generator.tokenizer
-    uncond = encode_text(te, tok, [""]) if guidance_scale > 1.0 else None
-    images = []
-    for i in range(0, len(captions), batch_size):
-        cond = encode_text(te, tok, list(captions[i : i + batch_size]))
-        noise = draw_noise(generator.latent_shape, steps, list(seeds[i : i + batch_size]))
-        latents = sample(generator, cond, noise.to(cond.dtype), config, uncond)
-        images.append(decode(generator, latents, tiny=tiny).float().cpu())
-    return torch.cat(images)
+    return render_text(generator, captions, seeds, config, tiny=tiny, batch_size=batch_size)
 
 
 def sample_grid(world: World, seeds: int = 2) -> list[str]:

@@ -32,6 +32,9 @@ def test_view_counts(con):
         "target_summary": 14,
         "class_summary": 10,
         "unit_summary": 4,
+        "shortcut_images": 12,  # 2 runs x 3 prompts x 2 seeds
+        "shortcuts": 34,  # 2 runs x 5 classes x 3 attributes + 4 with-object rows
+        "class_shortcuts": 30,  # one row per run, class and attribute
         "eval_metrics": 0,  # the sample has not been evaluated
         "eval_neurons": 0,
         "eval_classes": 0,
@@ -154,3 +157,23 @@ def test_old_files_without_a_column_read_as_null(tmp_path):
     pq.write_table(older, path.with_name("part-0000.parquet"))
     rows = connect(tmp_path).sql("SELECT worker FROM explanations ORDER BY worker").fetchall()
     assert rows == [("w1",), (None,)]
+
+
+def test_class_shortcuts_is_the_bias_report_in_one_query(con):
+    found = con.sql(
+        "SELECT run_id, class_name, attribute, lift, with_object_lift, explanation_verdict "
+        "FROM class_shortcuts WHERE finding ORDER BY run_id, class_name"
+    ).fetchall()
+    assert found == [
+        ("ckpt-a", "circle", "water", 2.4, 0.3, "spurious"),
+        ("ckpt-a", "star", "a watermark", 2.0, 1.5, "spurious"),
+        ("ckpt-b", "square", "grass", 1.3, 0.2, "spurious"),
+        ("ckpt-b", "star", "a watermark", 2.1, 1.4, "spurious"),
+    ]
+    # square-grass in a: a lift, but under 1 nat: not a finding, and no with-object row
+    row = one(
+        con,
+        "SELECT finding, with_object_lift FROM class_shortcuts "
+        "WHERE run_id = 'ckpt-a' AND class_name = 'square' AND attribute = 'grass'",
+    )
+    assert row == (False, None)

@@ -33,7 +33,7 @@ def test_ranking_is_weight_times_activation_on_the_class_renders(tiny_zoo):
 
 def test_plan_expands_top_k_units_per_class(tiny_spec):
     spec = AuditSpec.from_dict({**tiny_spec, "targets": {"units": {"top_k": 2}, "seeds": [0]}})
-    run_id, targets, sha = plan(spec)
+    run_id, targets, sha, _ = plan(spec)
     kinds = [t["kind"] for t in targets]
     assert kinds.count("class") == 5
     units = [t for t in targets if t["kind"] == "unit"]

@@ -1,0 +1,246 @@
+"""The shortcut stage of an audit: render the vocabulary on the workers, score on the driver.
+
+    renders --from_items--> map_batches(ShortcutWorker, ActorPoolStrategy(size=n))
+            --iter_batches--> CatalogWriter.write("shortcut_images")   (one file per batch)
+    shortcut_images --dxray.shortcuts.score.lift_rows--> CatalogWriter.write("shortcuts")
+
+1. the object-free renders (every scene alone, every overlay on every scene, `seeds` each);
+2. a first scoring: which (class, attribute) pairs are findings;
+3. the with-object renders for those classes (or all, or none: `shortcuts.with_object`);
+4. the final scoring, written as one `shortcuts` batch with a new score id.
+A render already in the catalog is never rendered again (resume); scoring is cheap and reads
+only the renders the current vocabulary asks for.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from dxray.catalog.writer import CatalogWriter, part_files
+from dxray.run.worker import ModelHost, column, plain, png
+from dxray.shortcuts.score import FindingRule, lift_rows
+from dxray.shortcuts.vocabulary import (
+    Render,
+    object_free_renders,
+    parse_vocabulary,
+    with_object_renders,
+)
+from dxray.spec import AuditSpec
+
+log = logging.getLogger("dxray.audit")
+
+JOB_KEYS = ("render_id", "variant", "scene", "overlay", "class_index", "class_name", "prompt",
+            "seed", "attribute")  # fmt: skip
+SCORING_COLUMNS = ("render_id", "variant", "scene", "overlay", "class_index", "seed", "status",
+                   "logits", "created_at")  # fmt: skip
+
+
+@dataclass
+class ShortcutSummary:
+    renders: int = 0  # images the vocabulary asks for (both variants)
+    rendered: int = 0  # ... rendered in this session (the rest were in the catalog)
+    statuses: Counter = field(default_factory=Counter)  # of all renders
+    findings: list[tuple[str, str, float]] = field(default_factory=list)  # class, attribute, lift
+    problems: list[str] = field(default_factory=list)  # vocabulary entries skipped, and why
+
+
+class ShortcutWorker(ModelHost):
+    """Renders prompts and checks the images; one Ray actor per device, like AuditWorker."""
+
+    def __init__(self, spec: dict, *, device: str | None = None, threads: int = 1):
+        from dxray.explain.sampler import SamplerConfig
+
+        super().__init__(spec, device=device, threads=threads)
+        sc = self.spec.shortcuts
+        sampler = dataclasses.asdict(self.spec.engine.sampler)
+        if sc.guidance_scale is not None:
+            sampler["guidance_scale"] = sc.guidance_scale
+        self.sampler = SamplerConfig(**sampler)
+        self.top_k = None if sc.objects == "all" else int(sc.objects)
+        judge = self.spec.judge
+        self.object_queries = [judge.object_query(n) for n in self.classifier.class_names]
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        jobs = [{k: plain(k, batch[k][i]) for k in JOB_KEYS} for i in range(len(batch["seed"]))]
+        results = self.render(jobs)
+        return {key: column([r[key] for r in results]) for key in results[0]}
+
+    def render(self, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Render and check `jobs`; a failure is narrowed to the job that causes it."""
+        try:
+            return self._render(jobs)
+        except Exception as err:  # noqa: BLE001 - every failure becomes rows, never a crash
+            if len(jobs) == 1:
+                text = f"{type(err).__name__}: {str(err).strip()[:500]}"
+                return [self._row(jobs[0], status="error", error=text)]
+            half = len(jobs) // 2
+            return self.render(jobs[:half]) + self.render(jobs[half:])
+
+    def _render(self, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        from dxray.shortcuts.render import check_images, render_text
+
+        images = render_text(
+            self.generator, [j["prompt"] for j in jobs], [int(j["seed"]) for j in jobs],
+            self.sampler, batch_size=len(jobs),
+        )  # fmt: skip
+        checked = check_images(
+            self.classifier,
+            self.segmenter,
+            images,
+            [j["attribute"] for j in jobs],
+            self.object_queries,
+            own_object=[j["class_index"] for j in jobs],
+            top_k=self.top_k,
+        )
+        return [
+            self._row(
+                job,
+                status=checked.status[i],
+                object_presence=float(checked.object_presence[i]),
+                object_query=checked.object_query[i],
+                attribute_presence=float(checked.attribute_presence[i]),
+                logits=checked.logits[i].tolist(),
+                png=png(images[i]),
+            )
+            for i, job in enumerate(jobs)
+        ]
+
+    def _row(self, job: dict[str, Any], **result) -> dict[str, Any]:
+        empty = dict.fromkeys(
+            ("error", "object_presence", "object_query", "attribute_presence", "logits", "png")
+        )
+        row = {k: v for k, v in job.items() if k != "attribute"}
+        return {**row, **empty, **result, "worker": self.name}
+
+
+def run_shortcuts(
+    spec: AuditSpec,
+    run_id: str,
+    writer: CatalogWriter,
+    class_names: Sequence[str],
+    execute: Callable[[type, list[dict], int], Any],
+    progress: Callable[[str], None] | None = None,
+) -> ShortcutSummary:
+    """The stage described in the module docstring. `execute(worker_class, jobs, batch_size)`
+    yields lists of result rows (the pipeline's Ray Data runner)."""
+    sc = spec.shortcuts
+    say = progress or log.info
+    summary = ShortcutSummary()
+    attributes, summary.problems = parse_vocabulary(sc.entries(spec.judge))
+    for problem in summary.problems:
+        log.warning("shortcuts: %s", problem)
+    rule = FindingRule(sc.min_lift, sc.confidence, sc.min_images)
+    seeds = range(sc.seeds)
+    # 1. Object-free renders; 2. first scoring
+    plan = object_free_renders(attributes, sc.template, seeds)
+    _render_missing(spec, run_id, writer, plan, class_names, execute, summary, say)
+    rows = lift_rows(_rendered(writer, run_id, plan), attributes, len(class_names), rule)
+    # 3. With-object renders for the chosen classes; 4. final scoring
+    if sc.with_object != "none" and attributes:
+        chosen = (
+            range(len(class_names))
+            if sc.with_object == "all"
+            else sorted({r["class_index"] for r in rows if r["finding"]})
+        )
+        objects = {c: spec.judge.object_query(class_names[c]) for c in chosen}
+        more = with_object_renders(attributes, sc.template, seeds, objects)
+        if more:
+            _render_missing(spec, run_id, writer, more, class_names, execute, summary, say)
+            plan += more
+            rows = lift_rows(_rendered(writer, run_id, plan), attributes, len(class_names), rule)
+    summary.renders = len(plan)
+    summary.statuses = Counter(r["status"] for r in _rendered(writer, run_id, plan))
+    _write_scores(writer, run_id, rows, class_names, summary.problems)
+    summary.findings = [
+        (class_names[r["class_index"]], r["attribute"], r["lift"])
+        for r in rows
+        if r["finding"] and r["method"] == "object_free"
+    ]
+    return summary
+
+
+def _render_missing(spec, run_id, writer, plan: list[Render], class_names, execute, summary, say):
+    done = done_renders(writer, run_id)
+    todo = [_job(r, class_names) for r in plan if r.key not in done]
+    if not todo:
+        return
+    say(f"shortcuts: rendering {len(todo)} images ({len(plan) - len(todo)} already rendered)")
+    rendered = 0
+    for rows in execute(ShortcutWorker, todo, spec.shortcuts.batch_size):
+        writer.write("shortcut_images", rows, run_id)
+        rendered += len(rows)
+        say(f"shortcuts: {rendered}/{len(todo)} images rendered")
+    summary.rendered += rendered
+
+
+def _job(render: Render, class_names: Sequence[str]) -> dict[str, Any]:
+    index = render.class_index
+    return {
+        "render_id": render.key,
+        "variant": render.variant,
+        "scene": render.scene,
+        "overlay": render.overlay,
+        "class_index": index,
+        "class_name": None if index is None else class_names[index],
+        "prompt": render.prompt,
+        "seed": render.seed,
+        "attribute": render.attribute,
+    }
+
+
+def done_renders(writer: CatalogWriter, run_id: str) -> set[str]:
+    """Render ids of `run_id` with a usable result (an "error" is retried)."""
+    done = set()
+    for path in part_files(writer.root, "shortcut_images", run_id):
+        table = pq.read_table(path, columns=["render_id", "status"])
+        keys, statuses = table.column("render_id").to_pylist(), table.column("status").to_pylist()
+        for key, status in zip(keys, statuses, strict=True):
+            if status != "error":
+                done.add(key)
+    return done
+
+
+def _rendered(writer: CatalogWriter, run_id: str, plan: list[Render]) -> list[dict]:
+    """The latest usable row of every render in `plan` (the png is not read)."""
+    wanted = {r.key for r in plan}
+    best: dict[str, dict] = {}
+    for path in part_files(writer.root, "shortcut_images", run_id):
+        for row in pq.read_table(path, columns=list(SCORING_COLUMNS)).to_pylist():
+            key = row["render_id"]
+            if key not in wanted:
+                continue
+            rank = (row["status"] != "error", row["created_at"])
+            held = best.get(key)
+            if held is None or rank > (held["status"] != "error", held["created_at"]):
+                best[key] = row
+    return list(best.values())
+
+
+def _write_scores(writer, run_id, rows, class_names, problems) -> None:
+    score_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+    out = [
+        {**r, "score_id": score_id, "class_name": class_names[r["class_index"]], "run_id": run_id}
+        for r in rows
+    ]
+    out += [
+        {"run_id": run_id, "score_id": score_id, "attribute": _entry_label(p),
+         "method": "vocabulary", "note": p}
+        for p in problems
+    ]  # fmt: skip
+    if out:
+        writer.write("shortcuts", out, run_id)
+
+
+def _entry_label(problem: str) -> str:
+    """ "attribute [3] skipped: ..." -> "attribute [3]"; other problems -> "vocabulary"."""
+    head = problem.split(" skipped:")[0]
+    return head if head != problem else "vocabulary"

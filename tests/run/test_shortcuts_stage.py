@@ -1,0 +1,90 @@
+"""The class-shortcut stage of an audit on real Ray with the tiny zoo: rows, views, resume,
+bad vocabulary entries."""
+
+import pytest
+
+from dxray.catalog.views import connect
+from dxray.run.pipeline import run_audit
+from dxray.run.shortcuts import ShortcutWorker
+from dxray.spec import AuditSpec
+
+CLASSES = 5  # the tiny zoo's world: circle, square, triangle, star, cross
+VOCABULARY = ["water", "sand", {"name": "a watermark", "overlay": "with a watermark"}, "", 7]
+
+
+@pytest.fixture
+def shortcut_spec(tiny_spec):
+    spec = dict(tiny_spec)
+    spec["targets"] = {"classes": [0], "seeds": [0]}
+    spec["shortcuts"] = {
+        "enabled": True,
+        "template": "{}",
+        "attributes": VOCABULARY,
+        "seeds": 2,
+        "with_object": "all",
+        "batch_size": 8,
+    }
+    return AuditSpec.from_dict(spec)
+
+
+def _rows(catalog, query):
+    con = connect(catalog, read_only=True)
+    try:
+        cursor = con.execute(query)
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
+    finally:
+        con.close()
+
+
+def test_the_audit_renders_scores_and_resumes(shortcut_spec):
+    first = run_audit(shortcut_spec)
+    sc = first.shortcuts
+    # object-free: 2 scenes x (alone + watermark) x 2 seeds; with the object of every class:
+    # 5 classes x the same 8
+    assert sc.renders == 8 + CLASSES * 8 and sc.rendered == sc.renders
+    assert len(sc.problems) == 2  # the empty string and the number, each with a reason
+    images = _rows(first.catalog, "SELECT * FROM shortcut_images")
+    assert len(images) == sc.renders
+    assert {r["status"] for r in images} <= {"kept", "object", "no object", "no attribute"}
+    assert all(len(r["logits"]) == CLASSES and r["png"].startswith(b"\x89PNG") for r in images)
+    prompts = {r["prompt"] for r in images if r["variant"] == "object_free"}
+    assert prompts == {"water", "sand", "water with a watermark", "sand with a watermark"}
+
+    report = _rows(first.catalog, "SELECT * FROM class_shortcuts ORDER BY class_index, attribute")
+    assert len(report) == CLASSES * 3  # every class x every usable attribute, once
+    assert {r["attribute"] for r in report} == {"water", "sand", "a watermark"}
+    for r in report:  # the interval brackets the lift wherever there is one
+        if r["lift"] is not None:
+            assert r["low"] <= r["lift"] <= r["high"]
+    skipped = _rows(first.catalog, "SELECT * FROM shortcuts WHERE method = 'vocabulary'")
+    assert sorted(r["attribute"] for r in skipped) == ["attribute [3]", "attribute [4]"]
+    assert all("skipped" in r["note"] for r in skipped)
+
+    again = run_audit(shortcut_spec)  # nothing rendered twice; a new scoring, the same rows
+    assert again.shortcuts.rendered == 0 and again.computed == 0
+    assert len(_rows(first.catalog, "SELECT * FROM raw_shortcut_images")) == sc.renders
+    assert len(_rows(first.catalog, "SELECT * FROM class_shortcuts")) == CLASSES * 3
+    scorings = _rows(first.catalog, "SELECT DISTINCT score_id FROM raw_shortcuts")
+    assert len(scorings) == 2
+
+
+def test_a_render_that_fails_becomes_an_error_row(shortcut_spec, monkeypatch):
+    worker = ShortcutWorker(shortcut_spec.to_dict())
+    jobs = [
+        {"render_id": f"k{i}", "variant": "object_free", "scene": "water", "overlay": None,
+         "class_index": None, "class_name": None, "prompt": "water", "seed": i,
+         "attribute": "water"}
+        for i in range(3)
+    ]  # fmt: skip
+    real = worker._render
+
+    def flaky(batch):
+        if any(j["seed"] == 1 for j in batch):
+            raise RuntimeError("out of memory")
+        return real(batch)
+
+    monkeypatch.setattr(worker, "_render", flaky)
+    rows = worker.render(jobs)
+    assert [r["status"] == "error" for r in rows] == [False, True, False]
+    assert "out of memory" in rows[1]["error"] and rows[1]["logits"] is None

@@ -1,0 +1,184 @@
+"""Scoring the shortcut test on hand-made logits: a planted lift is found, nothing else is."""
+
+import math
+
+import pytest
+import torch
+
+from dxray.shortcuts.score import FindingRule, centred, lift_rows, paired_lift, scene_lifts
+from dxray.shortcuts.vocabulary import parse_vocabulary
+
+SCENES = ["water", "grass", "sand", "snow"]
+
+
+def _records(logits_of, seeds=16, overlay=None, overlay_logits_of=None):
+    """Image records of every scene (and the overlay on every scene), all kept."""
+    rows = []
+    for scene in SCENES:
+        for seed in range(seeds):
+            rows.append(_record(scene, None, seed, logits_of(scene, seed)))
+            if overlay is not None:
+                rows.append(_record(scene, overlay, seed, overlay_logits_of(scene, seed)))
+    return rows
+
+
+def _record(scene, overlay, seed, logits, status="kept", variant="object_free", class_index=None):
+    return {
+        "variant": variant,
+        "scene": scene,
+        "overlay": overlay,
+        "class_index": class_index,
+        "seed": seed,
+        "status": status,
+        "logits": logits,
+    }
+
+
+def _noise(scene, seed, classes=4, scale=0.3):
+    g = torch.Generator().manual_seed(hash((scene, seed)) % 2**31)
+    return (torch.randn(classes, generator=g) * scale).tolist()
+
+
+def _found(rows):
+    return {(r["class_index"], r["attribute"]) for r in rows if r["finding"]}
+
+
+def test_a_planted_scene_lift_is_found_and_nothing_else():
+    def logits(scene, seed):
+        z = _noise(scene, seed)
+        if scene == "sand":
+            z[2] += 2.5  # class 2 fires on sand alone
+        return z
+
+    attributes, _ = parse_vocabulary(SCENES)
+    rows = lift_rows(_records(logits), attributes, num_classes=4)
+    assert _found(rows) == {(2, "sand")}
+    sand = next(r for r in rows if r["class_index"] == 2 and r["attribute"] == "sand")
+    # Centred and measured over the mean scene: 2.5 * (1 - 1/4 classes) * (1 - 1/4 scenes)
+    assert sand["lift"] == pytest.approx(2.5 * 0.75 * 0.75, abs=0.2)
+    assert sand["low"] < sand["lift"] < sand["high"]
+    assert sand["images"] == 16 and sand["rendered"] == 16
+
+
+def test_a_constant_classifier_finds_nothing():
+    attributes, _ = parse_vocabulary(SCENES)
+    rows = lift_rows(_records(lambda s, k: [1.0, 5.0, -2.0, 0.0]), attributes, num_classes=4)
+    assert not _found(rows)
+    assert all(r["lift"] == pytest.approx(0.0, abs=1e-9) for r in rows)
+
+
+def test_noise_alone_finds_nothing():
+    attributes, _ = parse_vocabulary(SCENES)
+    rows = lift_rows(_records(lambda s, k: _noise(s, k, scale=1.0)), attributes, num_classes=4)
+    assert not _found(rows)
+
+
+def test_saturation_does_not_hide_a_lift():
+    """Class 0 is certain on every image (p ~ 1): water adds nothing to its probability but 2
+    nats to its logit. The test scores logits, so it is found."""
+
+    def logits(scene, seed):
+        z = [30.0, 0.0, 0.0, 0.0]
+        z[0] += 2.0 if scene == "water" else 0.0
+        return [v + e for v, e in zip(z, _noise(scene, seed, scale=0.1), strict=True)]
+
+    probs = torch.tensor([logits("water", 0), logits("grass", 0)]).softmax(1)[:, 0]
+    assert float(probs[0] - probs[1]) < 1e-9  # the probability cannot see it
+    attributes, _ = parse_vocabulary(SCENES)
+    rows = lift_rows(_records(logits), attributes, num_classes=4)
+    assert (0, "water") in _found(rows)
+
+
+def test_an_overlay_is_scored_by_paired_differences():
+    def base(scene, seed):
+        z = _noise(scene, seed)
+        z[3] += {"water": 4.0, "grass": -4.0}.get(scene, 0.0)  # scenes differ a lot ...
+        return z
+
+    def marked(scene, seed):
+        z = base(scene, seed)
+        z[3] += 1.6  # ... the watermark adds the same on each: pairing removes the scenes
+        return z
+
+    attributes, _ = parse_vocabulary([*SCENES, {"name": "a mark", "overlay": "with a mark"}])
+    rows = lift_rows(_records(base, overlay="a mark", overlay_logits_of=marked), attributes, 4)
+    mark = next(r for r in rows if r["class_index"] == 3 and r["attribute"] == "a mark")
+    assert mark["lift"] == pytest.approx(1.6 * 0.75, abs=1e-6)  # centred over 4 classes
+    assert mark["images"] == 4 * 16 and mark["kind"] == "overlay"
+    assert (3, "a mark") in _found(rows)
+
+
+def test_dropped_images_do_not_count_and_too_few_give_a_note():
+    def logits(scene, seed):
+        z = _noise(scene, seed)
+        z[1] += 5.0 if scene == "snow" else 0.0
+        return z
+
+    rows = _records(logits)
+    for r in rows:
+        if r["scene"] == "snow" and r["seed"] >= 3:
+            r["status"] = "object"  # the generator slipped an object in: not object-free
+    attributes, _ = parse_vocabulary(SCENES)
+    out = lift_rows(rows, attributes, num_classes=4)
+    snow = next(r for r in out if r["class_index"] == 1 and r["attribute"] == "snow")
+    assert snow["images"] == 3 and snow["dropped_object"] == 13
+    assert not snow["finding"]  # a large lift, but on 3 images: the rule wants 4
+    assert "3 usable images of 16" in snow["note"] and "failed the object check" in snow["note"]
+
+
+def test_an_attribute_never_found_has_no_lift_and_says_why():
+    rows = _records(lambda s, k: _noise(s, k))
+    for r in rows:
+        if r["scene"] == "snow":
+            r["status"] = "no attribute"
+    attributes, _ = parse_vocabulary(SCENES)
+    out = lift_rows(rows, attributes, num_classes=4)
+    snow = [r for r in out if r["attribute"] == "snow"]
+    assert all(r["lift"] is None and not r["finding"] for r in snow)
+    assert "the segmenter did not find it" in snow[0]["note"]
+    # The other scenes are still scored against each other
+    assert all(r["lift"] is not None for r in out if r["attribute"] != "snow")
+
+
+def test_with_object_rows_cover_only_the_classes_rendered_with_their_object():
+    attributes, _ = parse_vocabulary(SCENES)
+    rows = _records(lambda s, k: _noise(s, k))
+    for scene in SCENES:
+        for seed in range(8):
+            z = _noise(scene, seed + 100)
+            z[2] += 10.0 + (1.0 if scene == "water" else 0.0)
+            rows.append(_record(scene, None, seed, z, variant="with_object", class_index=2))
+    out = lift_rows(rows, attributes, num_classes=4)
+    beside = [r for r in out if r["method"] == "with_object"]
+    assert {r["class_index"] for r in beside} == {2} and len(beside) == len(SCENES)
+    water = next(r for r in beside if r["attribute"] == "water")
+    assert water["lift"] == pytest.approx(0.75 * 0.75, abs=0.25)
+
+
+def test_intervals_are_reproducible_and_cover_the_mean():
+    z = {"a": torch.randn(16, 3, dtype=torch.float64), "b": torch.randn(16, 3).double()}
+    one, two = scene_lifts(z), scene_lifts(z)
+    assert torch.equal(one["a"].low, two["a"].low) and torch.equal(one["a"].high, two["a"].high)
+    assert bool((one["a"].low <= one["a"].lift).all() and (one["a"].lift <= one["a"].high).all())
+    paired = paired_lift(torch.randn(20, 3, dtype=torch.float64))
+    assert bool((paired.low <= paired.lift).all())
+    empty = paired_lift(torch.zeros((0, 3), dtype=torch.float64))
+    assert empty.images == 0 and math.isnan(float(empty.lift[0]))
+
+
+def test_centred_logits_ignore_what_every_class_gets():
+    logits = torch.tensor([[1.0, 2.0, 3.0], [11.0, 12.0, 13.0]])
+    assert torch.allclose(centred(logits)[0], centred(logits)[1])
+    with pytest.raises(ValueError, match="C >= 2"):
+        centred(torch.zeros(3, 1))
+
+
+def test_the_finding_rule():
+    rule = FindingRule()
+    assert rule.finds(1.2, 0.3, 16)
+    assert not rule.finds(0.9, 0.5, 16)  # below 1 nat
+    assert not rule.finds(1.5, -0.1, 16)  # interval reaches 0
+    assert not rule.finds(3.0, 2.0, 3)  # too few images
+    assert not rule.finds(math.nan, math.nan, 16)
+    with pytest.raises(ValueError):
+        FindingRule(confidence=1.0)
