@@ -61,3 +61,29 @@ SELECT target_id, probe, rate, mean_presence, images
 FROM probe_rates
 WHERE run_id = $run_id
 ORDER BY probe;
+
+-- name: shortcuts
+-- The class-shortcut test: one row per class and attribute (findings first).
+SELECT *
+FROM class_shortcuts
+WHERE run_id = $run_id
+ORDER BY finding DESC, lift DESC NULLS LAST, class_index, attribute;
+
+-- name: shortcut_skipped
+-- Vocabulary entries the test could not use, and why.
+SELECT attribute, note
+FROM shortcuts
+WHERE run_id = $run_id AND method = 'vocabulary'
+ORDER BY attribute;
+
+-- name: shortcut_renders
+-- Every usable render of the test (no image data), for picking the evidence to show.
+SELECT render_id, variant, scene, overlay, class_index, seed, status, logits
+FROM shortcut_images
+WHERE run_id = $run_id AND status = 'kept'
+ORDER BY variant, scene, overlay NULLS FIRST, class_index NULLS FIRST, seed;
+
+-- name: shortcut_pngs
+SELECT render_id, png
+FROM shortcut_images
+WHERE run_id = $run_id AND list_contains($ids, render_id);

@@ -208,7 +208,8 @@ def eval_(
         _fail(str(err))
     write_eval(result)
     html = write_report(catalog, Path(catalog) / "report.html", result.run_id)
-    typer.echo(format_text(result.metrics, result.neurons, result.classes, result.world))
+    classes = result.classes + [{**r, "release": "fixed"} for r in result.fixed_classes]
+    typer.echo(format_text(result.metrics, result.neurons, classes, result.world))
     if json_out is not None:
         json_out.write_text(result_json(result))
     typer.echo(

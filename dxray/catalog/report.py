@@ -439,6 +439,9 @@ def render_report(
         probes.setdefault(p["target_id"], []).append(p)
     diff = diff_runs(con, diff_from, run_id) if diff_from else None
     evaluation = _evaluation(con, run_id)
+    from dxray.catalog.report_shortcuts import shortcut_section
+
+    shortcuts = shortcut_section(con, run_id, thumb_size)
 
     classes = [t for t in targets if t["kind"] == "class"]
     units = [t for t in targets if t["kind"] == "unit"]
@@ -447,6 +450,7 @@ def render_report(
         _legend(),
         _summary(counts, targets, probes),
         _diff_section(diff) if diff else "",
+        shortcuts,
         evaluation,
         _gallery("Classes", "classes", classes, seeds, images, probes, thumb_size),
         _gallery("Hidden units", "units", units, seeds, images, probes, thumb_size),

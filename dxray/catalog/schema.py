@@ -123,6 +123,7 @@ SHORTCUT_IMAGES = pa.schema(
         pa.field("attribute_presence", pa.float64()),  # of the attribute the image must show
         pa.field("logits", pa.list_(pa.float32())),  # the classifier's, one per class
         pa.field("png", pa.binary()),
+        pa.field("seconds", pa.float64()),  # the worker batch's time, shared by its images
         pa.field("worker", pa.string()),
         _required("created_at", TIMESTAMP),
     ]
@@ -220,6 +221,13 @@ EVAL_CLASSES = pa.schema(
         pa.field("flagged", pa.bool_()),  # dxray's finding, from the class's explanations
         pa.field("flagged_by_units", pa.bool_()),  # ... from its spurious units' explanations
         pa.field("agree", pa.bool_()),
+        # The class-shortcut test (object-free renders, centred logits): lift and interval
+        pa.field("shortcut_lift", pa.float64()),
+        pa.field("shortcut_low", pa.float64()),
+        pa.field("shortcut_high", pa.float64()),
+        pa.field("shortcut_images", pa.int64()),
+        pa.field("shortcut_found", pa.bool_()),  # its finding
+        pa.field("shortcut_with_object", pa.float64()),  # the lift beside the class's object
         _required("created_at", TIMESTAMP),
     ]
 )

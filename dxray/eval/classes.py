@@ -115,10 +115,59 @@ def class_rows(
     return rows
 
 
+def attach_shortcuts(
+    rows: Sequence[dict], shortcut_rows: Iterable[Mapping], factors: Iterable[str]
+) -> int:
+    """Add the shortcut test's result (the catalog's class_shortcuts rows: class_name,
+    attribute, lift, low, high, images, finding, with_object_lift) to each class row of the
+    same (class, factor): `shortcut_lift`, `shortcut_low`, `shortcut_high`, `shortcut_images`,
+    `shortcut_found`, `shortcut_with_object`. Returns how many rows got one."""
+    factors = set(factors)
+    by_pair = {}
+    for s in shortcut_rows:
+        factor = probe_factor(s["attribute"], factors)
+        if factor is not None:
+            by_pair[(s["class_name"], factor)] = s
+    attached = 0
+    for row in rows:
+        s = by_pair.get((row["class_name"], row["factor"]))
+        if s is None:
+            continue
+        attached += 1
+        row.update(
+            shortcut_lift=s["lift"],
+            shortcut_low=s["low"],
+            shortcut_high=s["high"],
+            shortcut_images=s["images"],
+            shortcut_found=bool(s["finding"]),
+            shortcut_with_object=s.get("with_object_lift"),
+        )
+    return attached
+
+
+def truth_class_rows(truth_rows: Sequence[Mapping], rule: FindingRule = FindingRule()):
+    """One row per (class, factor) of the truth, with nothing found yet: the rows the shortcut
+    test is scored on when no explanation was probed."""
+    return [
+        {
+            "class_name": t["class"],
+            "factor_kind": t["factor_kind"],
+            "factor": t["factor"],
+            "planted": bool(t["planted"]),
+            "reliance_logit": float(t["reliance_logit"]),
+            "with_object_logprob": float(t.get("with_object_logprob", math.nan)),
+            "relied": float(t["reliance_logit"]) >= rule.reliance,
+            "flagged": False,
+        }
+        for t in truth_rows
+    ]
+
+
 def class_agreement(rows: Sequence[Mapping], *, judge: str = "dxray") -> Agreement:
     """Agreement of the findings with the measured reliance. judge="never" is the trivial
     judge that finds no bias anywhere (most (class, factor) pairs have none); judge="units"
-    scores `flagged_by_units` (see `unit_findings`)."""
+    scores `flagged_by_units` (see `unit_findings`); judge="shortcuts" the shortcut test's
+    findings (`attach_shortcuts`)."""
     if not rows:
         raise ValueError(
             "no (class, factor) pair was probed: audit the classes with judge.probes naming "
@@ -128,6 +177,7 @@ def class_agreement(rows: Sequence[Mapping], *, judge: str = "dxray") -> Agreeme
     calls = {
         "dxray": ["relied" if r["flagged"] else "none" for r in rows],
         "units": ["relied" if r.get("flagged_by_units") else "none" for r in rows],
+        "shortcuts": ["relied" if r.get("shortcut_found") else "none" for r in rows],
         "never": ["none"] * len(rows),
     }
     if judge not in calls:

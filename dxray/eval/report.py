@@ -60,15 +60,17 @@ def _neuron_confusion(rows: Sequence[Mapping], column: str, judge: str):
 
 
 def sections(metrics: Sequence[Mapping], neurons: Sequence[Mapping], classes: Sequence[Mapping]):
-    """(title, header, rows, note) of each part of the evaluation present in `metrics`."""
+    """(title, header, rows, note) of each part of the evaluation present in `metrics`.
+    `classes`: the class rows of both releases (`release` "biased" or "fixed")."""
     m = _index(metrics)
+    fixed_classes = [r for r in classes if r.get("release") == "fixed"]
     classes = [r for r in classes if r.get("release", "biased") == "biased"]
     out = []
 
     # 1. Agreement
     rows = []
     neuron_judges = ("intervention", "presence", "any-object", "always-core")
-    for level, others in (("neurons", neuron_judges), ("classes", ("units", "never"))):
+    for level, others in (("neurons", neuron_judges), ("classes", ("shortcuts", "units", "never"))):
         for judge in ("dxray", *others):
             section, setting = level, ("default" if judge == "dxray" else judge)
             if (section, setting, "n") in m:
@@ -174,6 +176,78 @@ def sections(metrics: Sequence[Mapping], neurons: Sequence[Mapping], classes: Se
             )
         )
 
+    # 3b. The class-shortcut test
+    scored = [r for r in classes if r.get("shortcut_found") is not None]
+    if scored:
+        table = []
+        for relied in (True, False):
+            flags = [bool(r["shortcut_found"]) for r in scored if r["relied"] == relied]
+            table.append([f"truth {'relied' if relied else 'none'}",
+                          str(sum(flags)), str(len(flags) - sum(flags))])  # fmt: skip
+        out.append(("Confusion, classes x factors (rows: truth, columns: shortcut test)",
+                    ["", "found", "not found"], table, ""))  # fmt: skip
+        fixed = {
+            (r["class_name"], r["factor"]): r
+            for r in fixed_classes
+            if r.get("shortcut_found") is not None
+        }
+        shown = [r for r in scored if r["relied"] or r["planted"] or r["shortcut_found"]]
+        rows = []
+        for r in sorted(shown, key=lambda r: (-r["reliance_logit"], r["class_name"])):
+            f = fixed.get((r["class_name"], r["factor"]))
+            rows.append(
+                [
+                    f"{r['class_name']}-{r['factor']}",
+                    "yes" if r["planted"] else "no",
+                    _fmt(r["reliance_logit"]),
+                    _interval(r),
+                    str(r.get("shortcut_images")),
+                    "yes" if r["shortcut_found"] else "no",
+                    _fmt(r.get("shortcut_with_object")),
+                    _fmt(f["reliance_logit"]) if f else "-",
+                    _interval(f) if f else "-",
+                    ("yes" if f["shortcut_found"] else "no") if f else "-",
+                ]
+            )
+        out.append(
+            (
+                "Class shortcuts: the counterfactual test (object-free renders, centred logits)",
+                [
+                    "class-factor",
+                    "planted",
+                    "reliance",
+                    "lift [95% CI]",
+                    "images",
+                    "found",
+                    "beside object",
+                    "fixed: reliance",
+                    "fixed: lift",
+                    "fixed: found",
+                ],  # fmt: skip
+                rows,
+                "relied-on, planted and found pairs; reliance: the truth's logit lift of the"
+                " factor alone; lift: the test's, over the vocabulary's mean scene (overlays:"
+                " paired); found: lift >= 1 nat with the interval above 0; beside object: the"
+                " with-object lift (centred logit)",
+            )
+        )
+        cost = [
+            [s]
+            + [
+                _fmt(m.get(("shortcuts", s, k)), k)
+                for k in ("found", "relied", "false", "pairs", "renders", "kept", "seconds")
+            ]
+            for s in _settings(metrics, "shortcuts")
+        ]
+        out.append(
+            (
+                "Class shortcuts: found, false findings and cost",
+                ["release", "found", "relied", "false", "pairs", "renders", "kept", "seconds"],
+                cost,
+                "renders, kept and seconds: the object-free images of the whole vocabulary",
+            )
+        )
+
     # 4. Baseline
     methods = _settings(metrics, "baseline")
     if methods:
@@ -230,6 +304,13 @@ def sections(metrics: Sequence[Mapping], neurons: Sequence[Mapping], classes: Se
     return out
 
 
+def _interval(row: Mapping) -> str:
+    lift = row.get("shortcut_lift")
+    if lift is None:
+        return "-"
+    return f"{_fmt(lift)} [{_fmt(row.get('shortcut_low'))}, {_fmt(row.get('shortcut_high'))}]"
+
+
 def headline(metrics: Sequence[Mapping], world: str) -> str:
     """One line of the figures that matter."""
     m = _index(metrics)
@@ -268,6 +349,19 @@ def headline(metrics: Sequence[Mapping], world: str) -> str:
             f"planted ties found {len(found)}/{total} from class explanations,"
             f" {len(via_units)}/{total} from spurious units"
         )
+    if ("shortcuts", "default", "found") in m:
+        part = (
+            f"class shortcuts found {int(m[('shortcuts', 'default', 'found')])}/"
+            f"{int(m[('shortcuts', 'default', 'relied')])}, false "
+            f"{int(m[('shortcuts', 'default', 'false')])}"
+        )
+        if ("shortcuts", "fixed", "found") in m:
+            part += (
+                f" (fixed release: found {int(m[('shortcuts', 'fixed', 'found')])}/"
+                f"{int(m[('shortcuts', 'fixed', 'relied')])}, false "
+                f"{int(m[('shortcuts', 'fixed', 'false')])})"
+            )
+        parts.append(part)
     if ("baseline", "diffexplainer", "oracle_object_recognised") in m:
         parts.append(
             "oracle sees the object in "

@@ -31,7 +31,14 @@ from pathlib import Path
 
 import torch
 
-from dxray.eval.classes import FindingRule, class_agreement, class_rows, unit_findings
+from dxray.eval.classes import (
+    FindingRule,
+    attach_shortcuts,
+    class_agreement,
+    class_rows,
+    truth_class_rows,
+    unit_findings,
+)
 from dxray.eval.images import oracle_reading, statistics_distance
 from dxray.eval.metrics import Agreement, confusion_rows, median
 from dxray.eval.neurons import (
@@ -267,11 +274,30 @@ def eval_spec(spec: AuditSpec, zoo: str | Path, *, seeds: int, catalog: str | Pa
             "targets.units.layer": "penultimate",
             "targets.units.csv": str(units_csv.resolve()),
             "targets.seeds": list(range(seeds)),
-            "judge.probes": list(dict.fromkeys([*spec.judge.probes, *object_probes(spec, zoo)])),
+            "judge.probes": list(
+                dict.fromkeys([*spec.judge.probes, *factor_probes(zoo), *object_probes(spec, zoo)])
+            ),
+            # The shortcut test on the world's own contexts and cues (every world's, tuned on
+            # none): contexts as scenes, cues as overlays, in the world's caption grammar.
+            "shortcuts.enabled": True,
+            "shortcuts.attributes": world_vocabulary(zoo),
             "output.catalog": str(catalog),
             "output.run_id": None,
         },
     )
+
+
+def world_vocabulary(zoo: str | Path) -> list:
+    """The shortcut test's vocabulary for the zoo's world (`attribute_vocabulary`)."""
+    from dxray.toyworld.scenes import attribute_vocabulary
+    from dxray.toyworld.zoo import zoo_world
+
+    return attribute_vocabulary(zoo_world(zoo))
+
+
+def factor_probes(zoo: str | Path) -> list[str]:
+    """A probe for every context and cue of the zoo's world ("water", "a watermark")."""
+    return [e if isinstance(e, str) else e["name"] for e in world_vocabulary(zoo)]
 
 
 def object_probes(spec: AuditSpec, zoo: str | Path) -> list[str]:
@@ -545,6 +571,7 @@ def _evaluate(
     for key in ("neurons:dxray", "classes:dxray"):
         if key in agreements:
             result.confusion[key.split(":")[0]] = confusion_rows(agreements[key])
+    result.classes = _score_shortcuts(result, catalog, run_id, result.classes, truth[0], rule)
     result.add("success", "default", success_metrics(audit_rows))
 
     # 3. Bias discovery: the planted ties, in the biased classifier and in the fixed release
@@ -559,7 +586,10 @@ def _evaluate(
         )
         f_audit, f_probes, _ = read_run(catalog, fixed_id)
         f_truth = _truth_rows(zoo, "truth-fixed")
-        _, _, result.fixed_classes = score(f_audit, f_probes, *f_truth, rule)
+        _, _, fixed_classes = score(f_audit, f_probes, *f_truth, rule)
+        result.fixed_classes = _score_shortcuts(
+            result, catalog, fixed_id, fixed_classes, f_truth[0], rule, setting="fixed"
+        )
         planted = {(r["class_name"], r["factor"]) for r in result.classes if r["planted"]}
         for row in result.fixed_classes:
             if (row["class_name"], row["factor"]) in planted:
@@ -601,6 +631,55 @@ def _evaluate(
     return result
 
 
+def _score_shortcuts(
+    result: EvalResult,
+    catalog: str | Path,
+    run_id: str,
+    classes: list[dict],
+    class_truth: Sequence[Mapping],
+    rule: FindingRule,
+    setting: str = "default",
+) -> list[dict]:
+    """The class-shortcut test of run `run_id` against the truth: its findings attached to the
+    class rows (made from the truth if no explanation was probed), the agreement
+    ("classes"/"shortcuts", default run only) and the counts and cost ("shortcuts"/`setting`:
+    found = relied-on pairs found, false = findings on pairs not relied on)."""
+    found_rows = _query(catalog, "SELECT * FROM class_shortcuts WHERE run_id = ?", [run_id])
+    if not found_rows:
+        return classes
+    rows = classes or truth_class_rows(class_truth, rule)
+    if not attach_shortcuts(rows, found_rows, {t["factor"] for t in class_truth}):
+        return classes
+    scored = [r for r in rows if "shortcut_found" in r]
+    if setting == "default":
+        agreement = class_agreement(scored, judge="shortcuts")
+        result.add("classes", "shortcuts", agreement.as_metrics(), agreement.n)
+    cost = _query(
+        catalog,
+        "SELECT variant, count(*) AS renders, count(*) FILTER (WHERE status = 'kept') AS kept, "
+        "sum(seconds) AS seconds FROM shortcut_images WHERE run_id = ? GROUP BY variant",
+        [run_id],
+    )
+    by_variant = {c["variant"]: c for c in cost}
+    free, beside = by_variant.get("object_free", {}), by_variant.get("with_object", {})
+    result.add(
+        "shortcuts",
+        setting,
+        {
+            "relied": sum(r["relied"] for r in scored),
+            "found": sum(r["relied"] and r["shortcut_found"] for r in scored),
+            "false": sum(not r["relied"] and r["shortcut_found"] for r in scored),
+            "pairs": len(scored),
+            "renders": free.get("renders"),
+            "kept": free.get("kept"),
+            "seconds": free.get("seconds"),
+            "with_object_renders": beside.get("renders"),
+            "with_object_seconds": beside.get("seconds"),
+        },
+    )
+    return rows
+
+
 def _bias_values(row: Mapping) -> dict[str, float]:
     return {
         "presence": row["presence"],
@@ -611,6 +690,10 @@ def _bias_values(row: Mapping) -> dict[str, float]:
         "flagged_by_units": float(bool(row.get("flagged_by_units"))),
         "reliance_logit": row["reliance_logit"],
         "with_object_logprob": row.get("with_object_logprob", math.nan),
+        "shortcut_lift": row.get("shortcut_lift"),
+        "shortcut_low": row.get("shortcut_low"),
+        "shortcut_found": None if "shortcut_found" not in row else float(row["shortcut_found"]),
+        "shortcut_with_object": row.get("shortcut_with_object"),
     }
 
 

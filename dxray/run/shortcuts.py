@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -88,6 +89,7 @@ class ShortcutWorker(ModelHost):
     def _render(self, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         from dxray.shortcuts.render import check_images, render_text
 
+        started = time.perf_counter()
         images = render_text(
             self.generator, [j["prompt"] for j in jobs], [int(j["seed"]) for j in jobs],
             self.sampler, batch_size=len(jobs),
@@ -101,6 +103,7 @@ class ShortcutWorker(ModelHost):
             own_object=[j["class_index"] for j in jobs],
             top_k=self.top_k,
         )
+        seconds = (time.perf_counter() - started) / len(jobs)
         return [
             self._row(
                 job,
@@ -110,13 +113,22 @@ class ShortcutWorker(ModelHost):
                 attribute_presence=float(checked.attribute_presence[i]),
                 logits=checked.logits[i].tolist(),
                 png=png(images[i]),
+                seconds=seconds,
             )
             for i, job in enumerate(jobs)
         ]
 
     def _row(self, job: dict[str, Any], **result) -> dict[str, Any]:
         empty = dict.fromkeys(
-            ("error", "object_presence", "object_query", "attribute_presence", "logits", "png")
+            (
+                "error",
+                "object_presence",
+                "object_query",
+                "attribute_presence",
+                "logits",
+                "png",
+                "seconds",
+            )
         )
         row = {k: v for k, v in job.items() if k != "attribute"}
         return {**row, **empty, **result, "worker": self.name}

@@ -77,6 +77,27 @@ def test_evaluation_writes_typed_tables(evaluated, small_zoo):
     assert releases == {"biased", "fixed"}
 
 
+def test_the_shortcut_test_is_scored_on_both_releases(evaluated):
+    result, catalog, _ = evaluated
+    con = connect(catalog, read_only=True)
+    # Every (class, factor) of the truth got the test's call, in both releases
+    rows = con.execute(
+        "SELECT release, shortcut_found, relied FROM eval_classes WHERE shortcut_found IS NOT NULL"
+    ).fetchall()
+    assert {r[0] for r in rows} == {"biased", "fixed"}
+    biased = [r for r in rows if r[0] == "biased"]
+    assert len(biased) == len(result.classes) == 5 * 6  # 5 classes x (5 contexts + 1 cue)
+    found = sum(f and relied for _, f, relied in biased)
+    false = sum(f and not relied for _, f, relied in biased)
+    assert result.get("shortcuts", "default", "found") == found
+    assert result.get("shortcuts", "default", "false") == false
+    assert result.get("shortcuts", "default", "relied") == sum(r for *_, r in biased)
+    assert result.get("shortcuts", "default", "renders") == 5 * 2 * 16  # contexts x (+ cue) x seeds
+    assert result.get("classes", "shortcuts", "n") == len(biased)
+    text = format_text(result.metrics, result.neurons, result.classes, result.world)
+    assert f"class shortcuts found {found}/" in text and "counterfactual test" in text
+
+
 def test_trivial_judges_are_scored_beside_dxray(evaluated):
     result, _, _ = evaluated
     audited = [r for r in result.neurons if r["seeds"]]

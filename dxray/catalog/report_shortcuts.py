@@ -1,0 +1,132 @@
+"""The report's class-shortcut section: what each class relies on besides its object.
+
+Per finding, the evidence a reviewer needs to believe it: the attribute's object-free images
+with the class's centred logit under each, the same images of the vocabulary's other scenes
+for contrast, and (with-object variant) the class's object on the attribute vs without it.
+Every string from the catalog is escaped; the queries are catalogs/report.sql.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from dxray.catalog.report import _data_uri, _fmt, _rows, esc, thumbnail
+from dxray.catalog.views import named_queries
+
+SHOWN = 6  # images per strip
+
+
+def _z(logits: Sequence[float], class_index: int) -> float:
+    """The class's centred logit: its logit minus the mean over classes."""
+    return logits[class_index] - sum(logits) / len(logits)
+
+
+def _strip(renders: Sequence[Mapping], pngs: Mapping[str, bytes], c: int, size: int) -> str:
+    figures = []
+    for r in renders[:SHOWN]:
+        png = pngs.get(r["render_id"])
+        if png is None:
+            continue
+        uri = _data_uri(thumbnail(png, None, size))
+        label = r["scene"] + (f" + {r['overlay']}" if r["overlay"] else "")
+        figures.append(
+            f'<figure><img src="{uri}" width="{size}" height="{size}" alt="{esc(label)}">'
+            f'<figcaption><div class="nums">z <b>{_fmt(_z(r["logits"], c))}</b> · seed '
+            f'{esc(r["seed"])}</div><div class="sub">{esc(label)}</div></figcaption></figure>'
+        )
+    return f'<div class="seeds">{"".join(figures)}</div>' if figures else ""
+
+
+def _evidence(finding: Mapping, renders: Sequence[Mapping]) -> list[tuple[str, list[Mapping]]]:
+    """(caption, renders) strips that show a finding."""
+    a, c = finding["attribute"], finding["class_index"]
+    free = [r for r in renders if r["variant"] == "object_free"]
+    beside = [r for r in renders if r["variant"] == "with_object" and r["class_index"] == c]
+    if finding["kind"] == "overlay":
+        with_it = [r for r in free if r["overlay"] == a]
+        seeds = {(r["scene"], r["seed"]) for r in with_it}
+        without = [r for r in free if r["overlay"] is None and (r["scene"], r["seed"]) in seeds]
+        strips = [
+            (f"with {a}, no object", with_it),
+            ("the same scenes and seeds without it", without),
+        ]
+        on = [r for r in beside if r["overlay"] == a]
+        off = [r for r in beside if r["overlay"] is None]
+    else:
+        strips = [
+            (f"{a}, no object", [r for r in free if r["scene"] == a and r["overlay"] is None]),
+            ("the other scenes", [r for r in free if r["scene"] != a and r["overlay"] is None]),
+        ]
+        on = [r for r in beside if r["scene"] == a and r["overlay"] is None]
+        off = [r for r in beside if r["scene"] != a and r["overlay"] is None]
+    if on:
+        strips += [(f"beside the object: on {a}", on), ("beside the object: without it", off)]
+    return strips
+
+
+def shortcut_section(con, run_id: str, size: int) -> str:
+    """The section's HTML, or "" when the run has no shortcut test."""
+    q = named_queries("report.sql")
+    rows = _rows(con, q["shortcuts"], run_id)
+    skipped = _rows(con, q["shortcut_skipped"], run_id)
+    if not rows and not skipped:
+        return ""
+    findings = [r for r in rows if r["finding"]]
+    renders = _rows(con, q["shortcut_renders"], run_id)
+    strips = {(f["class_index"], f["attribute"]): _evidence(f, renders) for f in findings}
+    wanted = sorted({r["render_id"] for s in strips.values() for _, rs in s for r in rs[:SHOWN]})
+    pngs = {
+        p["render_id"]: p["png"]
+        for p in con.sql(q["shortcut_pngs"], params={"run_id": run_id, "ids": wanted})
+        .to_arrow_table()
+        .to_pylist()
+    }
+    table = "".join(
+        f"<tr><td><b>{esc(r['class_name'])}</b></td><td>{esc(r['attribute'])}</td>"
+        f"<td><b>{_fmt(r['lift'])}</b> <span class='sub'>[{_fmt(r['low'])}, "
+        f"{_fmt(r['high'])}]</span></td><td>{esc(r['images'])}</td>"
+        f"<td>{_fmt(r['with_object_lift'])}</td><td>{esc(r['explanation_verdict'] or '–')}</td></tr>"
+        for r in findings
+    )
+    table = (
+        '<table class="list"><thead><tr><th>class</th><th>relies on</th>'
+        "<th>lift [95% CI], nats</th><th>images</th><th>beside the object</th>"
+        f"<th>explanation verdict</th></tr></thead><tbody>{table}</tbody></table>"
+        if findings
+        else '<p class="empty">No class fires on an attribute of the vocabulary without its '
+        "object.</p>"
+    )
+    cards = []
+    for f in findings:
+        parts = "".join(
+            f'<h4 class="sub">{esc(caption)}</h4>{_strip(rs, pngs, f["class_index"], size)}'
+            for caption, rs in strips[(f["class_index"], f["attribute"])]
+            if rs
+        )
+        cards.append(
+            f'<article class="target spurious"><div class="info"><h4>{esc(f["class_name"])} '
+            f'← {esc(f["attribute"])}</h4><div class="nums">lift <b>{_fmt(f["lift"])}</b> '
+            f"nats [{_fmt(f['low'])}, {_fmt(f['high'])}] on {esc(f['images'])} "
+            f"{'pairs' if f['kind'] == 'overlay' else 'images'}</div>"
+            f'<div class="sub">{esc(f["rendered"])} rendered, {esc(f["dropped_object"])} '
+            f"dropped for an object, {esc(f['dropped_attribute'])} for a missing attribute</div>"
+            f"</div><div>{parts}</div></article>"
+        )
+    notes = "".join(
+        f"<li><b>{esc(s['attribute'])}</b>: {esc(s['note'])}</li>" for s in skipped
+    ) + "".join(
+        f"<li><b>{esc(r['attribute'])}</b>: {esc(r['note'])}</li>"
+        for r in {r["attribute"]: r for r in rows if r["note"]}.values()
+    )
+    return (
+        '<section id="shortcuts"><h2>Class shortcuts</h2>'
+        '<p class="note">Does a class fire on an attribute <em>without its object</em>? Each '
+        "attribute is rendered from text with no object; an image counts when the segmenter "
+        "finds no class's object in it and finds the attribute. z is the class's centred "
+        "logit (logit minus the mean over classes); the lift compares the attribute's images "
+        "with the vocabulary's average scene (overlays: with vs without, same seed). A finding "
+        "needs a lift of at least 1 nat with its 95% interval above 0.</p>"
+        f"{table}{''.join(cards)}"
+        + (f'<h3>Vocabulary notes</h3><ul class="sub">{notes}</ul>' if notes else "")
+        + "</section>"
+    )
