@@ -145,9 +145,25 @@ SELECT * EXCLUDE (latest)
 FROM (SELECT *, max(score_id) OVER (PARTITION BY run_id) AS latest FROM raw_shortcuts)
 WHERE score_id = latest;
 
+-- Object-free explanations: the pool's images (latest usable attempt of each) and, from the
+-- latest scoring, what each class's top images show per attribute.
+CREATE OR REPLACE VIEW shortcut_pool AS
+SELECT *
+FROM raw_shortcut_pool
+QUALIFY row_number() OVER (
+    PARTITION BY run_id, render_id ORDER BY (status = 'error'), created_at DESC
+) = 1;
+
+CREATE OR REPLACE VIEW shortcut_candidates AS
+SELECT * EXCLUDE (latest)
+FROM (SELECT *, max(score_id) OVER (PARTITION BY run_id) AS latest FROM raw_shortcut_candidates)
+WHERE score_id = latest;
+
 -- The bias report in one view: per class and attribute, the object-free lift (does the class
 -- fire on the attribute without its object?) and its interval, whether that is a finding,
--- what the attribute adds beside the class's own object, and the class's explanation verdict.
+-- what the attribute adds beside the class's own object, whether the class's object-free
+-- explanation singled it out (`candidate`; `confirmed`: a candidate that is also a finding),
+-- and the class's explanation verdict.
 --   SELECT class_name, attribute, lift FROM class_shortcuts WHERE finding
 CREATE OR REPLACE VIEW class_shortcuts AS
 WITH beside AS (
@@ -162,9 +178,12 @@ SELECT
     f.lift, f.low, f.high, f.images, f.rendered,
     f.dropped_object, f.dropped_attribute, f.finding, f.note,
     b.with_object_lift, b.with_object_low, b.with_object_high, b.with_object_images,
+    e.candidate, e.rate AS explanation_rate, e.pool_rate,
+    coalesce(e.candidate AND f.finding, false) AS confirmed,
     c.verdict AS explanation_verdict, c.mean_probability, c.top_probes
 FROM shortcuts AS f
 LEFT JOIN beside AS b USING (run_id, class_index, attribute)
+LEFT JOIN shortcut_candidates AS e USING (run_id, class_index, attribute)
 LEFT JOIN class_summary AS c USING (run_id, class_index)
 WHERE f.method = 'object_free' AND f.class_index IS NOT NULL;
 

@@ -249,6 +249,13 @@ class ShortcutSpec:
     min_images: int = 4  # usable images (overlay: pairs) a finding needs at least
     guidance_scale: float | None = None  # None: the engine's sampler setting
     batch_size: int = 32  # images rendered together on one worker
+    # Object-free explanations (open discovery beyond the vocabulary): `pool` random soft
+    # prompts rendered once with every object erased (shared by all classes); a class's
+    # explanation is its `top` images by centred logit. 1,024 keeps an attribute the
+    # generator draws in 1% of random renders at ~10 images, more than `top`. 0: off.
+    pool: int = 1024
+    top: int = 8
+    fill: Literal["texture", "blur", "mean"] = "texture"  # how erased objects are filled
 
     def entries(self, judge: JudgeSpec) -> tuple[Any, ...]:
         """The vocabulary's entries: `attributes`, or else the judge's probes."""
@@ -1017,6 +1024,9 @@ def _parse_shortcuts(sec: _Section) -> ShortcutSpec:
         min_images=sec.integer("min_images", ShortcutSpec.min_images, lo=1),
         guidance_scale=sec.number("guidance_scale", None, lo=1.0, nullable=True),
         batch_size=sec.integer("batch_size", ShortcutSpec.batch_size, lo=1),
+        pool=sec.integer("pool", ShortcutSpec.pool, lo=0),
+        top=sec.integer("top", ShortcutSpec.top, lo=1),
+        fill=sec.choice("fill", ShortcutSpec.fill, ("texture", "blur", "mean")),
     )
 
 

@@ -204,6 +204,12 @@ SHORTCUT_WITH_OBJECT = {"ckpt-a": {(0, "water"): 0.3, (2, "a watermark"): 1.5},
                         "ckpt-b": {(2, "a watermark"): 1.4, (1, "grass"): 0.2}}  # fmt: skip
 
 
+# ... and what the object-free explanations single out (rate in the class's top pool images):
+# in a, circle-water (confirmed) and hexagon-grass (a false lead, not confirmed).
+SHORTCUT_CANDIDATES = {"ckpt-a": {(0, "water"): 1.0, (4, "grass"): 0.75, (2, "water"): 0.25},
+                       "ckpt-b": {(2, "a watermark"): 0.875}}  # fmt: skip
+
+
 def _shortcut_rows(run_id: str, class_names: tuple[str, ...], at: datetime):
     """(shortcut_images rows, shortcuts rows) of one run."""
     score_id = at.strftime("%Y%m%dT%H%M%S.%fZ")
@@ -225,6 +231,13 @@ def _shortcut_rows(run_id: str, class_names: tuple[str, ...], at: datetime):
                     {**common, "method": "with_object", "lift": beside, "low": beside - 0.5,
                      "high": beside + 0.5, "images": 16, "rendered": 16, "finding": None}
                 )  # fmt: skip
+    candidates = [
+        {"score_id": score_id, "class_index": c, "class_name": class_names[c],
+         "attribute": attribute, "rate": rate, "pool_rate": 0.2, "images": 8,
+         "mean_z": 1.0, "candidate": rate >= 0.75, "chosen": ["pool|0", "pool|1"],
+         "created_at": at}
+        for (c, attribute), rate in SHORTCUT_CANDIDATES[run_id].items()
+    ]  # fmt: skip
     images = []
     for seed in range(2):
         for scene, overlay in (("water", None), ("grass", None), ("water", "a watermark")):
@@ -240,7 +253,7 @@ def _shortcut_rows(run_id: str, class_names: tuple[str, ...], at: datetime):
                  "attribute_presence": 0.9, "logits": z,
                  "png": sample_images(4, 0.0, context, seed)[0], "created_at": at}
             )  # fmt: skip
-    return images, rows
+    return images, rows, candidates
 
 
 def write_sample(
@@ -346,9 +359,10 @@ def write_sample(
                 ("images", images),
             ):
                 sample.rows[name] = sample.rows.get(name, 0) + len(rows)
-        shortcut_images, shortcuts = _shortcut_rows(run_id, class_names, created)
+        shortcut_images, shortcuts, candidates = _shortcut_rows(run_id, class_names, created)
         writer.write("shortcut_images", shortcut_images, run_id)
         writer.write("shortcuts", shortcuts, run_id)
+        writer.write("shortcut_candidates", candidates, run_id)
         sample.rows["shortcut_images"] = sample.rows.get("shortcut_images", 0) + len(
             shortcut_images
         )

@@ -129,6 +129,47 @@ SHORTCUT_IMAGES = pa.schema(
     ]
 )
 
+# Object-free explanations (dxray/shortcuts/discover.py): one row per pool image, a random
+# soft prompt rendered with every object erased. Logits and probes are of the erased image.
+SHORTCUT_POOL = pa.schema(
+    [
+        _required("run_id", pa.string()),
+        _required("render_id", pa.string()),
+        _required("seed", pa.int64()),
+        _required("status", pa.string()),  # kept | object (one is left after erasing) | error
+        pa.field("error", pa.string()),
+        pa.field("object_presence", pa.float64()),  # of any object, before erasing
+        pa.field("left_presence", pa.float64()),  # ... after erasing
+        pa.field("erased_fraction", pa.float64()),  # share of the image erased
+        pa.field("logits", pa.list_(pa.float32())),  # on the erased image, one per class
+        pa.field("probe_scores", pa.map_(pa.string(), pa.float64())),  # attribute -> presence
+        pa.field("words", pa.string()),  # JSON: the soft prompt's nearest words
+        pa.field("png", pa.binary()),  # the erased image (at most 128 px)
+        pa.field("seconds", pa.float64()),
+        pa.field("worker", pa.string()),
+        _required("created_at", TIMESTAMP),
+    ]
+)
+
+# What each class's object-free explanation shows: per attribute, its rate in the class's top
+# pool images vs in the whole pool; a candidate when high in both senses (see `discover`).
+SHORTCUT_CANDIDATES = pa.schema(
+    [
+        _required("run_id", pa.string()),
+        _required("score_id", pa.string()),
+        _required("class_index", pa.int32()),
+        pa.field("class_name", pa.string()),
+        _required("attribute", pa.string()),
+        pa.field("rate", pa.float64()),
+        pa.field("pool_rate", pa.float64()),
+        pa.field("images", pa.int64()),
+        pa.field("mean_z", pa.float64()),  # the class's centred logit on its chosen images
+        pa.field("candidate", pa.bool_()),
+        pa.field("chosen", pa.list_(pa.string())),  # render ids of the class's explanation
+        _required("created_at", TIMESTAMP),
+    ]
+)
+
 # The test's result: one row per (class, attribute, method), recomputed from shortcut_images
 # at the end of every session of a run (`score_id` tells the scorings apart; the views show
 # the latest). Entries of the vocabulary that could not be used are rows too (class null).
@@ -228,6 +269,11 @@ EVAL_CLASSES = pa.schema(
         pa.field("shortcut_images", pa.int64()),
         pa.field("shortcut_found", pa.bool_()),  # its finding
         pa.field("shortcut_with_object", pa.float64()),  # the lift beside the class's object
+        # The object-free explanations: the factor's rate in the class's top pool images, in
+        # the pool, and whether that singles it out (a candidate)
+        pa.field("explanation_rate", pa.float64()),
+        pa.field("explanation_pool_rate", pa.float64()),
+        pa.field("explanation_candidate", pa.bool_()),
         _required("created_at", TIMESTAMP),
     ]
 )
@@ -239,6 +285,8 @@ SCHEMAS: dict[str, pa.Schema] = {
     "images": IMAGES,
     "shortcut_images": SHORTCUT_IMAGES,
     "shortcuts": SHORTCUTS,
+    "shortcut_pool": SHORTCUT_POOL,
+    "shortcut_candidates": SHORTCUT_CANDIDATES,
     "eval_metrics": EVAL_METRICS,
     "eval_neurons": EVAL_NEURONS,
     "eval_classes": EVAL_CLASSES,
@@ -261,6 +309,8 @@ CHOICES: dict[str, dict[str, frozenset[str]]] = {
         "variant": frozenset({"object_free", "with_object"}),
         "status": frozenset({"kept", "object", "no object", "no attribute", "error"}),
     },
+    "shortcut_pool": {"status": frozenset({"kept", "object", "error"})},
+    "shortcut_candidates": {},
     "shortcuts": {
         "kind": frozenset({"scene", "overlay"}),
         "method": frozenset({"object_free", "with_object", "vocabulary"}),

@@ -35,6 +35,8 @@ VIEWS = (
     "unit_summary",
     "shortcut_images",
     "shortcuts",
+    "shortcut_pool",
+    "shortcut_candidates",
     "class_shortcuts",
     "eval_metrics",
     "eval_neurons",

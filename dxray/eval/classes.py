@@ -121,7 +121,9 @@ def attach_shortcuts(
     """Add the shortcut test's result (the catalog's class_shortcuts rows: class_name,
     attribute, lift, low, high, images, finding, with_object_lift) to each class row of the
     same (class, factor): `shortcut_lift`, `shortcut_low`, `shortcut_high`, `shortcut_images`,
-    `shortcut_found`, `shortcut_with_object`. Returns how many rows got one."""
+    `shortcut_found`, `shortcut_with_object`, and the object-free explanations' readout
+    `explanation_candidate`, `explanation_rate`, `explanation_pool_rate`. Returns how many
+    rows got one."""
     factors = set(factors)
     by_pair = {}
     for s in shortcut_rows:
@@ -141,6 +143,10 @@ def attach_shortcuts(
             shortcut_images=s["images"],
             shortcut_found=bool(s["finding"]),
             shortcut_with_object=s.get("with_object_lift"),
+            # the object-free explanations' readout (None when the run had no pool)
+            explanation_candidate=s.get("candidate"),
+            explanation_rate=s.get("explanation_rate"),
+            explanation_pool_rate=s.get("pool_rate"),
         )
     return attached
 
@@ -178,6 +184,7 @@ def class_agreement(rows: Sequence[Mapping], *, judge: str = "dxray") -> Agreeme
         "dxray": ["relied" if r["flagged"] else "none" for r in rows],
         "units": ["relied" if r.get("flagged_by_units") else "none" for r in rows],
         "shortcuts": ["relied" if r.get("shortcut_found") else "none" for r in rows],
+        "explanations": ["relied" if r.get("explanation_candidate") else "none" for r in rows],
         "never": ["none"] * len(rows),
     }
     if judge not in calls:

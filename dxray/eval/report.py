@@ -70,7 +70,8 @@ def sections(metrics: Sequence[Mapping], neurons: Sequence[Mapping], classes: Se
     # 1. Agreement
     rows = []
     neuron_judges = ("intervention", "presence", "any-object", "always-core")
-    for level, others in (("neurons", neuron_judges), ("classes", ("shortcuts", "units", "never"))):
+    class_judges = ("shortcuts", "explanations", "units", "never")
+    for level, others in (("neurons", neuron_judges), ("classes", class_judges)):
         for judge in ("dxray", *others):
             section, setting = level, ("default" if judge == "dxray" else judge)
             if (section, setting, "n") in m:
@@ -204,6 +205,7 @@ def sections(metrics: Sequence[Mapping], neurons: Sequence[Mapping], classes: Se
                     str(r.get("shortcut_images")),
                     "yes" if r["shortcut_found"] else "no",
                     _fmt(r.get("shortcut_with_object")),
+                    _lead(r),
                     _fmt(f["reliance_logit"]) if f else "-",
                     _interval(f) if f else "-",
                     ("yes" if f["shortcut_found"] else "no") if f else "-",
@@ -228,23 +230,30 @@ def sections(metrics: Sequence[Mapping], neurons: Sequence[Mapping], classes: Se
                 "relied-on, planted and found pairs; reliance: the truth's logit lift of the"
                 " factor alone; lift: the test's, over the vocabulary's mean scene (overlays:"
                 " paired); found: lift >= 1 nat with the interval above 0; beside object: the"
-                " with-object lift (centred logit)",
+                " with-object lift (centred logit); explanations: the factor's rate in the"
+                " class's object-free explanation images vs the pool's, * = singled out",
             )
         )
+        keys = ("found", "relied", "false", "pairs", "renders", "kept", "seconds")
         cost = [
-            [s]
-            + [
-                _fmt(m.get(("shortcuts", s, k)), k)
-                for k in ("found", "relied", "false", "pairs", "renders", "kept", "seconds")
-            ]
+            [f"{s}: counterfactual"] + [_fmt(m.get(("shortcuts", s, k)), k) for k in keys]
             for s in _settings(metrics, "shortcuts")
+        ]
+        cost += [
+            [f"{s}: explanations"]
+            + [_fmt(m.get(("explanations", s, k)), k) for k in ("found", "relied", "false")]
+            + ["-"]
+            + [_fmt(m.get(("explanations", s, k)), k) for k in ("renders", "kept", "seconds")]
+            for s in _settings(metrics, "explanations")
         ]
         out.append(
             (
                 "Class shortcuts: found, false findings and cost",
-                ["release", "found", "relied", "false", "pairs", "renders", "kept", "seconds"],
+                ["release: method", *keys],
                 cost,
-                "renders, kept and seconds: the object-free images of the whole vocabulary",
+                "counterfactual: the vocabulary's object-free renders (renders, kept, CPU"
+                " seconds); explanations: candidates singled out by the object-free explanations"
+                " (the pool's renders, those with no object left, seconds)",
             )
         )
 
@@ -304,6 +313,14 @@ def sections(metrics: Sequence[Mapping], neurons: Sequence[Mapping], classes: Se
     return out
 
 
+def _lead(row: Mapping) -> str:
+    rate = row.get("explanation_rate")
+    if rate is None:
+        return "-"
+    star = "*" if row.get("explanation_candidate") else ""
+    return f"{_fmt(rate)} vs {_fmt(row.get('explanation_pool_rate'))}{star}"
+
+
 def _interval(row: Mapping) -> str:
     lift = row.get("shortcut_lift")
     if lift is None:
@@ -355,6 +372,14 @@ def headline(metrics: Sequence[Mapping], world: str) -> str:
             f"{int(m[('shortcuts', 'default', 'relied')])}, false "
             f"{int(m[('shortcuts', 'default', 'false')])}"
         )
+        if ("explanations", "default", "found") in m:
+            e = {k: int(m[("explanations", "default", k)]) for k in
+                 ("found", "relied", "false", "confirmed_found", "confirmed_false")}  # fmt: skip
+            part += (
+                f"; object-free explanations single out {e['found']}/{e['relied']} (false leads"
+                f" {e['false']}; confirmed {e['confirmed_found']}/{e['relied']}, false"
+                f" {e['confirmed_false']})"
+            )
         if ("shortcuts", "fixed", "found") in m:
             part += (
                 f" (fixed release: found {int(m[('shortcuts', 'fixed', 'found')])}/"

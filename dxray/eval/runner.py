@@ -651,9 +651,13 @@ def _score_shortcuts(
     if not attach_shortcuts(rows, found_rows, {t["factor"] for t in class_truth}):
         return classes
     scored = [r for r in rows if "shortcut_found" in r]
+    explored = [r for r in scored if r.get("explanation_candidate") is not None]
     if setting == "default":
         agreement = class_agreement(scored, judge="shortcuts")
         result.add("classes", "shortcuts", agreement.as_metrics(), agreement.n)
+        if explored:
+            agreement = class_agreement(explored, judge="explanations")
+            result.add("classes", "explanations", agreement.as_metrics(), agreement.n)
     cost = _query(
         catalog,
         "SELECT variant, count(*) AS renders, count(*) FILTER (WHERE status = 'kept') AS kept, "
@@ -677,6 +681,31 @@ def _score_shortcuts(
             "with_object_seconds": beside.get("seconds"),
         },
     )
+    if explored:
+        pool = _query(
+            catalog,
+            "SELECT count(*) AS renders, count(*) FILTER (WHERE status = 'kept') AS kept, "
+            "sum(seconds) AS seconds, avg(object_presence >= 0.5) AS drawn_objects "
+            "FROM shortcut_pool WHERE run_id = ?",
+            [run_id],
+        )[0]
+        lead = [r for r in explored if r["explanation_candidate"]]
+        confirmed = [r for r in lead if r["shortcut_found"]]
+        result.add(
+            "explanations",
+            setting,
+            {
+                "relied": sum(r["relied"] for r in explored),
+                "found": sum(r["relied"] for r in lead),
+                "false": sum(not r["relied"] for r in lead),
+                "confirmed_found": sum(r["relied"] for r in confirmed),
+                "confirmed_false": sum(not r["relied"] for r in confirmed),
+                "renders": pool["renders"],
+                "kept": pool["kept"],
+                "seconds": pool["seconds"],
+                "drawn_objects": pool["drawn_objects"],
+            },
+        )
     return rows
 
 
@@ -694,6 +723,12 @@ def _bias_values(row: Mapping) -> dict[str, float]:
         "shortcut_low": row.get("shortcut_low"),
         "shortcut_found": None if "shortcut_found" not in row else float(row["shortcut_found"]),
         "shortcut_with_object": row.get("shortcut_with_object"),
+        "explanation_rate": row.get("explanation_rate"),
+        "explanation_candidate": (
+            None
+            if row.get("explanation_candidate") is None
+            else float(row["explanation_candidate"])
+        ),
     }
 
 

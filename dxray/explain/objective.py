@@ -115,6 +115,30 @@ class ClassCE(Objective):
 
 
 @dataclass(frozen=True)
+class CentredLogit(Objective):
+    """Class `index`'s logit minus the mean logit over classes. Unlike the probability it
+    never saturates, and unlike the raw logit it ignores what lifts every class at once (a
+    bright or blank image). The score of dxray.shortcuts, and the objective of object-free
+    explanations."""
+
+    index: int
+
+    @property
+    def target_class(self) -> int:
+        return self.index
+
+    def __call__(self, out: ClassifierOutput) -> Tensor:
+        logits = out.logits.float()
+        return logits[:, self.index] - logits.mean(dim=-1)
+
+    def classes(self) -> set[int]:
+        return {self.index}
+
+    def __repr__(self) -> str:
+        return f"CentredLogit({self.index})"
+
+
+@dataclass(frozen=True)
 class Unit(Objective):
     """The spatial mean activation of one channel of a hidden layer ("layer.path:channel").
 

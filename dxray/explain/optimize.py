@@ -47,6 +47,13 @@ class ExplainConfig:
     decoder: Literal["vae", "tiny"] = "tiny"
     decode_micro_batch: int | None = None
     decoder_checkpoint: bool = False
+    # Text the sampler's classifier-free guidance steers away from (the "unconditional" text
+    # when guidance_scale > 1 on a UNet without distilled guidance): e.g. the class names.
+    negative_prompt: str = ""
+    # Words the soft vectors are kept away from: each vector pays `avoid_weight` x its largest
+    # cosine similarity to them (object-free explanations avoid the classes' own words).
+    avoid_words: tuple[str, ...] = ()
+    avoid_weight: float = 0.0
     stop_prob: float | None = 0.9  # None: always run all iterations
     stop_patience: int = 3  # DEXTER stops after 3 consecutive hits
     nearest_k: int = 3
@@ -80,12 +87,17 @@ def explain(
     config: ExplainConfig = ExplainConfig(),
     *,
     progress: Callable[[int, int], None] | None = None,
+    transform: Callable[[Tensor], Tensor] | None = None,
 ) -> ExplainResult:
     """Optimise one soft prompt per row; row i maximises `objectives[i]` with noise `seeds[i]`.
 
     `classifier` needs `outputs(images, layers) -> ClassifierOutput` (dxray.models.classifier).
-    `progress(iteration, active_rows)` is called once per iteration.
+    `progress(iteration, active_rows)` is called once per iteration. `transform(images)`, if
+    given, is what the classifier sees of every rendered image (e.g. `dxray.shortcuts.erase`
+    removes the objects, so that the class can only be reached through the rest); the result
+    holds the rendered images, untransformed.
     """
+    see = transform or (lambda images: images)
     started = time.perf_counter()
     # 1. Check inputs
     if len(objectives) != len(seeds) or not objectives:
@@ -109,7 +121,12 @@ def explain(
     # 2. Encode the template once; draw every row's noise up front (one generator per row)
     layout = sp.layout(tokenizer, config.template, config.n_vectors)
     noise = draw_noise(generator.latent_shape, config.sampler.steps, seeds).to(device)
-    uncond = sp.encode_text(text_encoder, tokenizer, [""])
+    uncond = sp.encode_text(text_encoder, tokenizer, [config.negative_prompt])
+    avoid = None
+    if config.avoid_words and config.avoid_weight:
+        avoid = sp.word_vectors(tokenizer, text_encoder, list(config.avoid_words)).float()
+    if config.avoid_words and config.hard_prompt:  # a hard prompt never uses an avoided word
+        specials = sorted(set(specials) | set(sp.word_ids(tokenizer, list(config.avoid_words))))
 
     def render(vectors: Tensor, rows: Tensor, tiny: bool) -> Tensor:
         if config.hard_prompt:
@@ -148,7 +165,7 @@ def explain(
         objs = [objectives[r] for r in rows]
         # 5a. prompt -> images -> classifier -> one objective value per row
         images = render(params.to(table.dtype), active, tiny=config.decoder == "tiny")
-        out = classifier.outputs(images, layers)
+        out = classifier.outputs(see(images), layers)
         values = evaluate_rows(objs, out)
         probs = target_probabilities(objs, out.logits)
         # 5b. gradient ascent on the sum (rows independent); a non-finite row is left out
@@ -156,6 +173,8 @@ def explain(
         if config.norm_weight:
             drift = (params.norm(dim=-1) / typical_norm - 1).square().sum(-1)
             gain = gain - config.norm_weight * drift
+        if avoid is not None:
+            gain = gain - config.avoid_weight * sp.closeness(params, avoid).sum(-1)
         finite = torch.isfinite(gain.detach())
         optimizer.zero_grad(set_to_none=True)
         if finite.any():
@@ -190,7 +209,7 @@ def explain(
                     check = render(
                         params.detach()[index].to(table.dtype), active[index], tiny=False
                     )
-                    logits = classifier.outputs(check).logits
+                    logits = classifier.outputs(see(check)).logits
                     full = target_probabilities([objs[pos] for pos in candidates], logits)
                 for i, pos in enumerate(candidates):
                     if float(full[i]) < config.stop_prob:
@@ -216,7 +235,7 @@ def explain(
     with torch.no_grad():
         everyone = torch.arange(n_rows, device=device)
         images = render(final_vectors.to(device=device, dtype=table.dtype), everyone, tiny=False)
-        out = classifier.outputs(images, layers)
+        out = classifier.outputs(see(images), layers)
         objective = evaluate_rows(objectives, out).float().cpu()
         probability = target_probabilities(objectives, out.logits).cpu()
 

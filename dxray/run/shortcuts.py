@@ -15,6 +15,7 @@ only the renders the current vocabulary asks for.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 from collections import Counter
@@ -51,6 +52,8 @@ class ShortcutSummary:
     rendered: int = 0  # ... rendered in this session (the rest were in the catalog)
     statuses: Counter = field(default_factory=Counter)  # of all renders
     findings: list[tuple[str, str, float]] = field(default_factory=list)  # class, attribute, lift
+    # what the object-free explanations single out: class, attribute, rate in its images
+    candidates: list[tuple[str, str, float]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # vocabulary entries skipped, and why
 
 
@@ -134,6 +137,97 @@ class ShortcutWorker(ModelHost):
         return {**row, **empty, **result, "worker": self.name}
 
 
+class PoolWorker(ShortcutWorker):
+    """Renders pool members (object-free explanations) and erases their objects."""
+
+    def __init__(self, spec: dict, *, device: str | None = None, threads: int = 1):
+        from dxray.shortcuts.vocabulary import parse_vocabulary
+
+        super().__init__(spec, device=device, threads=threads)
+        attributes, _ = parse_vocabulary(self.spec.shortcuts.entries(self.spec.judge))
+        self.attributes = [a.name for a in attributes]
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        jobs = [{"render_id": str(batch["render_id"][i]), "seed": int(batch["seed"][i])}
+                for i in range(len(batch["seed"]))]  # fmt: skip
+        results = self.render(jobs)
+        return {key: column([r[key] for r in results]) for key in results[0]}
+
+    def _render(self, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        import torch
+
+        from dxray.explain.prompt import nearest_words
+        from dxray.shortcuts.discover import render_pool
+        from dxray.shortcuts.erase import ObjectEraser
+
+        started = time.perf_counter()
+        sc, g = self.spec.shortcuts, self.generator
+        vectors, images = render_pool(
+            g, [j["seed"] for j in jobs], template=sc.template,
+            n_vectors=self.spec.engine.n_vectors, config=self.sampler,
+        )  # fmt: skip
+        queries = self._objects_to_erase(images)
+        eraser = ObjectEraser(self.segmenter, queries, fill=sc.fill)
+        with torch.no_grad():
+            erased = eraser(images)
+            x = torch.cat([images, erased]).to(self.segmenter.device, self.segmenter.dtype)
+            scores = self.segmenter.probe(x, queries + self.attributes).float().cpu()
+            logits = self.classifier.outputs(erased.to(self.classifier.device)).logits
+        n, q = len(jobs), len(queries)
+        before, after = scores[:n, :q].amax(1), scores[n:, :q].amax(1)
+        probes = scores[n:, q:]
+        words = nearest_words(g.tokenizer, g.text_encoder, vectors.to(g.dtype), 1)
+        seconds = (time.perf_counter() - started) / n
+        return [
+            self._row(
+                job,
+                status="object" if float(after[i]) >= 0.5 else "kept",
+                object_presence=float(before[i]),
+                left_presence=float(after[i]),
+                erased_fraction=float(eraser.last_masks[i].float().mean()),
+                logits=logits[i].float().cpu().tolist(),
+                # JSON through Ray Data (a map column does not survive its numpy batches)
+                probe_scores=json.dumps(
+                    {a: float(probes[i, j]) for j, a in enumerate(self.attributes)}
+                ),
+                words=json.dumps([[w for w, _ in vector] for vector in words[i]]),
+                png=png(_thumbnail(erased[i])),
+                seconds=seconds,
+            )
+            for i, job in enumerate(jobs)
+        ]
+
+    def _objects_to_erase(self, images) -> list[str]:
+        """Every class's object query, or with `objects: k` those of the classes among the
+        classifier's k likeliest on any of these images."""
+        if self.top_k is None:
+            return list(self.object_queries)
+        import torch
+
+        with torch.no_grad():
+            logits = self.classifier.outputs(images.to(self.classifier.device)).logits
+        k = min(self.top_k, logits.shape[1])
+        classes = sorted(set(logits.topk(k, dim=1).indices.flatten().tolist()))
+        return [self.object_queries[c] for c in classes]
+
+    def _row(self, job: dict[str, Any], **result) -> dict[str, Any]:
+        empty = dict.fromkeys(
+            ("error", "object_presence", "left_presence", "erased_fraction", "logits",
+             "probe_scores", "words", "png", "seconds")
+        )  # fmt: skip
+        return {**job, **empty, **result, "worker": self.name}
+
+
+def _thumbnail(image, side: int = 128):
+    """An image [3, H, W] at most `side` pixels wide (pool images are many; the report shows
+    a few of them small)."""
+    import torch.nn.functional as F
+
+    if max(image.shape[-2:]) <= side:
+        return image
+    return F.interpolate(image[None], size=(side, side), mode="area")[0]
+
+
 def run_shortcuts(
     spec: AuditSpec,
     run_id: str,
@@ -156,6 +250,30 @@ def run_shortcuts(
     plan = object_free_renders(attributes, sc.template, seeds)
     _render_missing(spec, run_id, writer, plan, class_names, execute, summary, say)
     rows = lift_rows(_rendered(writer, run_id, plan), attributes, len(class_names), rule)
+    # 2b. Object-free explanations: the shared pool, each class's top images
+    candidate_rows = []
+    if sc.pool and attributes:
+        pool = [{"render_id": f"pool|{seed}", "seed": seed} for seed in range(sc.pool)]
+        done = done_renders(writer, run_id, "shortcut_pool")
+        todo = [j for j in pool if j["render_id"] not in done]
+        if todo:
+            say(f"shortcuts: rendering {len(todo)} object-free explanation images")
+            for batch in execute(PoolWorker, todo, sc.batch_size):
+                for row in batch:
+                    row["probe_scores"] = list(json.loads(row["probe_scores"] or "{}").items())
+                writer.write("shortcut_pool", batch, run_id)
+        candidate_rows = _candidates(writer, run_id, {j["render_id"] for j in pool}, attributes, sc)
+        if not candidate_rows:
+            summary.problems.append(
+                f"object-free explanations: none of the {sc.pool} pool images was free of "
+                "objects after erasing (the segmenter still found one in each): no candidates. "
+                "Check the segmenter's object masks on a few images of the shortcut_pool table."
+            )
+        summary.candidates = [
+            (class_names[r["class_index"]], r["attribute"], r["rate"])
+            for r in candidate_rows
+            if r["candidate"]
+        ]
     # 3. With-object renders for the chosen classes; 4. final scoring
     if sc.with_object != "none" and attributes:
         chosen = (
@@ -171,7 +289,7 @@ def run_shortcuts(
             rows = lift_rows(_rendered(writer, run_id, plan), attributes, len(class_names), rule)
     summary.renders = len(plan)
     summary.statuses = Counter(r["status"] for r in _rendered(writer, run_id, plan))
-    _write_scores(writer, run_id, rows, class_names, summary.problems)
+    _write_scores(writer, run_id, rows, class_names, summary.problems, candidate_rows)
     summary.findings = [
         (class_names[r["class_index"]], r["attribute"], r["lift"])
         for r in rows
@@ -209,10 +327,10 @@ def _job(render: Render, class_names: Sequence[str]) -> dict[str, Any]:
     }
 
 
-def done_renders(writer: CatalogWriter, run_id: str) -> set[str]:
-    """Render ids of `run_id` with a usable result (an "error" is retried)."""
+def done_renders(writer: CatalogWriter, run_id: str, table: str = "shortcut_images") -> set[str]:
+    """Render ids of `run_id` in `table` with a usable result (an "error" is retried)."""
     done = set()
-    for path in part_files(writer.root, "shortcut_images", run_id):
+    for path in part_files(writer.root, table, run_id):
         table = pq.read_table(path, columns=["render_id", "status"])
         keys, statuses = table.column("render_id").to_pylist(), table.column("status").to_pylist()
         for key, status in zip(keys, statuses, strict=True):
@@ -223,10 +341,14 @@ def done_renders(writer: CatalogWriter, run_id: str) -> set[str]:
 
 def _rendered(writer: CatalogWriter, run_id: str, plan: list[Render]) -> list[dict]:
     """The latest usable row of every render in `plan` (the png is not read)."""
-    wanted = {r.key for r in plan}
+    return _latest(writer, run_id, "shortcut_images", {r.key for r in plan}, SCORING_COLUMNS)
+
+
+def _latest(writer, run_id, table: str, wanted: set[str], columns) -> list[dict]:
+    """Per render id in `wanted`: its latest row, a usable one before an error."""
     best: dict[str, dict] = {}
-    for path in part_files(writer.root, "shortcut_images", run_id):
-        for row in pq.read_table(path, columns=list(SCORING_COLUMNS)).to_pylist():
+    for path in part_files(writer.root, table, run_id):
+        for row in pq.read_table(path, columns=list(columns)).to_pylist():
             key = row["render_id"]
             if key not in wanted:
                 continue
@@ -237,8 +359,39 @@ def _rendered(writer: CatalogWriter, run_id: str, plan: list[Render]) -> list[di
     return list(best.values())
 
 
-def _write_scores(writer, run_id, rows, class_names, problems) -> None:
+def _candidates(writer, run_id, wanted: set[str], attributes, sc) -> list[dict]:
+    """The candidate rows of the pool's latest usable images (see `discover.candidates`)."""
+    import torch
+
+    from dxray.shortcuts.discover import candidates
+    from dxray.shortcuts.score import centred
+
+    rows = _latest(writer, run_id, "shortcut_pool", wanted,
+                   ["render_id", "status", "logits", "probe_scores", "created_at"])  # fmt: skip
+    rows = [r for r in rows if r["status"] != "error"]
+    if not rows:
+        return []
+    names = [a.name for a in attributes]
+    z = centred(torch.tensor([r["logits"] for r in rows], dtype=torch.float64))
+    presence = torch.tensor(
+        [[dict(r["probe_scores"]).get(a, 0.0) for a in names] for r in rows], dtype=torch.float64
+    )
+    usable = torch.tensor([r["status"] == "kept" for r in rows])
+    out = candidates(z, presence, names, top=sc.top, usable=usable)
+    for r in out:
+        r["chosen"] = [rows[i]["render_id"] for i in r["chosen"]]
+    return out
+
+
+def _write_scores(writer, run_id, rows, class_names, problems, candidate_rows=()) -> None:
     score_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+    if candidate_rows:
+        writer.write(
+            "shortcut_candidates",
+            [{**r, "run_id": run_id, "score_id": score_id,
+              "class_name": class_names[r["class_index"]]} for r in candidate_rows],
+            run_id,
+        )  # fmt: skip
     out = [
         {**r, "score_id": score_id, "class_name": class_names[r["class_index"]], "run_id": run_id}
         for r in rows
@@ -253,6 +406,10 @@ def _write_scores(writer, run_id, rows, class_names, problems) -> None:
 
 
 def _entry_label(problem: str) -> str:
-    """ "attribute [3] skipped: ..." -> "attribute [3]"; other problems -> "vocabulary"."""
-    head = problem.split(" skipped:")[0]
-    return head if head != problem else "vocabulary"
+    """The `attribute` a problem is filed under: "attribute [3]" for a skipped entry,
+    "object-free explanations" for the pool's, else "vocabulary"."""
+    if " skipped:" in problem:
+        return problem.split(" skipped:")[0]
+    if problem.startswith("object-free explanations:"):
+        return "object-free explanations"
+    return "vocabulary"

@@ -41,9 +41,13 @@ def test_one_file_with_every_image_inline(root, page):
         .fetchall()[0][0]
     )
     assert stored == 13  # 14 seeds, one diverged
-    assert page.count("data:image/png;base64,") == stored
+    # ... and the shortcut section's evidence: for square <- grass the 2 grass images and the
+    # 2 of the other scene (water); for star <- a watermark the 2 marked and the same 2 bare
+    evidence = 8
+    assert page.count("data:image/png;base64,") == stored + evidence
     sources = re.findall(r'src="([^"]*)"', page)
-    assert len(sources) == stored and all(s.startswith("data:image/png;base64,") for s in sources)
+    assert len(sources) == stored + evidence
+    assert all(s.startswith("data:image/png;base64,") for s in sources)
     assert "<link" not in page and "url(" not in page and "<script" not in page.lower()
 
 
@@ -83,7 +87,8 @@ def test_default_run_is_the_latest_and_errors_show(root, tmp_path):
     assert "checkpoint b" in out.read_text()
     page_a = write_report(root, tmp_path / "a.html", "ckpt-a").read_text()
     assert "CUDA out of memory" in page_a and 'id="diff"' not in page_a
-    assert page_a.count("data:image/png;base64,") == 13  # 14 seeds, one error
+    # 14 seeds, one error; 8 shortcut evidence images (circle <- water, star <- a watermark)
+    assert page_a.count("data:image/png;base64,") == 13 + 8
 
 
 def test_empty_catalog_has_nothing_to_report(tmp_path):
@@ -102,3 +107,14 @@ def test_thumbnail_draws_the_mask_outline():
     assert MASK_COLOUR not in {c for _, c in plain.getcolors(96 * 96)}
     assert thumbnail(png, None, 64).size == (64, 64)
     Image.open(io.BytesIO(png)).verify()
+
+
+def test_the_shortcut_section_shows_each_finding_with_its_evidence(page):
+    section = page[page.index('id="shortcuts"') :]
+    section = section[: section.index("</section>")]
+    # ckpt-b's findings, largest lift first, with intervals; not circle-water (0.6 nats)
+    assert section.index("a watermark") < section.index("grass")
+    assert "<b>2.10</b> <span class='sub'>[1.70, 2.50]</span>" in section
+    assert "<b>1.30</b> <span class='sub'>[0.90, 1.70]</span>" in section
+    assert "water</td>" not in section.split("</table>")[0]
+    assert "the same scenes and seeds without it" in section and "the other scenes" in section

@@ -34,6 +34,8 @@ def test_view_counts(con):
         "unit_summary": 4,
         "shortcut_images": 12,  # 2 runs x 3 prompts x 2 seeds
         "shortcuts": 34,  # 2 runs x 5 classes x 3 attributes + 4 with-object rows
+        "shortcut_pool": 0,  # the sample has no pool images ...
+        "shortcut_candidates": 4,  # ... only the candidate rows they gave
         "class_shortcuts": 30,  # one row per run, class and attribute
         "eval_metrics": 0,  # the sample has not been evaluated
         "eval_neurons": 0,
@@ -177,3 +179,9 @@ def test_class_shortcuts_is_the_bias_report_in_one_query(con):
         "WHERE run_id = 'ckpt-a' AND class_name = 'square' AND attribute = 'grass'",
     )
     assert row == (False, None)
+    # Object-free explanations: circle-water is a confirmed candidate, hexagon-grass a false lead
+    leads = con.sql(
+        "SELECT class_name, attribute, candidate, confirmed FROM class_shortcuts "
+        "WHERE run_id = 'ckpt-a' AND candidate ORDER BY class_name"
+    ).fetchall()
+    assert leads == [("circle", "water", True, True), ("hexagon", "grass", True, False)]

@@ -33,18 +33,15 @@ def sample(tmp_path_factory):
     return write_sample(tmp_path_factory.mktemp("catalog"))
 
 
+SAMPLE_TABLES = ("runs", "explanations", "verdicts", "images", "shortcut_images", "shortcuts",
+                 "shortcut_candidates")  # fmt: skip
+
+
 def test_files_land_in_hive_partitions_one_per_batch(sample):
     name = re.compile(r"^part-[0-9a-f]{32}\.parquet$")
     for path in sample.files:
         table_name, partition = path.parent.parent.name, path.parent.name
-        assert table_name in (
-            "runs",
-            "explanations",
-            "verdicts",
-            "images",
-            "shortcut_images",
-            "shortcuts",
-        )
+        assert table_name in SAMPLE_TABLES
         assert name.match(path.name), path
         run_id = partition.removeprefix("run_id=")
         assert run_id in sample.run_ids

@@ -23,6 +23,8 @@ def shortcut_spec(tiny_spec):
         "seeds": 2,
         "with_object": "all",
         "batch_size": 8,
+        "pool": 6,
+        "top": 2,
     }
     return AuditSpec.from_dict(spec)
 
@@ -43,7 +45,8 @@ def test_the_audit_renders_scores_and_resumes(shortcut_spec):
     # object-free: 2 scenes x (alone + watermark) x 2 seeds; with the object of every class:
     # 5 classes x the same 8
     assert sc.renders == 8 + CLASSES * 8 and sc.rendered == sc.renders
-    assert len(sc.problems) == 2  # the empty string and the number, each with a reason
+    # the empty string and the number, each with a reason (+ the pool's, see below)
+    assert sum("skipped" in p for p in sc.problems) == 2
     images = _rows(first.catalog, "SELECT * FROM shortcut_images")
     assert len(images) == sc.renders
     assert {r["status"] for r in images} <= {"kept", "object", "no object", "no attribute"}
@@ -57,13 +60,35 @@ def test_the_audit_renders_scores_and_resumes(shortcut_spec):
     for r in report:  # the interval brackets the lift wherever there is one
         if r["lift"] is not None:
             assert r["low"] <= r["lift"] <= r["high"]
-    skipped = _rows(first.catalog, "SELECT * FROM shortcuts WHERE method = 'vocabulary'")
+    skipped = _rows(
+        first.catalog,
+        "SELECT * FROM shortcuts WHERE method = 'vocabulary' AND attribute LIKE 'attribute%'",
+    )
     assert sorted(r["attribute"] for r in skipped) == ["attribute [3]", "attribute [4]"]
     assert all("skipped" in r["note"] for r in skipped)
+
+    # Object-free explanations: 6 pool images, each class's top 2 read out per attribute
+    pool = _rows(first.catalog, "SELECT * FROM shortcut_pool")
+    assert len(pool) == 6 and all(len(r["logits"]) == CLASSES for r in pool)
+    assert all(set(dict(r["probe_scores"])) == {"water", "sand", "a watermark"} for r in pool)
+    assert all(0 <= r["erased_fraction"] <= 1 and r["png"].startswith(b"\x89PNG") for r in pool)
+    leads = _rows(first.catalog, "SELECT * FROM shortcut_candidates")
+    kept = {p["render_id"] for p in pool if p["status"] == "kept"}
+    if kept:
+        assert len(leads) == CLASSES * 3 and all(r["images"] == min(2, len(kept)) for r in leads)
+        assert all(set(r["chosen"]) <= kept for r in leads)
+    else:  # the untrained tiny segmenter sees objects everywhere: no candidate, and it says so
+        assert leads == [] and all(r["candidate"] is None for r in report)
+        notes = _rows(
+            first.catalog,
+            "SELECT note FROM shortcuts WHERE attribute = 'object-free explanations'",
+        )
+        assert notes and "none of the 6 pool images" in notes[0]["note"]
 
     again = run_audit(shortcut_spec)  # nothing rendered twice; a new scoring, the same rows
     assert again.shortcuts.rendered == 0 and again.computed == 0
     assert len(_rows(first.catalog, "SELECT * FROM raw_shortcut_images")) == sc.renders
+    assert len(_rows(first.catalog, "SELECT * FROM raw_shortcut_pool")) == 6
     assert len(_rows(first.catalog, "SELECT * FROM class_shortcuts")) == CLASSES * 3
     scorings = _rows(first.catalog, "SELECT DISTINCT score_id FROM raw_shortcuts")
     assert len(scorings) == 2

@@ -182,3 +182,30 @@ def test_the_finding_rule():
     assert not rule.finds(math.nan, math.nan, 16)
     with pytest.raises(ValueError):
         FindingRule(confidence=1.0)
+
+
+def test_object_free_explanations_single_out_what_the_top_images_share():
+    from dxray.shortcuts.discover import candidates
+
+    n = 40
+    # pool: "water" in every 4th image, "sand" in three of every four (those too)
+    presence = torch.zeros(n, 2)
+    presence[::4, 0] = 0.9
+    presence[:, 1] = 0.9
+    presence[1::4, 1] = 0.0
+    z = torch.randn(n, 3, generator=torch.Generator().manual_seed(0)) * 0.1
+    z[::4, 1] += 3.0  # class 1 fires on the water images
+    rows = candidates(z, presence, ["water", "sand"], top=8)
+    leads = {(r["class_index"], r["attribute"]) for r in rows if r["candidate"]}
+    # water: in all 8 of class 1's top images vs 25% of the pool. Sand is in those images too,
+    # but it is in 75% of the pool: 25 points above is not enough
+    water = next(r for r in rows if r["class_index"] == 1 and r["attribute"] == "water")
+    assert water["rate"] == 1.0 and water["pool_rate"] == 0.25
+    assert (1, "water") in leads and (1, "sand") not in leads
+    assert all(c == 1 for c, _ in leads)
+    # an image that may not be chosen (an object left after erasing) is never chosen
+    usable = torch.ones(n, dtype=torch.bool)
+    usable[::4] = False
+    rows = candidates(z, presence, ["water", "sand"], top=8, usable=usable)
+    assert not any(r["candidate"] and r["attribute"] == "water" for r in rows)
+    assert all(set(r["chosen"]).isdisjoint(range(0, n, 4)) for r in rows)

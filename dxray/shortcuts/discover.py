@@ -1,0 +1,118 @@
+"""Object-free explanations: what each class fires on once every object is erased, found by
+search over soft prompts, beyond any vocabulary.
+
+    vectors, images = render_pool(generator, seeds, template="{}", n_vectors=4)
+    erased = ObjectEraser(segmenter, object_queries)(images)      # dxray.shortcuts.erase
+    z = centred(classifier.outputs(erased).logits)                 # [N, C], every class at once
+    rows = candidates(z, presence, attribute_names, top=8)         # presence: probes on erased
+
+A pool of N random soft prompts (one per seed, drawn like the engine's random start) is
+rendered once with the full VAE and its objects erased; the classifier scores every class on
+every erased image in one pass, so the pool is shared by all classes and its cost does not
+grow with them. A class's object-free explanation is its `top` pool images by centred logit:
+the object-free renders that drive it most. Their probes say what they show: an attribute
+present in most of them and much more often than in the pool is a *candidate* shortcut,
+which the counterfactual test (dxray.shortcuts.score) confirms or not.
+
+Why search and not gradient ascent: on the toy world the gradient through the last sampler
+step cannot move an image from one background to another (a class's explanation stayed on
+the background it started on, docs/EVALUATION.md), while the background is exactly what an
+object-free explanation must choose. Ascent from the selected prompts (`dxray.explain` with
+`transform=ObjectEraser(...)`) lowered the erased score on the toy (it had been inflated by
+shapes the segmenter does not know); it stays available, not the default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from dxray.explain import prompt as sp
+from dxray.explain.sampler import SamplerConfig, decode, draw_noise, sample
+
+
+@torch.no_grad()
+def render_pool(
+    generator,
+    seeds: Sequence[int],
+    *,
+    template: str,
+    n_vectors: int = 4,
+    config: SamplerConfig = SamplerConfig(),
+) -> tuple[Tensor, Tensor]:
+    """(vectors [N, k, d], images [N, 3, H, W] in [0, 1], CPU): pool member i is the random
+    soft prompt of seed i (`init_random`) rendered with noise seed i and the full VAE; the
+    same member as the engine's random start of a target with that seed."""
+    te, tok = generator.text_encoder, generator.tokenizer
+    layout = sp.layout(tok, template, n_vectors)
+    vectors = torch.stack([sp.init_random(te, n_vectors, int(s)) for s in seeds])
+    cond = sp.encode(te, layout, vectors)
+    noise = draw_noise(generator.latent_shape, config.steps, [int(s) for s in seeds])
+    uncond = sp.encode_text(te, tok, [""])
+    latents = sample(
+        generator, cond, noise.to(device=cond.device, dtype=cond.dtype), config, uncond
+    )
+    images = decode(generator, latents, tiny=False)
+    return vectors.float().cpu(), images.float().cpu()
+
+
+@dataclass(frozen=True)
+class CandidateRule:
+    """An attribute is a candidate for a class when it is present (probe >= `present`) in at
+    least `rate` of the class's explanation images and `above` more often than in the pool.
+    The rate and margin are the evaluation's rule for class explanations (chosen before the
+    object-free work: docs/EVALUATION.md); the pool is the explanations' population."""
+
+    rate: float = 0.75
+    above: float = 0.5
+    present: float = 0.5
+
+
+def candidates(
+    z: Tensor,
+    presence: Tensor,
+    attributes: Sequence[str],
+    *,
+    top: int = 8,
+    rule: CandidateRule = CandidateRule(),
+    usable: Tensor | None = None,
+) -> list[dict]:
+    """One row per (class, attribute): the attribute's rate in the class's `top` pool images
+    (by centred logit `z` [N, C]) vs its rate in the whole pool (`presence` [N, A] of the
+    attributes on the erased images), and whether it is a candidate. `usable` [N] bool: pool
+    images that may be chosen (e.g. none of the segmenter's objects left after erasing)."""
+    n, classes = z.shape
+    if presence.shape != (n, len(attributes)):
+        raise ValueError(f"presence must be [{n}, {len(attributes)}]; got {tuple(presence.shape)}")
+    scores = z.double().clone()
+    if usable is not None:
+        scores[~usable.to(torch.bool)] = -torch.inf
+    available = int(usable.sum()) if usable is not None else n
+    k = min(top, available)
+    if k == 0:
+        return []
+    present = (presence >= rule.present).double()
+    pool_rate = present[torch.isfinite(scores[:, 0])].mean(0)
+    best = scores.topk(k, dim=0).indices.T  # [C, k]
+    rows = []
+    for c in range(classes):
+        chosen = best[c]
+        rates = present[chosen].mean(0)
+        for a, name in enumerate(attributes):
+            rate, base = float(rates[a]), float(pool_rate[a])
+            rows.append(
+                {
+                    "class_index": c,
+                    "attribute": name,
+                    "rate": rate,
+                    "pool_rate": base,
+                    "images": k,
+                    "mean_z": float(z[chosen, c].double().mean()),
+                    "candidate": rate >= rule.rate and rate - base >= rule.above,
+                    "chosen": chosen.tolist(),
+                }
+            )
+    return rows
