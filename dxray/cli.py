@@ -267,6 +267,15 @@ def diff(
                 f"  {row['target_id']:<32} {row['change']:<12} "
                 f"{row.get('verdict_before')} -> {row.get('verdict_after')}"
             )
+    for row in result.shortcuts.to_pylist() if result.shortcuts is not None else []:
+        typer.echo(
+            f"  shortcut {row['class_name']} <- {row['attribute']}: {row['change']}, lift "
+            f"{_nats(row['lift_before'])} -> {_nats(row['lift_after'])}"
+        )
+
+
+def _nats(value) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 @bench_app.command("scale")

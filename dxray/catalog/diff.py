@@ -2,7 +2,9 @@
 
 The typical use: audit checkpoint A, retrain to remove a bias, audit checkpoint B, then ask
 which classes stopped being spurious ("resolved"), which started ("new spurious"), and how
-each class's probability and attribute-probe rates moved. The query is catalogs/diff.sql.
+each class's probability and attribute-probe rates moved; and which class shortcuts
+appeared or vanished, with their lifts before and after. The queries are catalogs/diff.sql
+and catalogs/shortcut_diff.sql.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import pyarrow as pa
 from dxray.catalog.views import sql_file
 
 CHANGES = ("new spurious", "resolved", "changed", "unchanged", "added", "removed")
+SHORTCUT_CHANGES = ("appeared", "vanished", "kept")
 
 
 @dataclass
@@ -27,6 +30,9 @@ class RunDiff:
     to_run: str
     table: pa.Table
     summary: dict
+    # Class shortcuts that are a finding in either run: appeared / vanished / kept, with the
+    # lift before and after (catalogs/shortcut_diff.sql); empty without the shortcut test
+    shortcuts: pa.Table | None = None
 
     @property
     def rows(self) -> list[dict]:
@@ -80,6 +86,10 @@ def diff_runs(
             if v == value and k == kind
         )
 
+    shortcuts = con.sql(
+        sql_file("shortcut_diff.sql"), params={"from_run": from_run, "to_run": to_run}
+    ).to_arrow_table()
+    moved = Counter(shortcuts.column("change").to_pylist())
     shifts = [abs(s) for s in table.column("probability_shift").to_pylist() if s is not None]
     summary = {
         "from_run": before,
@@ -92,5 +102,6 @@ def diff_runs(
         "spurious_units_after": count("verdict_after", "spurious", "unit"),
         "mean_abs_probability_shift": sum(shifts) / len(shifts) if shifts else None,
         "probe_threshold": probe_threshold,
+        "shortcuts": {change: moved.get(change, 0) for change in SHORTCUT_CHANGES},
     }
-    return RunDiff(from_run, to_run, table, summary)
+    return RunDiff(from_run, to_run, table, summary, shortcuts)

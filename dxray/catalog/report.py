@@ -384,6 +384,20 @@ def _diff_section(diff: RunDiff) -> str:
         if rows
         else '<p class="empty">No verdict changed.</p>'
     )
+    shortcut_rows = diff.shortcuts.to_pylist() if diff.shortcuts is not None else []
+    if shortcut_rows:
+        lifts = "".join(
+            f"<tr><td><b>{esc(r['class_name'])}</b> ← {esc(r['attribute'])}</td>"
+            f'<td><span class="change {"new-spurious" if r["change"] == "appeared" else "resolved" if r["change"] == "vanished" else "changed"}">'
+            f"{esc(r['change'])}</span></td><td>{_fmt(r['lift_before'])} → "
+            f"<b>{_fmt(r['lift_after'])}</b></td></tr>"
+            for r in shortcut_rows
+        )
+        table += (
+            '<h3>Class shortcuts</h3><table class="list"><thead><tr><th>class ← attribute'
+            "</th><th>change</th><th>lift (nats) before → after</th></tr></thead>"
+            f"<tbody>{lifts}</tbody></table>"
+        )
     before, after = s["from_run"], s["to_run"]
     return (
         f'<section id="diff"><h2>Change since {esc(before.get("name") or diff.from_run)}</h2>'

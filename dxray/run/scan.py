@@ -404,11 +404,15 @@ def write_missing_diffs(
                 "to_checkpoint": str(after.path),
                 "summary": diff.summary,
                 "targets": diff.rows,
+                "shortcuts": diff.shortcuts.to_pylist() if diff.shortcuts is not None else [],
             }
             path = diff_path(catalog, from_run, to_run)
             _write_atomic(path, json.dumps(_json_safe(document), indent=1, allow_nan=False))
             written.append(path)
             say(_diff_line(diff.rows, from_run, to_run, path))
+            for row in document["shortcuts"]:
+                if row["change"] != "kept":
+                    say(f"      shortcut {row['class_name']} <- {row['attribute']} {row['change']}")
     finally:
         con.close()
     return written

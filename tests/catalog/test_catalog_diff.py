@@ -68,6 +68,20 @@ def test_summary(diff):
     assert diff.table.num_rows == s["targets"] == 7
 
 
+def test_class_shortcuts_appear_vanish_and_stay_with_their_lifts(diff, root):
+    rows = diff.shortcuts.to_pylist()
+    got = [(r["class_name"], r["attribute"], r["change"], r["lift_before"], r["lift_after"])
+           for r in rows]  # fmt: skip
+    assert got == [
+        ("square", "grass", "appeared", 0.4, 1.3),
+        ("circle", "water", "vanished", 2.4, 0.6),
+        ("star", "a watermark", "kept", 2.0, 2.1),
+    ]
+    assert diff.summary["shortcuts"] == {"appeared": 1, "vanished": 1, "kept": 1}
+    back = diff_runs(connect(root), "ckpt-b", "ckpt-a").summary["shortcuts"]
+    assert back == {"appeared": 1, "vanished": 1, "kept": 1}
+
+
 def test_reverse_direction_swaps_resolved_and_new(root):
     rows = diff_runs(connect(root), "ckpt-b", "ckpt-a").by_target()
     assert rows["class:0"]["change"] == "new spurious"

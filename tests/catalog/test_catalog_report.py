@@ -71,6 +71,9 @@ def test_summary_numbers_match_the_catalog(root, page):
     assert stat(page, "failed_seeds") == str(failed)
     assert stat(page, "units") == "2" and stat(page, "seeds") == "14"
     assert stat(page, "diff_resolved") == "2" and stat(page, "diff_new_spurious") == "1"
+    diff = page[page.index('id="diff"') :]
+    assert "<b>square</b> ← grass" in diff and "0.40 → <b>1.30</b>" in diff  # appeared
+    assert "<b>circle</b> ← water" in diff and "2.40 → <b>0.60</b>" in diff  # vanished
 
 
 def test_header_and_sections(page):
