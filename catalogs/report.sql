@@ -87,3 +87,19 @@ ORDER BY variant, scene, overlay NULLS FIRST, class_index NULLS FIRST, seed;
 SELECT render_id, png
 FROM shortcut_images
 WHERE run_id = $run_id AND list_contains($ids, render_id);
+
+-- name: shortcut_explanations
+-- Each class's object-free explanation: the pool images it chose (one row per class; the
+-- chosen list is the same for every attribute of a class).
+SELECT class_index, any_value(class_name) AS class_name, any_value(chosen) AS chosen,
+       any_value(mean_z) AS mean_z,
+       list(attribute ORDER BY rate DESC) FILTER (WHERE candidate) AS candidates
+FROM shortcut_candidates
+WHERE run_id = $run_id
+GROUP BY class_index
+ORDER BY class_index;
+
+-- name: shortcut_pool_pngs
+SELECT render_id, png, words, logits
+FROM shortcut_pool
+WHERE run_id = $run_id AND list_contains($ids, render_id);

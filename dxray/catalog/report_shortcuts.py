@@ -8,6 +8,7 @@ Every string from the catalog is escaped; the queries are catalogs/report.sql.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 
 from dxray.catalog.report import _data_uri, _fmt, _rows, esc, thumbnail
@@ -35,6 +36,34 @@ def _strip(renders: Sequence[Mapping], pngs: Mapping[str, bytes], c: int, size: 
             f'{esc(r["seed"])}</div><div class="sub">{esc(label)}</div></figcaption></figure>'
         )
     return f'<div class="seeds">{"".join(figures)}</div>' if figures else ""
+
+
+def _explanation(explained: Mapping | None, pool: Mapping[str, Mapping], size: int) -> str:
+    """The class's object-free explanation: its chosen pool images (objects erased), each with
+    the class's z and the soft prompt's nearest words."""
+    if not explained or not explained.get("chosen"):
+        return ""
+    c = explained["class_index"]
+    figures = []
+    for render_id in explained["chosen"][:SHOWN]:
+        p = pool.get(render_id)
+        if p is None or p["png"] is None:
+            continue
+        uri = _data_uri(thumbnail(p["png"], None, size))
+        words = " ".join(w[0] for w in json.loads(p["words"] or "[]") if w)
+        figures.append(
+            f'<figure><img src="{uri}" width="{size}" height="{size}" alt="pool image">'
+            f'<figcaption><div class="nums">z <b>{_fmt(_z(p["logits"], c))}</b></div>'
+            f'<div class="words">{esc(words)}</div></figcaption></figure>'
+        )
+    if not figures:
+        return ""
+    leads = ", ".join(explained.get("candidates") or []) or "no attribute singled out"
+    return (
+        '<h4 class="sub">object-free explanation: the renders that drive the class most once '
+        f"every object is erased (they show: {esc(leads)})</h4>"
+        f'<div class="seeds">{"".join(figures)}</div>'
+    )
 
 
 def _evidence(finding: Mapping, renders: Sequence[Mapping]) -> list[tuple[str, list[Mapping]]]:
@@ -96,13 +125,24 @@ def shortcut_section(con, run_id: str, size: int) -> str:
         else '<p class="empty">No class fires on an attribute of the vocabulary without its '
         "object.</p>"
     )
+    explained = {e["class_index"]: e for e in _rows(con, q["shortcut_explanations"], run_id)}
+    shown = {f["class_index"] for f in findings} | {
+        c for c, e in explained.items() if e["candidates"]
+    }
+    pool_ids = sorted({i for c in shown for i in (explained.get(c) or {}).get("chosen") or []})
+    pool = {
+        p["render_id"]: p
+        for p in con.sql(q["shortcut_pool_pngs"], params={"run_id": run_id, "ids": pool_ids})
+        .to_arrow_table()
+        .to_pylist()
+    }
     cards = []
     for f in findings:
         parts = "".join(
             f'<h4 class="sub">{esc(caption)}</h4>{_strip(rs, pngs, f["class_index"], size)}'
             for caption, rs in strips[(f["class_index"], f["attribute"])]
             if rs
-        )
+        ) + _explanation(explained.get(f["class_index"]), pool, size)
         cards.append(
             f'<article class="target spurious"><div class="info"><h4>{esc(f["class_name"])} '
             f'← {esc(f["attribute"])}</h4><div class="nums">lift <b>{_fmt(f["lift"])}</b> '
@@ -111,6 +151,23 @@ def shortcut_section(con, run_id: str, size: int) -> str:
             f'<div class="sub">{esc(f["rendered"])} rendered, {esc(f["dropped_object"])} '
             f"dropped for an object, {esc(f['dropped_attribute'])} for a missing attribute</div>"
             f"</div><div>{parts}</div></article>"
+        )
+    leads = [
+        (e, a)
+        for c, e in sorted(explained.items())
+        for a in e["candidates"] or []
+        if not any(f["class_index"] == c and f["attribute"] == a for f in findings)
+    ]
+    if leads:
+        cards.append(
+            "<h3>Leads of the object-free explanations that the test did not confirm</h3>"
+            + "".join(
+                f'<article class="target uncertain"><div class="info"><h4>'
+                f'{esc(e["class_name"])} ← {esc(a)}?</h4><div class="sub">singled out by '
+                "the class's object-free explanation; its counterfactual lift is under the "
+                f"finding rule</div></div><div>{_explanation(e, pool, size)}</div></article>"
+                for e, a in leads
+            )
         )
     notes = "".join(
         f"<li><b>{esc(s['attribute'])}</b>: {esc(s['note'])}</li>" for s in skipped

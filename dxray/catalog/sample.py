@@ -205,7 +205,8 @@ SHORTCUT_WITH_OBJECT = {"ckpt-a": {(0, "water"): 0.3, (2, "a watermark"): 1.5},
 
 
 # ... and what the object-free explanations single out (rate in the class's top pool images):
-# in a, circle-water (confirmed) and hexagon-grass (a false lead, not confirmed).
+# in a, circle-water (confirmed) and hexagon-grass (a false lead, not confirmed). Every class
+# chose the same two pool images (SHORTCUT_POOL: 2 per run).
 SHORTCUT_CANDIDATES = {"ckpt-a": {(0, "water"): 1.0, (4, "grass"): 0.75, (2, "water"): 0.25},
                        "ckpt-b": {(2, "a watermark"): 0.875}}  # fmt: skip
 
@@ -253,7 +254,15 @@ def _shortcut_rows(run_id: str, class_names: tuple[str, ...], at: datetime):
                  "attribute_presence": 0.9, "logits": z,
                  "png": sample_images(4, 0.0, context, seed)[0], "created_at": at}
             )  # fmt: skip
-    return images, rows, candidates
+    pool = [
+        {"render_id": f"pool|{seed}", "seed": seed, "status": "kept", "object_presence": 0.9,
+         "left_presence": 0.02, "erased_fraction": 0.3, "logits": [1.0] + [0.0] * 4,
+         "probe_scores": [("water", 0.9), ("grass", 0.1), ("a watermark", 0.0)],
+         "words": json.dumps([["water"], ["blue"]]),
+         "png": sample_images(4, 0.0, "water", seed)[0], "created_at": at}
+        for seed in range(2)
+    ]  # fmt: skip
+    return images, rows, candidates, pool
 
 
 def write_sample(
@@ -359,7 +368,8 @@ def write_sample(
                 ("images", images),
             ):
                 sample.rows[name] = sample.rows.get(name, 0) + len(rows)
-        shortcut_images, shortcuts, candidates = _shortcut_rows(run_id, class_names, created)
+        shortcut_images, shortcuts, candidates, pool = _shortcut_rows(run_id, class_names, created)
+        writer.write("shortcut_pool", pool, run_id)
         writer.write("shortcut_images", shortcut_images, run_id)
         writer.write("shortcuts", shortcuts, run_id)
         writer.write("shortcut_candidates", candidates, run_id)

@@ -42,8 +42,9 @@ def test_one_file_with_every_image_inline(root, page):
     )
     assert stored == 13  # 14 seeds, one diverged
     # ... and the shortcut section's evidence: for square <- grass the 2 grass images and the
-    # 2 of the other scene (water); for star <- a watermark the 2 marked and the same 2 bare
-    evidence = 8
+    # 2 of the other scene (water); for star <- a watermark the 2 marked and the same 2 bare,
+    # and star's object-free explanation (2 pool images; square has none in the sample)
+    evidence = 8 + 2
     assert page.count("data:image/png;base64,") == stored + evidence
     sources = re.findall(r'src="([^"]*)"', page)
     assert len(sources) == stored + evidence
@@ -91,7 +92,9 @@ def test_default_run_is_the_latest_and_errors_show(root, tmp_path):
     page_a = write_report(root, tmp_path / "a.html", "ckpt-a").read_text()
     assert "CUDA out of memory" in page_a and 'id="diff"' not in page_a
     # 14 seeds, one error; 8 shortcut evidence images (circle <- water, star <- a watermark)
-    assert page_a.count("data:image/png;base64,") == 13 + 8
+    # and 2 pool images for each of circle, star and the unconfirmed lead hexagon <- grass
+    assert page_a.count("data:image/png;base64,") == 13 + 8 + 3 * 2
+    assert "did not confirm" in page_a and "grass?</h4>" in page_a and EVIL not in page_a
 
 
 def test_empty_catalog_has_nothing_to_report(tmp_path):

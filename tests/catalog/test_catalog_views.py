@@ -34,8 +34,8 @@ def test_view_counts(con):
         "unit_summary": 4,
         "shortcut_images": 12,  # 2 runs x 3 prompts x 2 seeds
         "shortcuts": 34,  # 2 runs x 5 classes x 3 attributes + 4 with-object rows
-        "shortcut_pool": 0,  # the sample has no pool images ...
-        "shortcut_candidates": 4,  # ... only the candidate rows they gave
+        "shortcut_pool": 4,  # 2 pool images a run
+        "shortcut_candidates": 4,  # 3 in a, 1 in b
         "class_shortcuts": 30,  # one row per run, class and attribute
         "eval_metrics": 0,  # the sample has not been evaluated
         "eval_neurons": 0,
