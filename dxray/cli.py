@@ -109,7 +109,7 @@ def _echo_shortcuts(summary) -> None:
     sc = summary.shortcuts
     if sc is None:
         return
-    for problem in sc.problems:
+    for problem in sc.problems + sc.notes:
         typer.secho(f"shortcuts: {problem}", fg=typer.colors.YELLOW, err=True)
     kept = sc.statuses.get("kept", 0)
     found = ", ".join(f"{c} <- {a} (+{lift:.1f} nats)" for c, a, lift in sc.findings) or "none"
@@ -117,6 +117,9 @@ def _echo_shortcuts(summary) -> None:
         f"class shortcuts: {sc.renders} images ({sc.rendered} rendered now, {kept} usable); "
         f"findings: {found}"
     )
+    if sc.candidates:
+        leads = ", ".join(f"{c} <- {a} ({100 * rate:.0f}%)" for c, a, rate in sc.candidates)
+        typer.echo(f"object-free explanations single out: {leads}")
 
 
 @app.command()

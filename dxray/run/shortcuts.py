@@ -55,6 +55,7 @@ class ShortcutSummary:
     # what the object-free explanations single out: class, attribute, rate in its images
     candidates: list[tuple[str, str, float]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # vocabulary entries skipped, and why
+    notes: list[str] = field(default_factory=list)  # attributes without enough usable images
 
 
 class ShortcutWorker(ModelHost):
@@ -290,6 +291,15 @@ def run_shortcuts(
     summary.renders = len(plan)
     summary.statuses = Counter(r["status"] for r in _rendered(writer, run_id, plan))
     _write_scores(writer, run_id, rows, class_names, summary.problems, candidate_rows)
+    summary.notes = sorted(
+        {
+            f"{r['attribute']}: {r['note']}"
+            for r in rows
+            if r["note"] and r["method"] == "object_free"
+        }
+    )
+    for note in summary.notes:
+        log.warning("shortcuts: %s", note)
     summary.findings = [
         (class_names[r["class_index"]], r["attribute"], r["lift"])
         for r in rows

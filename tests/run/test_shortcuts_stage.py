@@ -113,3 +113,26 @@ def test_a_render_that_fails_becomes_an_error_row(shortcut_spec, monkeypatch):
     rows = worker.render(jobs)
     assert [r["status"] == "error" for r in rows] == [False, True, False]
     assert "out of memory" in rows[1]["error"] and rows[1]["logits"] is None
+
+
+def test_the_cli_says_what_was_found_and_what_was_skipped(capsys):
+    from collections import Counter
+    from pathlib import Path
+
+    from dxray.cli import _echo_shortcuts
+    from dxray.run.pipeline import AuditSummary
+    from dxray.run.shortcuts import ShortcutSummary
+
+    summary = AuditSummary("r", Path("c"), total=1, skipped=0)
+    summary.shortcuts = ShortcutSummary(
+        renders=160, rendered=20, statuses=Counter(kept=139, object=21),
+        findings=[("circle", "water", 2.73)], candidates=[("star", "a watermark", 0.875)],
+        problems=["attribute [3] skipped: an empty string"],
+        notes=["brick: 2 usable images of 16 rendered"],
+    )  # fmt: skip
+    _echo_shortcuts(summary)
+    out, err = capsys.readouterr()
+    assert "160 images (20 rendered now, 139 usable)" in out
+    assert "findings: circle <- water (+2.7 nats)" in out
+    assert "single out: star <- a watermark (88%)" in out
+    assert "attribute [3] skipped" in err and "brick: 2 usable images" in err
