@@ -685,7 +685,7 @@ def _score_shortcuts(
         pool = _query(
             catalog,
             "SELECT count(*) AS renders, count(*) FILTER (WHERE status = 'kept') AS kept, "
-            "sum(seconds) AS seconds, avg(object_presence >= 0.5) AS drawn_objects "
+            "sum(seconds) AS seconds, avg((object_presence >= 0.5)::INTEGER) AS drawn_objects "
             "FROM shortcut_pool WHERE run_id = ?",
             [run_id],
         )[0]

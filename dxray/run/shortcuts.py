@@ -163,9 +163,12 @@ class PoolWorker(ShortcutWorker):
 
         started = time.perf_counter()
         sc, g = self.spec.shortcuts, self.generator
+        # The engine's random start for each seed, through the engine's template: what an
+        # explanation of that seed would begin from
+        engine = self.spec.engine
         vectors, images = render_pool(
-            g, [j["seed"] for j in jobs], template=sc.template,
-            n_vectors=self.spec.engine.n_vectors, config=self.sampler,
+            g, [j["seed"] for j in jobs], template=engine.template,
+            n_vectors=engine.n_vectors, config=self.sampler,
         )  # fmt: skip
         queries = self._objects_to_erase(images)
         eraser = ObjectEraser(self.segmenter, queries, fill=sc.fill)
@@ -248,13 +251,18 @@ def run_shortcuts(
     rule = FindingRule(sc.min_lift, sc.confidence, sc.min_images)
     seeds = range(sc.seeds)
     # 1. Object-free renders; 2. first scoring
-    plan = object_free_renders(attributes, sc.template, seeds)
+    # Settings outside the prompt that change an image go into its key (resume never reuses
+    # an image rendered otherwise)
+    tag = "" if sc.guidance_scale is None else f"guidance={sc.guidance_scale:g}"
+    plan = object_free_renders(attributes, sc.template, seeds, tag)
     _render_missing(spec, run_id, writer, plan, class_names, execute, summary, say)
     rows = lift_rows(_rendered(writer, run_id, plan), attributes, len(class_names), rule)
     # 2b. Object-free explanations: the shared pool, each class's top images
     candidate_rows = []
     if sc.pool and attributes:
-        pool = [{"render_id": f"pool|{seed}", "seed": seed} for seed in range(sc.pool)]
+        engine = spec.engine
+        key = f"pool|{engine.template}|{engine.n_vectors}|{tag}"
+        pool = [{"render_id": f"{key}|{seed}", "seed": seed} for seed in range(sc.pool)]
         done = done_renders(writer, run_id, "shortcut_pool")
         todo = [j for j in pool if j["render_id"] not in done]
         if todo:
@@ -283,7 +291,7 @@ def run_shortcuts(
             else sorted({r["class_index"] for r in rows if r["finding"]})
         )
         objects = {c: spec.judge.object_query(class_names[c]) for c in chosen}
-        more = with_object_renders(attributes, sc.template, seeds, objects)
+        more = with_object_renders(attributes, sc.template, seeds, objects, tag)
         if more:
             _render_missing(spec, run_id, writer, more, class_names, execute, summary, say)
             plan += more

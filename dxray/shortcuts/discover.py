@@ -11,7 +11,7 @@ rendered once with the full VAE and its objects erased; the classifier scores ev
 every erased image in one pass, so the pool is shared by all classes and its cost does not
 grow with them. A class's object-free explanation is its `top` pool images by centred logit:
 the object-free renders that drive it most. Their probes say what they show: an attribute
-present in most of them and much more often than in the pool is a *candidate* shortcut,
+present in most of them, more often than chance picks from the pool, is a *candidate* shortcut,
 which the counterfactual test (dxray.shortcuts.score) confirms or not.
 
 Why search and not gradient ascent: on the toy world the gradient through the last sampler
@@ -24,6 +24,7 @@ shapes the segmenter does not know); it stays available, not the default.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -62,13 +63,24 @@ def render_pool(
 @dataclass(frozen=True)
 class CandidateRule:
     """An attribute is a candidate for a class when it is present (probe >= `present`) in at
-    least `rate` of the class's explanation images and `above` more often than in the pool.
-    The rate and margin are the evaluation's rule for class explanations (chosen before the
-    object-free work: docs/EVALUATION.md); the pool is the explanations' population."""
+    least `rate` of the class's explanation images, and choosing images by the class's score
+    made it more common than the pool makes it by chance: a one-sided binomial test of the
+    count against the pool's rate, p <= `alpha`. The rate is the evaluation's rule for class
+    explanations (docs/EVALUATION.md). A fixed margin over the pool (the first rule tried:
+    0.5) can never single out an attribute that is in more than half of the pool."""
 
     rate: float = 0.75
-    above: float = 0.5
+    alpha: float = 0.05
     present: float = 0.5
+
+    def singles_out(self, hits: int, images: int, pool_rate: float) -> bool:
+        return hits >= self.rate * images and binomial_tail(hits, images, pool_rate) <= self.alpha
+
+
+def binomial_tail(k: int, n: int, p: float) -> float:
+    """P(X >= k) for X ~ Binomial(n, p)."""
+    p = min(max(p, 0.0), 1.0)
+    return sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k, n + 1))
 
 
 def candidates(
@@ -100,9 +112,9 @@ def candidates(
     rows = []
     for c in range(classes):
         chosen = best[c]
-        rates = present[chosen].mean(0)
+        hits = present[chosen].sum(0)
         for a, name in enumerate(attributes):
-            rate, base = float(rates[a]), float(pool_rate[a])
+            rate, base = float(hits[a]) / k, float(pool_rate[a])
             rows.append(
                 {
                     "class_index": c,
@@ -111,7 +123,7 @@ def candidates(
                     "pool_rate": base,
                     "images": k,
                     "mean_z": float(z[chosen, c].double().mean()),
-                    "candidate": rate >= rule.rate and rate - base >= rule.above,
+                    "candidate": rule.singles_out(int(hits[a]), k, base),
                     "chosen": chosen.tolist(),
                 }
             )

@@ -109,16 +109,19 @@ def _parse_entry(entry: Any) -> tuple[Attribute | None, str]:
 
 
 def object_free_renders(
-    attributes: Sequence[Attribute], template: str, seeds: Sequence[int]
+    attributes: Sequence[Attribute], template: str, seeds: Sequence[int], tag: str = ""
 ) -> list[Render]:
-    """Every scene alone and every overlay on every scene, once per seed."""
+    """Every scene alone and every overlay on every scene, once per seed. A render's key holds
+    its prompt (and `tag`: settings that change the image, e.g. the guidance scale), so a
+    changed template or setting renders anew instead of reusing old images."""
     scenes = [a for a in attributes if a.kind == "scene"]
     overlays = [a for a in attributes if a.kind == "overlay"]
     out = []
     for scene in scenes:
         for overlay in [None, *overlays]:
             text = scene.phrase if overlay is None else f"{scene.phrase} {overlay.phrase}"
-            out += _renders("object_free", scene, overlay, None, _fill(template, text), seeds)
+            prompt = _fill(template, text)
+            out += _renders("object_free", scene, overlay, None, prompt, seeds, tag)
     return out
 
 
@@ -127,6 +130,7 @@ def with_object_renders(
     template: str,
     seeds: Sequence[int],
     objects: Mapping[int, str],
+    tag: str = "",
 ) -> list[Render]:
     """For each class (index -> its object's text, "a tench"): the object on every scene, and
     with every overlay: "a tench on water", "a tench on water with a watermark"."""
@@ -139,16 +143,19 @@ def with_object_renders(
                 text = f"{thing} on {scene.phrase}"
                 if overlay is not None:
                     text = f"{text} {overlay.phrase}"
-                out += _renders("with_object", scene, overlay, index, _fill(template, text), seeds)
+                prompt = _fill(template, text)
+                out += _renders("with_object", scene, overlay, index, prompt, seeds, tag)
     return out
 
 
-def _renders(variant, scene, overlay, class_index, prompt, seeds) -> list[Render]:
+def _renders(variant, scene, overlay, class_index, prompt, seeds, tag) -> list[Render]:
     parts = [
         variant,
         scene.name,
         overlay.name if overlay else "",
         "" if class_index is None else str(class_index),
+        prompt,
+        *([tag] if tag else []),
     ]
     return [
         Render("|".join([*parts, str(seed)]), variant, scene.name,

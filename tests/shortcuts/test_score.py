@@ -209,3 +209,15 @@ def test_object_free_explanations_single_out_what_the_top_images_share():
     rows = candidates(z, presence, ["water", "sand"], top=8, usable=usable)
     assert not any(r["candidate"] and r["attribute"] == "water" for r in rows)
     assert all(set(r["chosen"]).isdisjoint(range(0, n, 4)) for r in rows)
+
+
+def test_a_common_attribute_can_still_be_singled_out():
+    """Water is in 65% of the pool; a class whose 8 best images all show it is a candidate
+    (8 of 8 by chance: 0.65^8 = 3%), one with 7 of 8 is not (17%)."""
+    from dxray.shortcuts.discover import CandidateRule, binomial_tail
+
+    assert binomial_tail(8, 8, 0.65) == pytest.approx(0.65**8)
+    assert binomial_tail(0, 8, 0.3) == pytest.approx(1.0)
+    rule = CandidateRule()
+    assert rule.singles_out(8, 8, 0.65) and not rule.singles_out(7, 8, 0.65)
+    assert rule.singles_out(6, 8, 0.05) and not rule.singles_out(5, 8, 0.05)  # rate >= 0.75
