@@ -166,3 +166,33 @@ def test_every_report_table_has_as_many_cells_as_columns():
     for _, header, rows, _ in tables:
         assert all(len(row) == len(header) for row in rows)
     assert format_text(metrics, [], [], "w").splitlines()[-1].startswith("HEADLINE: world w")
+
+
+def test_the_shortcut_test_and_its_leads_are_scored_from_a_catalog(tmp_path):
+    """The sample catalog's ckpt-a: findings circle <- water and star <- a watermark; leads
+    circle <- water (confirmed) and hexagon <- grass (not). Truth: circle relies on water and
+    square on grass; nothing else."""
+    from dxray.catalog.sample import CLASS_NAMES, write_sample
+    from dxray.eval.runner import EvalResult, _score_shortcuts
+
+    write_sample(tmp_path)
+    relied = {("circle", "water"): 2.0, ("square", "grass"): 1.5}
+    truth = [
+        {"class": c, "factor_kind": "context", "factor": f, "planted": (c, f) in relied,
+         "reliance_logit": relied.get((c, f), 0.1), "with_object_logprob": 0.0}
+        for c in CLASS_NAMES for f in ("water", "grass", "watermark")
+    ]  # fmt: skip
+    result = EvalResult(run_id="ckpt-a", world="sample", catalog=tmp_path)
+    rows = _score_shortcuts(result, tmp_path, "ckpt-a", [], truth, FindingRule())
+    assert len(rows) == 15 and all("shortcut_found" in r for r in rows)
+    assert result.get("shortcuts", "default", "found") == 1  # circle <- water
+    assert result.get("shortcuts", "default", "false") == 1  # star <- a watermark
+    assert result.get("shortcuts", "default", "relied") == 2
+    assert result.get("shortcuts", "default", "renders") == 6
+    assert result.get("explanations", "default", "found") == 1
+    assert result.get("explanations", "default", "false") == 1  # hexagon <- grass
+    assert result.get("explanations", "default", "confirmed_found") == 1
+    assert result.get("explanations", "default", "confirmed_false") == 0
+    assert result.get("explanations", "default", "renders") == 2
+    assert result.get("explanations", "default", "drawn_objects") == 1.0
+    assert result.get("classes", "shortcuts", "n") == 15
