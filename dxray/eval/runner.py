@@ -658,14 +658,8 @@ def _score_shortcuts(
         if explored:
             agreement = class_agreement(explored, judge="explanations")
             result.add("classes", "explanations", agreement.as_metrics(), agreement.n)
-    cost = _query(
-        catalog,
-        "SELECT variant, count(*) AS renders, count(*) FILTER (WHERE status = 'kept') AS kept, "
-        "sum(seconds) AS seconds FROM shortcut_images WHERE run_id = ? GROUP BY variant",
-        [run_id],
-    )
-    by_variant = {c["variant"]: c for c in cost}
-    free, beside = by_variant.get("object_free", {}), by_variant.get("with_object", {})
+    cost = _stage_cost(catalog, run_id, found_rows)
+    free, beside = cost["object_free"], cost["with_object"]
     result.add(
         "shortcuts",
         setting,
@@ -682,13 +676,7 @@ def _score_shortcuts(
         },
     )
     if explored:
-        pool = _query(
-            catalog,
-            "SELECT count(*) AS renders, count(*) FILTER (WHERE status = 'kept') AS kept, "
-            "sum(seconds) AS seconds, avg((object_presence >= 0.5)::INTEGER) AS drawn_objects "
-            "FROM shortcut_pool WHERE run_id = ?",
-            [run_id],
-        )[0]
+        pool = cost["pool"]
         lead = [r for r in explored if r["explanation_candidate"]]
         confirmed = [r for r in lead if r["shortcut_found"]]
         result.add(
@@ -707,6 +695,53 @@ def _score_shortcuts(
             },
         )
     return rows
+
+
+def _stage_cost(catalog: str | Path, run_id: str, found_rows: Sequence[Mapping]) -> dict:
+    """Renders, usable renders and compute seconds of the run's shortcut stage, per part
+    (object_free, with_object, pool): only the images its latest spec asks for (a catalog
+    may hold images of earlier settings). Without a readable spec, every image of the run."""
+    import yaml
+
+    from dxray.run.shortcuts import pool_plan, vocabulary_plan, with_object_plan
+
+    images = _query(
+        catalog,
+        "SELECT render_id, variant, status, seconds FROM shortcut_images WHERE run_id = ?",
+        [run_id],
+    )
+    pool = _query(
+        catalog,
+        "SELECT render_id, 'pool' AS variant, status, seconds, object_presence "
+        "FROM shortcut_pool WHERE run_id = ?",
+        [run_id],
+    )
+    wanted = None
+    try:
+        spec = AuditSpec.from_dict(yaml.safe_load(run_row(catalog, run_id)["spec_yaml"]))
+    except (ValueError, TypeError, KeyError, yaml.YAMLError):
+        spec = None
+    if spec is not None:
+        names = {r["class_index"]: r["class_name"] for r in found_rows}
+        class_names = [names.get(i, str(i)) for i in range(max(names) + 1)]
+        findings = {r["class_index"] for r in found_rows if r["finding"]}
+        wanted = {r.key for r in vocabulary_plan(spec)}
+        wanted |= {r.key for r in with_object_plan(spec, class_names, findings)}
+        wanted |= {j["render_id"] for j in pool_plan(spec)}
+    out = {}
+    for variant in ("object_free", "with_object", "pool"):
+        rows = [
+            r for r in images + pool
+            if r["variant"] == variant and (wanted is None or r["render_id"] in wanted)
+        ]  # fmt: skip
+        out[variant] = {
+            "renders": len(rows),
+            "kept": sum(r["status"] == "kept" for r in rows),
+            "seconds": sum(r["seconds"] or 0.0 for r in rows),
+        }
+    drawn = [r["object_presence"] >= 0.5 for r in pool if r["object_presence"] is not None]
+    out["pool"]["drawn_objects"] = sum(drawn) / len(drawn) if drawn else None
+    return out
 
 
 def _bias_values(row: Mapping) -> dict[str, float]:

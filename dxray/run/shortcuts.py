@@ -249,20 +249,14 @@ def run_shortcuts(
     for problem in summary.problems:
         log.warning("shortcuts: %s", problem)
     rule = FindingRule(sc.min_lift, sc.confidence, sc.min_images)
-    seeds = range(sc.seeds)
     # 1. Object-free renders; 2. first scoring
-    # Settings outside the prompt that change an image go into its key (resume never reuses
-    # an image rendered otherwise)
-    tag = "" if sc.guidance_scale is None else f"guidance={sc.guidance_scale:g}"
-    plan = object_free_renders(attributes, sc.template, seeds, tag)
+    plan = vocabulary_plan(spec)
     _render_missing(spec, run_id, writer, plan, class_names, execute, summary, say)
     rows = lift_rows(_rendered(writer, run_id, plan), attributes, len(class_names), rule)
     # 2b. Object-free explanations: the shared pool, each class's top images
     candidate_rows = []
     if sc.pool and attributes:
-        engine = spec.engine
-        key = f"pool|{engine.template}|{engine.n_vectors}|{tag}"
-        pool = [{"render_id": f"{key}|{seed}", "seed": seed} for seed in range(sc.pool)]
+        pool = pool_plan(spec)
         done = done_renders(writer, run_id, "shortcut_pool")
         todo = [j for j in pool if j["render_id"] not in done]
         if todo:
@@ -285,13 +279,8 @@ def run_shortcuts(
         ]
     # 3. With-object renders for the chosen classes; 4. final scoring
     if sc.with_object != "none" and attributes:
-        chosen = (
-            range(len(class_names))
-            if sc.with_object == "all"
-            else sorted({r["class_index"] for r in rows if r["finding"]})
-        )
-        objects = {c: spec.judge.object_query(class_names[c]) for c in chosen}
-        more = with_object_renders(attributes, sc.template, seeds, objects, tag)
+        findings = {r["class_index"] for r in rows if r["finding"]}
+        more = with_object_plan(spec, class_names, findings)
         if more:
             _render_missing(spec, run_id, writer, more, class_names, execute, summary, say)
             plan += more
@@ -314,6 +303,42 @@ def run_shortcuts(
         if r["finding"] and r["method"] == "object_free"
     ]
     return summary
+
+
+def _tag(spec: AuditSpec) -> str:
+    """Settings outside the prompt that change an image: they go into its render id, so a
+    resume never reuses an image rendered otherwise."""
+    g = spec.shortcuts.guidance_scale
+    return "" if g is None else f"guidance={g:g}"
+
+
+def vocabulary_plan(spec: AuditSpec) -> list[Render]:
+    """The object-free renders the spec's vocabulary asks for."""
+    sc = spec.shortcuts
+    attributes, _ = parse_vocabulary(sc.entries(spec.judge))
+    return object_free_renders(attributes, sc.template, range(sc.seeds), _tag(spec))
+
+
+def with_object_plan(
+    spec: AuditSpec, class_names: Sequence[str], findings: set[int]
+) -> list[Render]:
+    """The with-object renders: for the classes with a finding (`with_object: findings`),
+    every class ("all") or none."""
+    sc = spec.shortcuts
+    attributes, _ = parse_vocabulary(sc.entries(spec.judge))
+    if sc.with_object == "none" or not attributes:
+        return []
+    chosen = range(len(class_names)) if sc.with_object == "all" else sorted(findings)
+    objects = {c: spec.judge.object_query(class_names[c]) for c in chosen}
+    return with_object_renders(attributes, sc.template, range(sc.seeds), objects, _tag(spec))
+
+
+def pool_plan(spec: AuditSpec) -> list[dict[str, Any]]:
+    """The pool of object-free explanations: one job per seed; the id holds what shapes the
+    image (the engine's template and prompt length, the guidance)."""
+    engine = spec.engine
+    key = f"pool|{engine.template}|{engine.n_vectors}|{_tag(spec)}"
+    return [{"render_id": f"{key}|{seed}", "seed": seed} for seed in range(spec.shortcuts.pool)]
 
 
 def _render_missing(spec, run_id, writer, plan: list[Render], class_names, execute, summary, say):
