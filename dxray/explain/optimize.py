@@ -47,13 +47,6 @@ class ExplainConfig:
     decoder: Literal["vae", "tiny"] = "tiny"
     decode_micro_batch: int | None = None
     decoder_checkpoint: bool = False
-    # Text the sampler's classifier-free guidance steers away from (the "unconditional" text
-    # when guidance_scale > 1 on a UNet without distilled guidance): e.g. the class names.
-    negative_prompt: str = ""
-    # Words the soft vectors are kept away from: each vector pays `avoid_weight` x its largest
-    # cosine similarity to them (object-free explanations avoid the classes' own words).
-    avoid_words: tuple[str, ...] = ()
-    avoid_weight: float = 0.0
     stop_prob: float | None = 0.9  # None: always run all iterations
     stop_patience: int = 3  # DEXTER stops after 3 consecutive hits
     nearest_k: int = 3
@@ -121,12 +114,7 @@ def explain(
     # 2. Encode the template once; draw every row's noise up front (one generator per row)
     layout = sp.layout(tokenizer, config.template, config.n_vectors)
     noise = draw_noise(generator.latent_shape, config.sampler.steps, seeds).to(device)
-    uncond = sp.encode_text(text_encoder, tokenizer, [config.negative_prompt])
-    avoid = None
-    if config.avoid_words and config.avoid_weight:
-        avoid = sp.word_vectors(tokenizer, text_encoder, list(config.avoid_words)).float()
-    if config.avoid_words and config.hard_prompt:  # a hard prompt never uses an avoided word
-        specials = sorted(set(specials) | set(sp.word_ids(tokenizer, list(config.avoid_words))))
+    uncond = sp.encode_text(text_encoder, tokenizer, [""])
 
     def render(vectors: Tensor, rows: Tensor, tiny: bool) -> Tensor:
         if config.hard_prompt:
@@ -173,8 +161,6 @@ def explain(
         if config.norm_weight:
             drift = (params.norm(dim=-1) / typical_norm - 1).square().sum(-1)
             gain = gain - config.norm_weight * drift
-        if avoid is not None:
-            gain = gain - config.avoid_weight * sp.closeness(params, avoid).sum(-1)
         finite = torch.isfinite(gain.detach())
         optimizer.zero_grad(set_to_none=True)
         if finite.any():

@@ -71,27 +71,6 @@ def init_from_words(tokenizer, text_encoder, words: list[str], k: int) -> Tensor
     return table[torch.tensor([ids[i % len(ids)] for i in range(k)])].detach().clone()
 
 
-def word_ids(tokenizer, words: list[str]) -> list[int]:
-    """The token ids of every token of `words` (a word of several pieces gives each)."""
-    ids = sorted({i for w in words for i in tokenizer(w, add_special_tokens=False)["input_ids"]})
-    if not ids:
-        raise ValueError(f"the words {words!r} tokenise to nothing")
-    return ids
-
-
-def word_vectors(tokenizer, text_encoder, words: list[str]) -> Tensor:
-    """[n, d] token embeddings of every token of `words`."""
-    table = token_embeddings(text_encoder)
-    ids = word_ids(tokenizer, words)
-    return table[torch.tensor(ids, device=table.device)].detach()
-
-
-def closeness(vectors: Tensor, words: Tensor) -> Tensor:
-    """[..., k] each vector's largest cosine similarity to the `words` rows [n, d]."""
-    sims = F.normalize(vectors.float(), dim=-1) @ F.normalize(words.float(), dim=-1).T
-    return sims.amax(-1)
-
-
 def init_random(text_encoder, k: int, seed: int) -> Tensor:
     """One row's k vectors [k, d], drawn per dimension with the embedding table's mean and std.
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from dxray.explain.objective import ClassCE, ClassLogit, Objective, Unit
+from dxray.explain.objective import CentredLogit, ClassCE, ClassLogit, Objective, Unit
 from dxray.explain.optimize import ExplainConfig, explain
 from dxray.explain.sampler import SamplerConfig
 
@@ -230,3 +230,38 @@ def test_early_stop_is_confirmed_on_the_full_vae_image(
     disagreed = explain(tiny_generator, clf, [ClassLogit(0)], [0], cfg)
     assert disagreed.status == ["max_iterations"] and disagreed.steps.tolist() == [6]
     assert disagreed.history["probability"][0][-1] > 0.9  # the tiny decoder kept saying yes
+
+
+def test_the_classifier_sees_the_transformed_images_and_the_result_holds_the_renders(
+    tiny_generator, tiny_classifier
+):
+    """A transform that blanks the left half: the classifier only ever sees blanked images
+    (its objective is that of the blanked image), the result keeps the real renders."""
+    seen = []
+
+    def blank_left(images):
+        seen.append(images.shape[0])
+        out = images.clone()
+        out[..., : images.shape[-1] // 2] = 0.0
+        return out
+
+    config = ExplainConfig(iterations=3, template="a {}", sampler=SamplerConfig(steps=1),
+                           stop_prob=None)  # fmt: skip
+    result = explain(
+        tiny_generator, tiny_classifier, [CentredLogit(1)], [0], config, transform=blank_left
+    )
+    assert len(seen) == 3 + 1  # every iteration and the final scoring
+    assert float(result.images[..., : result.images.shape[-1] // 2].abs().sum()) > 0
+    with torch.no_grad():
+        logits = tiny_classifier.outputs(blank_left(result.images)).logits
+    expected = logits[0, 1] - logits[0].mean()
+    assert float(result.objective[0]) == pytest.approx(float(expected), abs=1e-4)
+
+
+def test_centred_logit_ignores_what_every_class_gets():
+    from dxray.explain.objective import ClassifierOutput
+
+    logits = torch.tensor([[1.0, 4.0, 1.0], [11.0, 14.0, 11.0]])
+    values = CentredLogit(1)(ClassifierOutput(logits))
+    assert torch.allclose(values, torch.tensor([2.0, 2.0]))
+    assert CentredLogit(1).target_class == 1 and repr(CentredLogit(1)) == "CentredLogit(1)"
