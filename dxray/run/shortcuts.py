@@ -261,10 +261,13 @@ def run_shortcuts(
         todo = [j for j in pool if j["render_id"] not in done]
         if todo:
             say(f"shortcuts: rendering {len(todo)} object-free explanation images")
+            rendered = 0
             for batch in execute(PoolWorker, todo, sc.batch_size):
                 for row in batch:
                     row["probe_scores"] = list(json.loads(row["probe_scores"] or "{}").items())
                 writer.write("shortcut_pool", batch, run_id)
+                rendered += len(batch)
+                say(f"shortcuts: {rendered}/{len(todo)} object-free explanation images")
         candidate_rows = _candidates(writer, run_id, {j["render_id"] for j in pool}, attributes, sc)
         if not candidate_rows:
             summary.problems.append(
