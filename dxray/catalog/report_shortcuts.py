@@ -66,6 +66,15 @@ def _explanation(explained: Mapping | None, pool: Mapping[str, Mapping], size: i
     )
 
 
+def _interleaved(renders: Sequence[Mapping]) -> list[Mapping]:
+    """One render of each scene in turn (a strip of "the other scenes" shows several)."""
+    by_scene: dict[str, list[Mapping]] = {}
+    for r in renders:
+        by_scene.setdefault(r["scene"], []).append(r)
+    rounds = max((len(v) for v in by_scene.values()), default=0)
+    return [v[i] for i in range(rounds) for v in by_scene.values() if i < len(v)]
+
+
 def _evidence(finding: Mapping, renders: Sequence[Mapping]) -> list[tuple[str, list[Mapping]]]:
     """(caption, renders) strips that show a finding."""
     a, c = finding["attribute"], finding["class_index"]
@@ -84,10 +93,13 @@ def _evidence(finding: Mapping, renders: Sequence[Mapping]) -> list[tuple[str, l
     else:
         strips = [
             (f"{a}, no object", [r for r in free if r["scene"] == a and r["overlay"] is None]),
-            ("the other scenes", [r for r in free if r["scene"] != a and r["overlay"] is None]),
+            (
+                "the other scenes",
+                _interleaved([r for r in free if r["scene"] != a and r["overlay"] is None]),
+            ),
         ]
         on = [r for r in beside if r["scene"] == a and r["overlay"] is None]
-        off = [r for r in beside if r["scene"] != a and r["overlay"] is None]
+        off = _interleaved([r for r in beside if r["scene"] != a and r["overlay"] is None])
     if on:
         strips += [(f"beside the object: on {a}", on), ("beside the object: without it", off)]
     return strips
