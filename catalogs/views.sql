@@ -130,6 +130,26 @@ SELECT * EXCLUDE (layer, channel) FROM target_summary WHERE kind = 'class';
 CREATE OR REPLACE VIEW unit_summary AS
 SELECT * FROM target_summary WHERE kind = 'unit';
 
+-- Human labels of the audited units (the spec's unit CSV), the latest written per unit, and
+-- each beside the run's verdict on that unit: "where does dxray disagree with the crowd".
+CREATE OR REPLACE VIEW labels AS
+SELECT *
+FROM raw_labels
+QUALIFY row_number() OVER (
+    PARTITION BY run_id, class_index, layer, channel ORDER BY created_at DESC
+) = 1;
+
+CREATE OR REPLACE VIEW label_agreement AS
+SELECT
+    l.run_id, l.class_index, l.class_name, l.layer, l.channel, l.rank, l.source,
+    l.label, l.votes_main_object, l.votes_separate_object, l.votes_background, l.answers,
+    u.target_id, u.verdict, u.judged, u.spurious_fraction,
+    CASE WHEN u.verdict IS NULL THEN NULL ELSE u.verdict = l.label END AS agree
+FROM labels AS l
+LEFT JOIN unit_summary AS u
+    ON u.run_id = l.run_id AND u.class_index = l.class_index
+    AND u.layer = l.layer AND u.channel = l.channel;
+
 -- The class-shortcut test (docs/SHORTCUTS.md). One row per rendered image: its latest usable
 -- attempt (a retried render adds a row; an error counts only when nothing else exists).
 CREATE OR REPLACE VIEW shortcut_images AS

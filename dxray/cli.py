@@ -4,6 +4,7 @@
   dxray audit pipelines/toy.yaml                  run (or resume) an audit on Ray
   dxray sql catalogs/toy "SELECT * FROM class_summary"
   dxray report catalogs/toy --out report.html     one self-contained HTML file
+  dxray score catalogs/salient-imagenet           unit verdicts vs the crowd's labels
   dxray diff catalogs/toy --from RUN_A --to RUN_B what changed between two checkpoints
   dxray bench engine                              ms per target-iteration, B=1 vs B=16
 """
@@ -219,6 +220,37 @@ def eval_(
         f"evaluated run {result.run_id} in {result.seconds:.0f} s; tables eval_metrics, "
         f"eval_neurons, eval_classes in {catalog}; report {html}"
     )
+
+
+@app.command()
+def score(
+    catalog: Path = typer.Argument(..., help="A catalog folder, e.g. catalogs/salient-imagenet."),
+    run: str = typer.Option(None, help="The run to score (default: the latest finished)."),
+    json_out: Path = typer.Option(None, "--json", help="Also write everything as JSON here."),
+) -> None:
+    """Score a run's unit verdicts against the human labels stored with it (Salient
+    ImageNet's crowd answers, from the spec's unit CSV): agreement, balanced accuracy,
+    confusion, coverage, per feature rank. Writes eval_metrics / eval_neurons and the report.
+
+    Example: dxray score catalogs/salient-imagenet
+    """
+    from dxray.catalog.report import write_report
+    from dxray.eval.labels import score_run
+    from dxray.eval.report import format_text
+    from dxray.eval.runner import latest_run, result_json, write_eval
+
+    try:
+        run = run or latest_run(catalog)
+        result = score_run(catalog, run)
+    except (ValueError, OSError) as err:
+        _fail(str(err))
+    write_eval(result)
+    html = write_report(catalog, Path(catalog) / "report.html", result.run_id)
+    typer.echo(format_text(result.metrics, result.neurons, [], result.world))
+    if json_out is not None:
+        json_out.write_text(result_json(result))
+    typer.echo(f"scored run {result.run_id}; tables eval_metrics, eval_neurons in {catalog}; "
+               f"report {html}")  # fmt: skip
 
 
 @app.command()

@@ -26,7 +26,6 @@ torch is imported only when an engine object is asked for (`EngineSpec.to_explai
 from __future__ import annotations
 
 import copy
-import csv
 import dataclasses
 import difflib
 import hashlib
@@ -40,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import yaml
 
+from dxray.labels import UnitCsv, UnitCsvError, read_unit_csv
 from dxray.yamlio import StrictLoader as _StrictLoader
 
 if TYPE_CHECKING:
@@ -62,8 +62,6 @@ LCM_MAX_STEPS = 50  # LCM's timestep grid is its teacher's 50-step schedule
 CLASSIFIER_SOURCE_KEYS = (
     "source", "factory", "factory_kwargs", "input_size", "mean", "std", "class_names",
 )  # fmt: skip
-# Columns a unit CSV must have (Salient ImageNet labels: one row per annotated class/neuron).
-CSV_COLUMNS = ("class_index", "feature_index")
 
 # A name that can go into a path and a Hive partition ("run_id=<id>/"): no "/", no "=".
 _SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -362,7 +360,11 @@ def load_spec(path: str | Path) -> AuditSpec:
     except yaml.YAMLError as err:
         raise SpecError(f"{path}: not valid YAML: {err}") from err
     spec = _parse_spec(data, str(path))
-    return dataclasses.replace(spec, source_path=path.resolve())
+    spec = dataclasses.replace(spec, source_path=path.resolve())
+    csv_path = unit_csv_path(spec)
+    if csv_path is not None and csv_path.exists():  # a missing one: `check_inputs`
+        read_units(spec)
+    return spec
 
 
 def with_overrides(spec: AuditSpec, **dotted: Any) -> AuditSpec:
@@ -543,49 +545,47 @@ def _ranked(unit_ranking: UnitRanking, class_index: int, k: int) -> list[tuple[s
     return [(layer, channel) for layer, channel in ranked]
 
 
-def _read_unit_csv(spec: AuditSpec, class_names: list[str], source: str) -> list[tuple[int, int]]:
-    """(class_index, feature_index) pairs of the unit CSV, in file order."""
+def unit_csv_path(spec: AuditSpec) -> Path | None:
+    """The unit CSV's path (relative to the spec file, where there is one), or None."""
+    if spec.targets.units.csv is None:
+        return None
     path = Path(spec.targets.units.csv).expanduser()
     if not path.is_absolute() and spec.source_path is not None:
         path = spec.source_path.parent / path
-    where = f"{source}: targets.units.csv"
+    return path
+
+
+def read_units(spec: AuditSpec) -> UnitCsv | None:
+    """The spec's unit CSV, read and checked (either format of `dxray.labels`), or None when
+    the spec has none. Errors are SpecErrors naming the spec, the CSV, the line and column."""
+    path = unit_csv_path(spec)
+    if path is None:
+        return None
+    source = str(spec.source_path) if spec.source_path is not None else "<dict>"
     try:
-        with path.open(newline="") as file:
-            reader = csv.reader(file)
-            header = [column.strip() for column in next(reader, [])]
-            missing = [column for column in CSV_COLUMNS if column not in header]
-            if missing:
-                hints = "".join(_suggest(column, header) for column in missing)
-                raise SpecError(
-                    f"{where}: '{path}' needs a header line with columns "
-                    f"{','.join(CSV_COLUMNS)}; found {header or 'no header'}{hints}"
-                )
-            at = {column: header.index(column) for column in CSV_COLUMNS}
-            pairs = []
-            for line, record in enumerate(reader, start=2):
-                if not any(cell.strip() for cell in record):
-                    continue
-                values = {}
-                for column, position in at.items():
-                    cell = record[position].strip() if position < len(record) else ""
-                    if not _is_index(cell):
-                        raise SpecError(
-                            f"{where}: '{path}' line {line}: {column} must be an integer >= 0, "
-                            f"got {cell!r}"
-                        )
-                    values[column] = int(cell)
-                if values["class_index"] >= len(class_names):
-                    raise SpecError(
-                        f"{where}: '{path}' line {line}: class_index {values['class_index']} out "
-                        f"of range: the classifier has {len(class_names)} classes. Is the CSV "
-                        "for another classifier?"
-                    )
-                pairs.append((values["class_index"], values["feature_index"]))
-    except OSError as err:
-        raise SpecError(f"{where}: cannot read '{path}' ({err.strerror})") from err
-    except (UnicodeDecodeError, csv.Error) as err:
-        raise SpecError(f"{where}: '{path}' is not a readable CSV: {err}") from err
-    return pairs
+        return read_unit_csv(path)
+    except UnitCsvError as err:
+        raise SpecError(f"{source}: targets.units.csv: {err}") from err
+
+
+def check_inputs(spec: AuditSpec) -> None:
+    """What can be checked of an audit's input files before any model loads: the unit CSV
+    exists and reads (`load_spec` checks it only when present, so that a spec written for a
+    cluster validates on a laptop)."""
+    read_units(spec)
+
+
+def _read_unit_csv(spec: AuditSpec, class_names: list[str], source: str) -> list[tuple[int, int]]:
+    """(class_index, feature_index) pairs of the unit CSV, in file order."""
+    table = read_units(spec)
+    for unit in table.units:
+        if unit.class_index >= len(class_names):
+            raise SpecError(
+                f"{source}: targets.units.csv: '{table.path}' line {unit.line}: class index "
+                f"{unit.class_index} out of range: the classifier has {len(class_names)} "
+                "classes. Is the CSV for another classifier?"
+            )
+    return [(u.class_index, u.feature_index) for u in table.units]
 
 
 # ---------------------------------------------------------------------------------------------

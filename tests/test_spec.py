@@ -95,7 +95,9 @@ def test_gpu_presets_say_what_the_design_asks():
     assert salient.generator.dtype == "bfloat16"
     assert salient.classifier.source["factory"] == "torchvision.models:resnet50"
     assert salient.segmenter.source == "CIDAS/clipseg-rd64-refined"
-    assert salient.targets.units.csv.endswith("data/salient_imagenet/labels.csv")
+    assert salient.targets.units.csv.endswith(
+        "data/salient_imagenet/discover_spurious_features.csv"
+    )
     assert salient.engine.sampler.steps == 4 and salient.engine.batch_size == 16
     assert (salient.ray.workers, salient.ray.num_gpus_per_worker) == (8, 1)
     fairface = load_spec(PIPELINES / "fairface.yaml")
@@ -106,7 +108,7 @@ def test_gpu_presets_say_what_the_design_asks():
 def test_salient_csv_path_points_into_the_repository_data_folder():
     spec = load_spec(PIPELINES / "salient-imagenet.yaml")
     resolved = (spec.source_path.parent / spec.targets.units.csv).resolve()
-    assert resolved == ROOT / "data" / "salient_imagenet" / "labels.csv"
+    assert resolved == ROOT / "data" / "salient_imagenet" / "discover_spurious_features.csv"
 
 
 # --- the spec mirrors the engine ----------------------------------------------------------------
@@ -339,26 +341,38 @@ def test_csv_units_relative_to_the_spec_file(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "text, expected",
     [
-        ("class,feature_index\n0,1\n", ["class_index", "did you mean 'class'"]),
-        ("class_index,feature_index\n0,x\n", ["line 2", "feature_index", "'x'"]),
-        ("class_index,feature_index\n9,1\n", ["line 2", "class_index 9 out of range"]),
+        ("class,feature_index\n0,1\n", ["line 1", "class_index", "did you mean 'class'"]),
+        ("class_index,feature_index\n0,x\n", ["line 2", "column feature_index", "'x'"]),
+        ("class_index,feature_index,label\n0,1,maybe\n", ["line 2", "column label"]),
         ("", ["needs a header line"]),
     ],
 )
-def test_csv_errors_name_the_csv_and_the_line(tmp_path, text, expected):
+def test_csv_errors_name_the_csv_line_and_column_when_the_spec_loads(tmp_path, text, expected):
     (tmp_path / "units.csv").write_text(text)
-    spec = _spec(tmp_path, targets={"units": {"layer": "avgpool", "csv": "units.csv"}})
-    with pytest.raises(SpecError) as info:
-        expand_targets(spec, NAMES, "run-1")
+    with pytest.raises(SpecError) as info:  # before any model could load
+        _spec(tmp_path, targets={"units": {"layer": "avgpool", "csv": "units.csv"}})
     message = str(info.value)
     assert "targets.units.csv" in message and "units.csv'" in message
     for part in expected:
         assert part in message
 
 
-def test_a_missing_csv_is_an_error(tmp_path):
+def test_a_csv_class_out_of_range_is_named_with_its_line(tmp_path):
+    (tmp_path / "units.csv").write_text("class_index,feature_index\n0,1\n9,1\n")
+    spec = _spec(tmp_path, targets={"units": {"layer": "avgpool", "csv": "units.csv"}})
+    with pytest.raises(SpecError, match="line 3: class index 9 out of range"):
+        expand_targets(spec, NAMES, "run-1")
+
+
+def test_a_missing_csv_is_an_error_before_the_audit_starts(tmp_path):
+    from dxray.spec import check_inputs
+
+    # A spec written for a cluster loads where its CSV is not ...
     spec = _spec(tmp_path, targets={"units": {"layer": "avgpool", "csv": "gone.csv"}})
-    with pytest.raises(SpecError, match="targets.units.csv: cannot read"):
+    # ... and the audit refuses it before loading a model
+    with pytest.raises(SpecError, match="gone.csv': cannot read the unit CSV"):
+        check_inputs(spec)
+    with pytest.raises(SpecError, match="cannot read the unit CSV"):
         expand_targets(spec, NAMES, "run-1")
 
 

@@ -98,6 +98,12 @@ SEEDS: dict[str, dict[str, list[tuple]]] = {
         ],
     },
 }
+# The crowd's label of the unit ranked for class 0 (Salient ImageNet's format: 3 of 5 workers
+# said background or separate object): spurious. Run a agrees (spurious), run b does not.
+LABEL = {"source": "salient-imagenet", "file": "discover_spurious_features.csv",
+         "class_index": 0, "layer": "features.4", "channel": 17, "rank": 1,
+         "wordnet_id": "n01440764", "label": "spurious", "votes_main_object": 2,
+         "votes_separate_object": 1, "votes_background": 2, "answers": 5}  # fmt: skip
 # An attempt that failed before the row above succeeded (resume retried it).
 RETRIED = {"ckpt-a": [("class:1", 0)]}
 
@@ -368,6 +374,9 @@ def write_sample(
                 ("images", images),
             ):
                 sample.rows[name] = sample.rows.get(name, 0) + len(rows)
+        writer.write(
+            "labels", [{**LABEL, "class_name": class_names[0], "created_at": created}], run_id
+        )
         shortcut_images, shortcuts, candidates, pool = _shortcut_rows(run_id, class_names, created)
         writer.write("shortcut_pool", pool, run_id)
         writer.write("shortcut_images", shortcut_images, run_id)

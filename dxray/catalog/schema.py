@@ -101,6 +101,30 @@ IMAGES = pa.schema(
     ]
 )
 
+# Human labels of the audited units, from the spec's unit CSV (dxray.labels): Salient
+# ImageNet's crowd answers as published, or dxray's own CSV with a label column. Written when
+# a run starts (again on resume: the view keeps the latest), so SQL can compare them with the
+# run's verdicts (view `label_agreement`) and `dxray score` can score the run against them.
+LABELS = pa.schema(
+    [
+        _required("run_id", pa.string()),
+        _required("source", pa.string()),  # the CSV's format: salient-imagenet | dxray
+        pa.field("file", pa.string()),  # the CSV's file name
+        _required("class_index", pa.int32()),
+        pa.field("class_name", pa.string()),
+        _required("layer", pa.string()),
+        _required("channel", pa.int32()),
+        pa.field("rank", pa.int32()),  # Salient ImageNet: the feature's rank for its class
+        pa.field("wordnet_id", pa.string()),
+        pa.field("label", pa.string()),  # core | spurious
+        pa.field("votes_main_object", pa.int32()),
+        pa.field("votes_separate_object", pa.int32()),
+        pa.field("votes_background", pa.int32()),
+        pa.field("answers", pa.int32()),
+        _required("created_at", TIMESTAMP),
+    ]
+)
+
 # The class-shortcut test (dxray/shortcuts/, docs/SHORTCUTS.md). One row per rendered image:
 # what it was asked to show, whether it passed the checks, and the classifier's logits on it
 # (every class: the images are shared by all of them). `render_id` keys resume.
@@ -283,6 +307,7 @@ SCHEMAS: dict[str, pa.Schema] = {
     "explanations": EXPLANATIONS,
     "verdicts": VERDICTS,
     "images": IMAGES,
+    "labels": LABELS,
     "shortcut_images": SHORTCUT_IMAGES,
     "shortcuts": SHORTCUTS,
     "shortcut_pool": SHORTCUT_POOL,
@@ -305,6 +330,10 @@ CHOICES: dict[str, dict[str, frozenset[str]]] = {
         "judged_by": frozenset({"presence", "intervention"}),
     },
     "images": {},
+    "labels": {
+        "source": frozenset({"salient-imagenet", "dxray"}),
+        "label": frozenset({"core", "spurious"}),
+    },
     "shortcut_images": {
         "variant": frozenset({"object_free", "with_object"}),
         "status": frozenset({"kept", "object", "no object", "no attribute", "error"}),

@@ -33,6 +33,8 @@ VIEWS = (
     "target_summary",
     "class_summary",
     "unit_summary",
+    "labels",
+    "label_agreement",
     "shortcut_images",
     "shortcuts",
     "shortcut_pool",

@@ -96,6 +96,28 @@ def sections(metrics: Sequence[Mapping], neurons: Sequence[Mapping], classes: Se
                 "accuracy counts 'uncertain' as wrong; coverage = share with a core/spurious call",
             )
         )
+    ranks = _settings(metrics, "labels-rank")
+    if ranks:
+        out.append(
+            (
+                "Agreement with the human labels, by the feature's rank for its class",
+                ["subset", *AGREEMENT],
+                [
+                    [rank]
+                    + [
+                        _fmt(
+                            int(m[("labels-rank", rank, k)])
+                            if k == "n"
+                            else m.get(("labels-rank", rank, k)),
+                            k,
+                        )
+                        for k in AGREEMENT
+                    ]
+                    for rank in ranks
+                ],  # fmt: skip
+                "unanimous: the pairs on which every worker gave the same side",
+            )
+        )
     audited = [r for r in neurons if r["seeds"]]
     for column, judge in (("verdict", "dxray"), ("intervention", "intervention judge")):
         judged = [r for r in audited if r.get(column)]
@@ -416,7 +438,12 @@ def html_section(
 ) -> str:
     """The evaluation as an HTML <section> (escaped; no scripts)."""
     esc = html.escape
-    parts = [f'<section id="evaluation"><h2>Evaluation against the toy zoo ({esc(world)})</h2>']
+    against = (
+        f"human labels ({world.removeprefix('labels:')})"
+        if world.startswith("labels:")
+        else f"the toy zoo ({world})"
+    )
+    parts = [f'<section id="evaluation"><h2>Evaluation against {esc(against)}</h2>']
     parts.append(
         f"<p><strong>{esc(headline(metrics, world).removeprefix('HEADLINE: '))}</strong></p>"
     )

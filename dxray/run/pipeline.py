@@ -28,7 +28,7 @@ import numpy as np
 from dxray.catalog.writer import CatalogWriter
 from dxray.run.shortcuts import ShortcutSummary, run_shortcuts
 from dxray.run.worker import AuditWorker
-from dxray.spec import AuditSpec, expand_targets
+from dxray.spec import AuditSpec, check_inputs, expand_targets, read_units
 
 log = logging.getLogger("dxray.audit")
 
@@ -114,6 +114,7 @@ def run_audit(
     catalog = Path(spec.output.catalog)
     writer = CatalogWriter(catalog)
     # 1. Plan: the run id and its target rows; skip what the catalog already has
+    check_inputs(spec)  # the unit CSV, before any model loads
     run_id, targets, sha, class_names = plan(spec)
     done = writer.done_keys(run_id)
     todo = [t for t in targets if (t["target_id"], int(t["seed"])) not in done]
@@ -130,6 +131,9 @@ def run_audit(
         segmenter=_describe(spec.segmenter.source),
         num_targets=len(targets),
     )
+    labels = label_rows(spec, targets)
+    if labels:
+        writer.write("labels", labels, run_id)
     log.info(
         "run %s: %d targets, %d already done, %d to do", run_id, len(targets), len(done), len(todo)
     )
@@ -160,6 +164,43 @@ def run_audit(
     summary.seconds = time.perf_counter() - started
     writer.finish_run(run_id, "finished", wall_seconds=summary.seconds)
     return summary
+
+
+def label_rows(spec: AuditSpec, targets: list[dict]) -> list[dict]:
+    """The human labels of the spec's unit CSV for the units this run audits (none when the
+    CSV has no labels)."""
+    table = read_units(spec)
+    if table is None or not table.labelled:
+        return []
+    layer = spec.targets.units.layer
+    audited = {
+        (t["class_index"], t["channel"]): t["class_name"]
+        for t in targets
+        if t["kind"] == "unit" and t["layer"] == layer
+    }
+    rows = []
+    for u in table.units:
+        name = audited.get((u.class_index, u.feature_index))
+        if name is None or u.label is None:
+            continue
+        rows.append(
+            {
+                "source": table.format,
+                "file": table.path.name,
+                "class_index": u.class_index,
+                "class_name": name,
+                "layer": layer,
+                "channel": u.feature_index,
+                "rank": u.rank,
+                "wordnet_id": u.wordnet_id,
+                "label": u.label,
+                "votes_main_object": u.votes.get("main_object"),
+                "votes_separate_object": u.votes.get("separate_object"),
+                "votes_background": u.votes.get("background"),
+                "answers": u.answers or None,
+            }
+        )
+    return rows
 
 
 def _execute(spec: AuditSpec, worker: type, todo: list[dict], batch_size: int):

@@ -32,6 +32,8 @@ def test_view_counts(con):
         "target_summary": 14,
         "class_summary": 10,
         "unit_summary": 4,
+        "labels": 2,  # one labelled unit a run
+        "label_agreement": 2,
         "shortcut_images": 12,  # 2 runs x 3 prompts x 2 seeds
         "shortcuts": 34,  # 2 runs x 5 classes x 3 attributes + 4 with-object rows
         "shortcut_pool": 4,  # 2 pool images a run
@@ -185,3 +187,14 @@ def test_class_shortcuts_is_the_bias_report_in_one_query(con):
         "WHERE run_id = 'ckpt-a' AND candidate ORDER BY class_name"
     ).fetchall()
     assert leads == [("circle", "water", True, True), ("hexagon", "grass", True, False)]
+
+
+def test_label_agreement_says_where_dxray_and_the_crowd_disagree(con):
+    rows = con.sql(
+        "SELECT run_id, class_name, channel, label, verdict, agree, votes_background "
+        "FROM label_agreement ORDER BY run_id"
+    ).fetchall()
+    assert rows == [
+        ("ckpt-a", "circle", 17, "spurious", "spurious", True, 2),
+        ("ckpt-b", "circle", 17, "spurious", "core", False, 2),
+    ]

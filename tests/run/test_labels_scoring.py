@@ -1,0 +1,105 @@
+"""Salient ImageNet's published answers in, scored out: a synthetic file in the real format
+goes through an audit of the tiny zoo (its units as targets, its votes as the run's labels)
+and `dxray score`."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from dxray.catalog.views import connect
+from dxray.eval.labels import score_run
+from dxray.labels import MTURK_COLUMNS
+from dxray.run.pipeline import run_audit
+
+M, S, B = "main_object", "separate_object", "background"
+# (class, feature, rank) -> the five workers' answers; class 4 is not audited
+PAIRS = {
+    (0, 3, 1): [M, M, M, S, B],  # core (2 of 5 spurious)
+    (0, 5, 2): [B, B, S, M, M],  # spurious (3 of 5)
+    (1, 3, 1): [B, B, B, B, B],  # spurious, unanimous
+    (4, 2, 1): [M, M, M, M, M],
+}
+
+
+@pytest.fixture(scope="module")
+def scored(tiny_zoo, tmp_path_factory):
+    root = tmp_path_factory.mktemp("labels")
+    lines = [",".join(MTURK_COLUMNS)]
+    worker = 0
+    for (c, f, rank), answers in PAIRS.items():
+        for answer in answers:
+            worker += 1
+            lines.append(f'A{worker},n0000000{c},{c},{f},{rank},{answer},3,"a reason, quoted"')
+    (root / "discover_spurious_features.csv").write_text("\n".join(lines) + "\n")
+    (root / "audit.yaml").write_text(json.dumps({
+        "name": "labels",
+        "generator": str(tiny_zoo / "generator"),
+        "classifier": str(tiny_zoo / "classifier"),
+        "segmenter": str(tiny_zoo / "segmenter"),
+        "targets": {"classes": [0, 1], "seeds": [0],
+                    "units": {"layer": "penultimate", "csv": "discover_spurious_features.csv"}},
+        "engine": {"iterations": 2, "template": "a {}", "sampler": {"steps": 1},
+                   "batch_size": 8, "stop_prob": None},
+        "output": {"catalog": str(root / "catalog")},
+        "ray": {"workers": 1, "num_cpus_per_worker": 1},
+    }))  # fmt: skip
+    from dxray.spec import load_spec
+
+    summary = run_audit(load_spec(root / "audit.yaml"))
+    return summary, score_run(summary.catalog, summary.run_id)
+
+
+def test_the_votes_become_the_runs_labels(scored):
+    summary, _ = scored
+    con = connect(summary.catalog, read_only=True)
+    rows = con.sql(
+        "SELECT class_index, channel, rank, label, answers, votes_background, verdict "
+        "FROM label_agreement ORDER BY class_index, channel"
+    ).fetchall()
+    # only the audited classes' pairs; each unit audited and judged
+    assert [r[:6] for r in rows] == [
+        (0, 3, 1, "core", 5, 1),
+        (0, 5, 2, "spurious", 5, 2),
+        (1, 3, 1, "spurious", 5, 5),
+    ]
+    assert all(r[6] in ("core", "spurious", "uncertain") for r in rows)
+
+
+def test_the_run_is_scored_against_them(scored):
+    summary, result = scored
+    con = connect(summary.catalog, read_only=True)
+    agree = con.sql("SELECT agree FROM label_agreement").fetchall()
+    right = sum(bool(a) for (a,) in agree)
+    assert result.get("neurons", "default", "n") == 3
+    assert result.get("neurons", "default", "accuracy") == pytest.approx(right / 3)
+    assert result.get("neurons", "always-core", "accuracy") == pytest.approx(1 / 3)
+    assert result.get("labels-rank", "rank=1", "n") == 2
+    assert result.get("labels-rank", "rank=2", "n") == 1
+    assert result.get("labels-rank", "unanimous", "n") == 1
+    assert result.world == "labels:salient-imagenet"
+    assert [n["truth"] for n in result.neurons] == ["core", "spurious", "spurious"]
+
+
+def test_the_cli_scores_writes_and_reports(scored, tmp_path):
+    from dxray.cli import app
+
+    summary, _ = scored
+    run = CliRunner().invoke(
+        app, ["score", str(summary.catalog), "--json", str(tmp_path / "s.json")]
+    )
+    assert run.exit_code == 0, run.output
+    assert "HEADLINE: world labels:salient-imagenet; neuron agreement" in run.output
+    assert "by the feature's rank" in run.output
+    page = (summary.catalog / "report.html").read_text()
+    assert "Evaluation against human labels (salient-imagenet)" in page
+    con = connect(summary.catalog, read_only=True)
+    assert con.sql("SELECT count(*) FROM eval_neurons").fetchall()[0][0] == 3
+
+
+def test_a_run_without_labels_says_what_to_do(tmp_path):
+    from dxray.catalog.sample import write_sample
+
+    write_sample(tmp_path)
+    with pytest.raises(ValueError, match="has no human labels"):
+        score_run(tmp_path, "no-such-run")
