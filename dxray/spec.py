@@ -60,7 +60,7 @@ RemoveKind = Literal["all", "own"]
 LCM_MAX_STEPS = 50  # LCM's timestep grid is its teacher's 50-step schedule
 # The keys of a classifier dict source (`load_classifier`'s SPEC_KEYS).
 CLASSIFIER_SOURCE_KEYS = (
-    "source", "factory", "factory_kwargs", "input_size", "mean", "std", "class_names",
+    "source", "factory", "factory_kwargs", "input_size", "mean", "std", "class_names", "outputs",
 )  # fmt: skip
 
 # A name that can go into a path and a Hive partition ("run_id=<id>/"): no "/", no "=".

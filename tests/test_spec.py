@@ -93,7 +93,10 @@ def test_gpu_presets_say_what_the_design_asks():
     assert salient.generator.source == "SimianLuo/LCM_Dreamshaper_v7"
     assert salient.generator.tiny_decoder == "madebyollin/taesd"
     assert salient.generator.dtype == "bfloat16"
-    assert salient.classifier.source["factory"] == "torchvision.models:resnet50"
+    # the directory the header's `dxray convert` command writes
+    assert salient.classifier.source == "models/robust_resnet50"
+    header = (PIPELINES / "salient-imagenet.yaml").read_text()
+    assert "dxray convert robustness imagenet_l2_3_0.pt models/robust_resnet50" in header
     assert salient.segmenter.source == "CIDAS/clipseg-rd64-refined"
     assert salient.targets.units.csv.endswith(
         "data/salient_imagenet/discover_spurious_features.csv"
@@ -101,6 +104,8 @@ def test_gpu_presets_say_what_the_design_asks():
     assert salient.engine.sampler.steps == 4 and salient.engine.batch_size == 16
     assert (salient.ray.workers, salient.ray.num_gpus_per_worker) == (8, 1)
     fairface = load_spec(PIPELINES / "fairface.yaml")
+    assert fairface.classifier.source == "models/fairface_age"
+    assert "models/fairface_age --head age" in (PIPELINES / "fairface.yaml").read_text()
     assert {"a dark-skinned face", "a light-skinned face", "glasses"} <= set(fairface.judge.probes)
     assert fairface.targets.classes == "all"
 

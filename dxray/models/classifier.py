@@ -51,7 +51,8 @@ DEFAULT_INPUT_SIZE = (224, 224)
 
 TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts", ".torchscript")
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle")
-SPEC_KEYS = ("source", "factory", "factory_kwargs", "input_size", "mean", "std", "class_names")
+SPEC_KEYS = ("source", "factory", "factory_kwargs", "input_size", "mean", "std", "class_names",
+             "outputs")  # fmt: skip
 PREPROCESSING_KEYS = ("input_size", "mean", "std")
 
 
@@ -122,11 +123,16 @@ class Classifier(nn.Module):
         preprocessing: Preprocessing,
         class_names: list[str] | None = None,
         source: str = "",
+        outputs: tuple[int, int] | None = None,
     ):
         super().__init__()
         self.model = model
         self.preprocessing = preprocessing
         self.source = source
+        # The model's outputs [start, stop) that are this classifier's classes: one head of a
+        # multi-head model (FairFace's 18 outputs: race 0-6, gender 7-8, age 9-17). The class
+        # scores, centring and probabilities are over these alone.
+        self.output_slice = None if outputs is None else (int(outputs[0]), int(outputs[1]))
         self._class_names = list(class_names) if class_names is not None else None
         self._probe_cache: _Probe | None = None
 
@@ -159,7 +165,10 @@ class Classifier(nn.Module):
     def forward(self, images: Tensor) -> Tensor:
         """Logits [B, num_classes] for images [B, 3, H, W] with values in [0, 1]."""
         x = self.preprocessing(images.to(device=self.device, dtype=self.dtype))
-        return _logits(self.model(x))
+        logits = _logits(self.model(x))
+        if self.output_slice is not None:
+            logits = logits[:, self.output_slice[0] : self.output_slice[1]]
+        return logits
 
     def outputs(self, images: Tensor, layers: Iterable[str] = ()) -> ClassifierOutput:
         """One forward: logits, and for each named layer the spatial mean of its output per
@@ -337,9 +346,12 @@ def save_classifier(
     factory_kwargs: dict,
     preprocessing: Preprocessing,
     class_names: list[str],
+    outputs: tuple[int, int] | None = None,
 ) -> Path:
     """Write `model` as a dxray classifier directory (classifier.json + model.safetensors);
-    `load_classifier(path)` rebuilds it with `factory(**factory_kwargs)` and loads the weights."""
+    `load_classifier(path)` rebuilds it with `factory(**factory_kwargs)` and loads the weights.
+    `outputs`: the model's outputs [start, stop) that are the classes
+    (`Classifier.output_slice`)."""
     from safetensors.torch import save_model
 
     # Fail now rather than when someone tries to load the directory.
@@ -353,6 +365,8 @@ def save_classifier(
         "std": list(preprocessing.std),
         "class_names": list(class_names),
     }
+    if outputs is not None:
+        config["outputs"] = [int(outputs[0]), int(outputs[1])]
     try:
         text = json.dumps(config, indent=2)
     except TypeError as err:
@@ -385,6 +399,7 @@ def load_classifier(
     # 3. Let the spec override, fall back to ImageNet's preprocessing where nothing is known
     known.update({key: options[key] for key in PREPROCESSING_KEYS if key in options})
     class_names = options.get("class_names", class_names)
+    outputs = _check_outputs(options.get("outputs", known.pop("outputs", None)), source)
     if class_names is not None and (
         isinstance(class_names, str) or not all(isinstance(c, str) for c in class_names)
     ):
@@ -409,7 +424,8 @@ def load_classifier(
     model = model.to(device=device, dtype=dtype).eval()
     for param in model.parameters():
         param.requires_grad_(False)
-    classifier = Classifier(model, preprocessing, class_names, source=source).eval()
+    classifier = Classifier(model, preprocessing, class_names, source=source, outputs=outputs)
+    classifier.eval()
 
     # 5. One dry forward: does the model take this input size, do the class names fit?
     try:
@@ -419,11 +435,41 @@ def load_classifier(
             f"classifier '{source}' failed on a [1, 3, {preprocessing.input_size[0]}, "
             f"{preprocessing.input_size[1]}] input: {_first_line(err)}. Check its input_size."
         ) from err
+    if outputs is not None and num_classes != outputs[1] - outputs[0]:
+        raise ClassifierLoadError(
+            f"classifier '{source}': outputs {list(outputs)} is not within its "
+            f"{_logits_width(classifier)} outputs"
+        )
     if class_names is not None and len(class_names) != num_classes:
         raise ClassifierLoadError(
             f"classifier '{source}' has {num_classes} outputs but {len(class_names)} class names"
         )
     return classifier
+
+
+def _check_outputs(outputs, source: str) -> tuple[int, int] | None:
+    if outputs is None:
+        return None
+    ok = (
+        isinstance(outputs, list | tuple)
+        and len(outputs) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in outputs)
+        and 0 <= outputs[0] < outputs[1]
+    )
+    if not ok:
+        raise ClassifierLoadError(
+            f"classifier '{source}': outputs must be [start, stop) with 0 <= start < stop, "
+            f"e.g. [9, 18] for FairFace's age groups; got {outputs!r}"
+        )
+    return int(outputs[0]), int(outputs[1])
+
+
+def _logits_width(classifier: Classifier) -> int:
+    height, width = classifier.preprocessing.input_size
+    gray = torch.full((1, 3, height, width), 0.5, device=classifier.device, dtype=classifier.dtype)
+    with torch.no_grad():
+        x = classifier.preprocessing(gray)
+        return int(_logits(classifier.model(x)).shape[-1])
 
 
 def _split_spec(spec) -> tuple[str, dict]:
@@ -541,6 +587,8 @@ def _load_dxray_dir(path: Path) -> tuple[nn.Module, dict, list | None]:
     model = _build_from_factory(config["factory"], config.get("factory_kwargs") or {})
     _load_state(model, weights, pickled=False)
     known = {key: config[key] for key in PREPROCESSING_KEYS}
+    if config.get("outputs") is not None:
+        known["outputs"] = config["outputs"]
     return model, known, list(config["class_names"])
 
 
