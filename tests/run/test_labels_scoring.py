@@ -1,6 +1,7 @@
-"""Salient ImageNet's published answers in, scored out: a synthetic file in the real format
-goes through an audit of the tiny zoo (its units as targets, its votes as the run's labels)
-and `dxray score`."""
+"""The paper's experiments end to end on synthetic files in the real formats, no network:
+a robustness-library checkpoint (real key layout, tiny widths) converted and audited with
+Salient ImageNet's published answers as units and labels, then `dxray score`; FairFace's
+released ResNet-34 shape converted and audited on its age head."""
 
 import json
 
@@ -11,6 +12,7 @@ from dxray.catalog.views import connect
 from dxray.eval.labels import score_run
 from dxray.labels import MTURK_COLUMNS
 from dxray.run.pipeline import run_audit
+from dxray.spec import AuditSpec
 
 M, S, B = "main_object", "separate_object", "background"
 # (class, feature, rank) -> the five workers' answers; class 4 is not audited
@@ -32,13 +34,23 @@ def scored(tiny_zoo, tmp_path_factory):
             worker += 1
             lines.append(f'A{worker},n0000000{c},{c},{f},{rank},{answer},3,"a reason, quoted"')
     (root / "discover_spurious_features.csv").write_text("\n".join(lines) + "\n")
+    # The robust ResNet-50 as released (network, attacker copy, normaliser), tiny widths
+    from dxray.models.convert import convert_robustness, imagenet_class_names
+    from tests.models.test_convert import robustness_checkpoint
+
+    robustness_checkpoint(root / "imagenet_l2_3_0.pt", width=2, classes=5)
+    metadata = ["class_index,synset,wordnet_id,gloss,wikilinks,supercategory,val_sample_paths"]
+    metadata += [f'{c},"circle {c}, round",n0000000{c},g,w,s,p' for c in range(5)]
+    (root / "class_metadata.csv").write_text("\n".join(metadata) + "\n")
+    names = imagenet_class_names(root / "class_metadata.csv")
+    convert_robustness(root / "imagenet_l2_3_0.pt", root / "robust", class_names=names)
     (root / "audit.yaml").write_text(json.dumps({
         "name": "labels",
         "generator": str(tiny_zoo / "generator"),
-        "classifier": str(tiny_zoo / "classifier"),
+        "classifier": str(root / "robust"),
         "segmenter": str(tiny_zoo / "segmenter"),
         "targets": {"classes": [0, 1], "seeds": [0],
-                    "units": {"layer": "penultimate", "csv": "discover_spurious_features.csv"}},
+                    "units": {"layer": "avgpool", "csv": "discover_spurious_features.csv"}},
         "engine": {"iterations": 2, "template": "a {}", "sampler": {"steps": 1},
                    "batch_size": 8, "stop_prob": None},
         "output": {"catalog": str(root / "catalog")},
@@ -79,6 +91,8 @@ def test_the_run_is_scored_against_them(scored):
     assert result.get("labels-rank", "unanimous", "n") == 1
     assert result.world == "labels:salient-imagenet"
     assert [n["truth"] for n in result.neurons] == ["core", "spurious", "spurious"]
+    assert [n["unit"] for n in result.neurons] == ["avgpool:3", "avgpool:5", "avgpool:3"]
+    assert result.neurons[0]["class_name"] == "circle 0, round"  # named, never class_0
 
 
 def test_the_cli_scores_writes_and_reports(scored, tmp_path):
@@ -103,3 +117,36 @@ def test_a_run_without_labels_says_what_to_do(tmp_path):
     write_sample(tmp_path)
     with pytest.raises(ValueError, match="has no human labels"):
         score_run(tmp_path, "no-such-run")
+
+
+def test_fairface_as_released_is_audited_on_its_age_head(tiny_zoo, tmp_path):
+    import torch
+
+    from dxray.models.convert import convert_fairface
+    from dxray.models.resnet import resnet34
+
+    torch.manual_seed(0)
+    torch.save(resnet34(num_classes=18).state_dict(), tmp_path / "res34_fair_align.pt")
+    convert_fairface(tmp_path / "res34_fair_align.pt", tmp_path / "fairface_age", head="age")
+    spec = AuditSpec.from_dict({
+        "name": "fairface",
+        "generator": str(tiny_zoo / "generator"),
+        "classifier": str(tmp_path / "fairface_age"),
+        "segmenter": str(tiny_zoo / "segmenter"),
+        "targets": {"classes": ["0-2", "70+"], "seeds": [0]},
+        "engine": {"iterations": 1, "template": "a {}", "sampler": {"steps": 1},
+                   "batch_size": 8, "stop_prob": None},
+        "judge": {"object_template": "the face of a person aged {}", "probes": ["a beard"]},
+        "output": {"catalog": str(tmp_path / "catalog")},
+        "ray": {"workers": 1, "num_cpus_per_worker": 1},
+    })  # fmt: skip
+    summary = run_audit(spec)
+    con = connect(summary.catalog, read_only=True)
+    rows = con.sql(
+        "SELECT class_index, class_name, object_query, status FROM audit ORDER BY class_index"
+    ).fetchall()
+    assert [r[:3] for r in rows] == [
+        (0, "0-2", "the face of a person aged 0-2"),
+        (8, "70+", "the face of a person aged 70+"),
+    ]
+    assert all(r[3] != "error" for r in rows)
