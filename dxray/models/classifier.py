@@ -495,9 +495,10 @@ def _split_spec(spec) -> tuple[str, dict]:
 def _build(source: str, options: dict, device, dtype) -> tuple[nn.Module, dict, list | None]:
     """The model, whatever preprocessing the source states, and its class names (or None)."""
     kind, where = _source_kind(source)
-    if "factory" in options and kind not in ("safetensors", "pickle"):
+    if "factory" in options and kind not in ("safetensors", "pickle", "dxray"):
         raise ClassifierLoadError(
-            f"'factory' applies only to a file of weights (.safetensors), not to '{source}'"
+            f"'factory' applies only to a file of weights (.safetensors) or a dxray classifier "
+            f"directory, not to '{source}'"
         )
     if "factory_kwargs" in options and "factory" not in options:
         raise ClassifierLoadError("'factory_kwargs' was given without a 'factory'")
@@ -508,7 +509,7 @@ def _build(source: str, options: dict, device, dtype) -> tuple[nn.Module, dict, 
     if kind == "timm":
         return _load_timm(where)
     if kind == "dxray":
-        return _load_dxray_dir(Path(where))
+        return _load_dxray_dir(Path(where), options.get("factory"), options.get("factory_kwargs"))
     if kind == "torchscript":
         return _load_torchscript(Path(where), device), {}, None
     if kind == "pickle" and "factory" not in options:
@@ -566,7 +567,23 @@ def _is_hub_id(source: str) -> bool:
     )
 
 
-def _load_dxray_dir(path: Path) -> tuple[nn.Module, dict, list | None]:
+# Factories a classifier directory may name itself: code this project owns or vouches for.
+# Any other factory must come from the spec (what the user wrote), never from a file inside a
+# checkpoint, which anyone who made the checkpoint controls.
+TRUSTED_FACTORIES = ("dxray", "torchvision.models", "timm")  # packages, with their modules
+
+
+def trusted_factory(factory: str) -> bool:
+    """Whether a classifier directory may name `factory` on its own (`TRUSTED_FACTORIES`)."""
+    module = str(factory).partition(":")[0]
+    return any(module == t or module.startswith(t + ".") for t in TRUSTED_FACTORIES)
+
+
+def _load_dxray_dir(
+    path: Path, factory: str | None = None, factory_kwargs: dict | None = None
+) -> tuple[nn.Module, dict, list | None]:
+    """A dxray classifier directory. `factory` (from the spec) overrides the directory's own,
+    which is used only if it is trusted (`trusted_factory`)."""
     config_file = path / CONFIG_FILE
     try:
         config = json.loads(config_file.read_text())
@@ -584,7 +601,15 @@ def _load_dxray_dir(path: Path) -> tuple[nn.Module, dict, list | None]:
     weights = path / WEIGHTS_FILE
     if not weights.is_file():
         raise ClassifierLoadError(f"classifier directory '{path}' lacks its weights {WEIGHTS_FILE}")
-    model = _build_from_factory(config["factory"], config.get("factory_kwargs") or {})
+    if factory is None and not trusted_factory(config["factory"]):
+        raise ClassifierLoadError(
+            f"'{config_file}' names the factory {config['factory']!r}: a checkpoint folder may "
+            "not choose the code that builds it (trusted: dxray's own models, torchvision and "
+            "timm constructors). If you trust that code, name it in the spec yourself: "
+            f"classifier: {{source: {{source: {path}, factory: {config['factory']}}}}}"
+        )
+    kwargs = factory_kwargs if factory_kwargs is not None else config.get("factory_kwargs") or {}
+    model = _build_from_factory(factory or config["factory"], kwargs)
     _load_state(model, weights, pickled=False)
     known = {key: config[key] for key in PREPROCESSING_KEYS}
     if config.get("outputs") is not None:

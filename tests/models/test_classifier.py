@@ -263,7 +263,7 @@ def test_dxray_directory_round_trip(tmp_path, tiny_cnn):
     )
     config = json.loads((path / "classifier.json").read_text())
     assert config["format"] == "dxray-classifier/1" and config["factory"] == FACTORY
-    clf = load_classifier(str(path))
+    clf = load_classifier({"source": str(path), "factory": FACTORY})  # trusted by the spec
     x = images()
     assert (clf(x) - expected_logits(tiny_cnn, x)).abs().max() < 1e-6
     assert clf.class_names == NAMES and clf.preprocessing == PRE
@@ -276,12 +276,49 @@ def test_dict_spec_overrides_preprocessing_and_dtype(tmp_path, tiny_cnn):
         tmp_path, tiny_cnn, factory=FACTORY, factory_kwargs={}, preprocessing=PRE, class_names=NAMES
     )
     clf = load_classifier(
-        {"source": str(tmp_path), "input_size": [20, 20], "class_names": ["a", "b", "c"]},
+        {
+            "source": str(tmp_path),
+            "factory": FACTORY,
+            "input_size": [20, 20],
+            "class_names": ["a", "b", "c"],
+        },
         dtype=torch.float64,
     )
     assert clf.preprocessing.input_size == (20, 20) and clf.preprocessing.mean == PRE.mean
     assert clf.class_names == ["a", "b", "c"]
     assert clf(images()).dtype == torch.float64
+
+
+def test_a_checkpoint_folder_cannot_choose_the_code_that_builds_it(tmp_path, tiny_cnn):
+    """classifier.json naming any importable callable (here `subprocess:run`) is refused:
+    nothing is called; the spec can name a factory on purpose."""
+    save_classifier(
+        tmp_path, tiny_cnn, factory=FACTORY, factory_kwargs={}, preprocessing=PRE, class_names=NAMES
+    )
+    config = json.loads((tmp_path / "classifier.json").read_text())
+    marker = tmp_path / "ran"
+    (tmp_path / "classifier.json").write_text(
+        json.dumps({**config, "factory": "subprocess:run",
+                    "factory_kwargs": {"args": ["touch", str(marker)]}})
+    )  # fmt: skip
+    with pytest.raises(ClassifierLoadError, match="may not choose the code") as info:
+        load_classifier(tmp_path)
+    assert not marker.exists()
+    assert "factory: subprocess:run" in str(info.value)  # how to allow it on purpose
+    (tmp_path / "classifier.json").write_text(json.dumps(config))
+    with pytest.raises(ClassifierLoadError, match="may not choose the code"):
+        load_classifier(tmp_path)  # a test module is not a trusted factory either ...
+    assert load_classifier({"source": str(tmp_path), "factory": FACTORY}).num_classes == 3
+
+
+def test_trusted_factories_are_dxrays_own_and_torchvision_timm():
+    from dxray.models.classifier import trusted_factory
+
+    assert trusted_factory("dxray.toyworld.nets:toy_cnn")
+    assert trusted_factory("dxray.models.resnet:resnet50")
+    assert trusted_factory("torchvision.models:resnet50") and trusted_factory("timm:create_model")
+    for untrusted in ("subprocess:run", "os:system", "dxrayx.evil:f", "timmy:f", "builtins:eval"):
+        assert not trusted_factory(untrusted)
 
 
 def test_dxray_directory_of_another_format_is_refused(tmp_path, tiny_cnn):
@@ -299,7 +336,7 @@ def test_class_names_must_match_the_outputs(tmp_path, tiny_cnn):
         tmp_path, tiny_cnn, factory=FACTORY, factory_kwargs={}, preprocessing=PRE, class_names=NAMES
     )
     with pytest.raises(ClassifierLoadError, match="3 outputs but 2 class names"):
-        load_classifier({"source": str(tmp_path), "class_names": ["a", "b"]})
+        load_classifier({"source": str(tmp_path), "factory": FACTORY, "class_names": ["a", "b"]})
 
 
 def test_safetensors_with_factory_round_trip(tmp_path, tiny_cnn):
