@@ -68,7 +68,9 @@ def audit(
     address: str = typer.Option(None, help='Ray address; "auto" inside `ray job submit`.'),
     workers: int = typer.Option(None, help="Override ray.workers."),
     iterations: int = typer.Option(None, help="Override engine.iterations."),
-    limit: int = typer.Option(None, help="Compute at most this many targets (a rerun resumes)."),
+    limit: int = typer.Option(
+        None, min=1, help="Compute at most this many targets (a rerun resumes)."
+    ),
 ) -> None:
     """Run an audit, or resume it: targets already in the catalog are skipped.
 
@@ -103,6 +105,21 @@ def audit(
         f"catalog, {summary.total} in all, {summary.seconds:.0f} s -> {summary.catalog}"
     )
     _echo_shortcuts(summary)
+    _exit_for(summary)
+
+
+def _exit_for(summary) -> None:
+    """Say a run that is not finished, and exit 1 when targets failed (cron and CI notice)."""
+    from dxray.catalog.writer import CatalogWriter
+
+    if summary.status == "finished":
+        return
+    row = CatalogWriter(summary.catalog).latest_run(summary.run_id) or {}
+    if summary.status == "partial":
+        typer.secho(f"run {summary.run_id} is partial: {row.get('error')}", fg="yellow")
+        return
+    typer.secho(f"run {summary.run_id} failed: {row.get('error')}", fg="red", err=True)
+    raise typer.Exit(1)
 
 
 def _echo_shortcuts(summary) -> None:

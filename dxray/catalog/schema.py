@@ -320,7 +320,7 @@ TABLES = tuple(SCHEMAS)
 
 # Allowed values of the enumerated string columns (null is allowed where the field is).
 CHOICES: dict[str, dict[str, frozenset[str]]] = {
-    "runs": {"status": frozenset({"running", "finished", "failed"})},
+    "runs": {"status": frozenset({"running", "finished", "partial", "failed"})},
     "explanations": {
         "kind": frozenset({"class", "unit"}),
         "status": frozenset({"converged", "max_iterations", "nan", "error"}),

@@ -272,11 +272,11 @@ class CatalogWriter:
         error: str | None = None,
     ) -> dict:
         """Record the end of a run: a new runs row, a copy of its latest one with `status`
-        ("finished" or "failed") and `error`. `wall_seconds` is this session's time (default:
+        ("finished", "partial": targets left to do, or "failed") and `error`. `wall_seconds` is this session's time (default:
         since its `write_run`); the row holds the run's total over all its sessions. The views
         show the latest row."""
-        if status not in ("finished", "failed"):
-            raise ValueError(f"a run finishes as 'finished' or 'failed'; got {status!r}")
+        if status not in ("finished", "partial", "failed"):
+            raise ValueError(f"a run finishes as 'finished', 'partial' or 'failed'; got {status!r}")
         row = self.latest_run(run_id)
         if row is None:
             raise ValueError(f"run {run_id!r} has no start row: call write_run first")

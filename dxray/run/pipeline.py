@@ -45,6 +45,7 @@ class AuditSummary:
     statuses: Counter = field(default_factory=Counter)  # of the rows computed now
     seconds: float = 0.0
     shortcuts: ShortcutSummary | None = None  # the class-shortcut test, when the spec has it
+    status: str = "running"  # at the end: finished | partial | failed (see `_outcome`)
 
     @property
     def computed(self) -> int:
@@ -120,6 +121,8 @@ def run_audit(
     todo = [t for t in targets if (t["target_id"], int(t["seed"])) not in done]
     summary = AuditSummary(run_id, catalog, total=len(targets), skipped=len(targets) - len(todo))
     if limit is not None:  # a partial run (tests, dry runs); a rerun completes it
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"limit is a number of targets >= 1, got {limit!r}")
         todo = todo[:limit]
     writer.write_run(
         run_id,
@@ -162,8 +165,29 @@ def run_audit(
 
             ray.shutdown()
     summary.seconds = time.perf_counter() - started
-    writer.finish_run(run_id, "finished", wall_seconds=summary.seconds)
+    summary.status, error = _outcome(writer, run_id, targets)
+    writer.finish_run(run_id, summary.status, wall_seconds=summary.seconds, error=error)
     return summary
+
+
+def _outcome(writer: CatalogWriter, run_id: str, targets: list[dict]) -> tuple[str, str | None]:
+    """The run's honest status: "partial" while a planned target has no row (a --limit run),
+    "failed" while one has only errors, else "finished"; with the error text saying what to do."""
+    planned = {(t["target_id"], int(t["seed"])) for t in targets}
+    rows = writer.done_keys(run_id, retry=())
+    missing = planned - rows
+    errored = (planned & rows) - writer.done_keys(run_id)
+    if missing:
+        return "partial", (
+            f"{len(missing)} of {len(planned)} targets not computed yet: rerun the same command "
+            "to complete the run"
+        )
+    if errored:
+        return "failed", (
+            f"{len(errored)} of {len(planned)} targets failed (SELECT target_id, seed, error "
+            "FROM audit WHERE status = 'error'); rerun the same command to retry them"
+        )
+    return "finished", None
 
 
 def label_rows(spec: AuditSpec, targets: list[dict]) -> list[dict]:

@@ -190,6 +190,8 @@ def _error_row(row: dict[str, Any], err: Exception, worker: str) -> dict[str, An
         "object_query": None,
         "presence": None,
         "verdict": None,
+        "judged_by": None,
+        "kept": None,
         "probe_scores": json.dumps({}),
         "png": None,
         "mask_png": None,

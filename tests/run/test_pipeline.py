@@ -84,6 +84,8 @@ def test_a_failing_target_becomes_an_error_row(tiny_spec):
     assert [r["status"] for r in out].count("error") == 1
     assert out[2]["status"] == "error" and "no.such.layer" in out[2]["error"]
     assert out[0]["status"] != "error" and out[3]["status"] != "error"
+    # an error row has every column of a result row: a batch mixing both becomes one table
+    assert set(out[2]) == set(out[0])
 
 
 def test_end_to_end_audit_sql_and_report(tiny_spec, tmp_path):
@@ -125,6 +127,37 @@ def test_resume_skips_what_is_done_and_writes_no_duplicates(tiny_spec):
     assert distinct == EXPECTED
     third = run_audit(spec)
     assert third.computed == 0 and _count(third.catalog) == EXPECTED
+    # Honest statuses: partial while targets are left, finished when all have rows
+    assert (first.status, second.status, third.status) == ("partial", "finished", "finished")
+    con = connect(first.catalog, read_only=True)
+    log = con.sql("SELECT status, error FROM runs_log WHERE status <> 'running' "
+                  "ORDER BY updated_at").fetchall()  # fmt: skip
+    con.close()
+    assert log[0][0] == "partial" and f"{EXPECTED - 5} of {EXPECTED} targets" in log[0][1]
+    with pytest.raises(ValueError, match="limit is a number of targets >= 1"):
+        run_audit(spec, limit=-25)
+
+
+def test_a_run_with_failed_targets_says_so_and_the_cli_exits_1(tiny_spec, tmp_path):
+    """A unit on a layer the classifier does not have: an error row, the run "failed" with
+    the count, `dxray audit` exits 1; fixing nothing and rerunning retries (and fails) again."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from dxray.cli import app
+
+    spec = {**tiny_spec, "targets": {"classes": [0], "seeds": [0],
+                                     "units": {"units": ["no.such.layer:0"]}}}  # fmt: skip
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    run = CliRunner().invoke(app, ["audit", str(path)])
+    assert run.exit_code == 1, run.output
+    assert "failed: 1 of 2 targets failed" in run.output
+    con = connect(spec["output"]["catalog"], read_only=True)
+    assert con.sql("SELECT status FROM runs").fetchall() == [("failed",)]
+    con.close()
+    bad = CliRunner().invoke(app, ["audit", str(path), "--limit", "-25"])
+    assert bad.exit_code == 2 and "greater than or equal to 1" in bad.output
 
 
 def test_a_worker_killed_mid_run_is_restarted_and_the_run_completes(
