@@ -513,8 +513,10 @@ def zoo_check(
     world: str = typer.Option(None, help="The zoo's world; default: from the zoo (zoo.json)."),
     steps: int = typer.Option(4, help="Sampler steps for the generator gate (the engine's)."),
     guidance: float = typer.Option(1.0, help="Guidance scale for the generator gate."),
+    write: bool = typer.Option(False, "--write", help="Record the table in <zoo>/gates.json."),
 ) -> None:
-    """Print the zoo's gate table (and write it to <zoo>/gates.json). Exit 1 if a gate fails.
+    """Print the zoo's gate table (with --write, record it in <zoo>/gates.json: a check alone
+    changes no file). Exit 1 if a gate fails.
 
     Example: dxray zoo check dxray/toyworld/zoo/default
     """
@@ -523,8 +525,9 @@ def zoo_check(
 
     try:
         rows = check_zoo(
-            zoo, load_world(world) if world else None, steps=steps, guidance_scale=guidance
-        )
+            zoo, load_world(world) if world else None, steps=steps, guidance_scale=guidance,
+            write=write,
+        )  # fmt: skip
     except ZooError as err:
         _fail(str(err))
     typer.echo(format_gates(rows))

@@ -344,10 +344,12 @@ def check_zoo(
     *,
     steps: int = 4,
     guidance_scale: float = 1.0,
+    write: bool = False,
 ):
-    """Every gate of the zoo at `zoo`; written to gates.json and returned. Parts are found with
-    `zoo_part` (shared ones included); `world` defaults to `zoo_world(zoo)`. The segmenter and
-    generator gates are skipped when the zoo has no such part."""
+    """Every gate of the zoo at `zoo`, returned; with `write`, also recorded in gates.json
+    (a check alone leaves the zoo's files as they are: a committed zoo stays clean). Parts are
+    found with `zoo_part` (shared ones included); `world` defaults to `zoo_world(zoo)`. The
+    segmenter and generator gates are skipped when the zoo has no such part."""
     from dxray.models.classifier import load_classifier
     from dxray.models.generator import load_generator
     from dxray.models.segmenter import load_segmenter
@@ -394,7 +396,8 @@ def check_zoo(
         "seconds": round(time.perf_counter() - started, 1),
         "gates": [row.__dict__ for row in rows],
     }
-    (zoo / GATES_FILE).write_text(json.dumps(record, indent=2))
+    if write:
+        (zoo / GATES_FILE).write_text(json.dumps(record, indent=2))
     return rows
 
 

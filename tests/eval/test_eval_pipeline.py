@@ -173,3 +173,14 @@ def test_a_zoo_without_a_fixed_release_skips_that_part(evaluated, small_zoo, tmp
     )  # fmt: skip
     assert any("no classifier-fixed" in line for line in lines)
     assert again.fixed_classes == [] and again.get("neurons", "default", "n") > 0
+
+
+def test_checking_a_zoo_changes_no_file_unless_asked(small_zoo):
+    from dxray.toyworld.zoo import GATES_FILE, check_zoo
+
+    gates = small_zoo / GATES_FILE
+    gates.unlink(missing_ok=True)
+    rows = check_zoo(small_zoo, steps=1)
+    assert rows and not gates.exists()
+    check_zoo(small_zoo, steps=1, write=True)
+    assert json.loads(gates.read_text())["gates"]
