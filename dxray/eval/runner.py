@@ -541,9 +541,9 @@ def evaluate(
         )  # fmt: skip
     finally:
         if ray_started:
-            import ray
+            from dxray.run.pipeline import stop_ray
 
-            ray.shutdown()
+            stop_ray()
 
 
 def _evaluate(

@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import tempfile
 import time
 from collections import Counter
@@ -161,9 +162,7 @@ def run_audit(
         raise
     finally:
         if started_ray:
-            import ray
-
-            ray.shutdown()
+            stop_ray()
     summary.seconds = time.perf_counter() - started
     summary.status, error = _outcome(writer, run_id, targets)
     writer.finish_run(run_id, summary.status, wall_seconds=summary.seconds, error=error)
@@ -252,8 +251,26 @@ def _execute(spec: AuditSpec, worker: type, todo: list[dict], batch_size: int):
         yield [{k: _py(v[i]) for k, v in columns.items()} for i in range(n)]
 
 
+# The temp folder of the Ray this process started (embedded), removed by `stop_ray`.
+ray_temp_dir: str | None = None
+
+
+def stop_ray() -> None:
+    """Shut down the Ray this process started and remove its temp folder (sessions, logs,
+    sockets), so that audits leave nothing behind in the system's temp directory."""
+    import ray
+
+    global ray_temp_dir
+    ray.shutdown()
+    if ray_temp_dir is not None:
+        shutil.rmtree(ray_temp_dir, ignore_errors=True)
+        ray_temp_dir = None
+
+
 def ensure_ray(spec: AuditSpec) -> bool:
-    """Connect to the spec's cluster, or start Ray inside this process. True if started here."""
+    """Connect to the spec's cluster, or start Ray inside this process. True if started here
+    (then `stop_ray` ends it)."""
+    global ray_temp_dir
     import ray
 
     if ray.is_initialized():
@@ -268,10 +285,11 @@ def ensure_ray(spec: AuditSpec) -> bool:
     needed = spec.ray.workers * spec.ray.num_cpus_per_worker
     # Loopback only, and a temp dir of our own: an embedded run must not attach to (or
     # advertise) anything else on this machine.
+    ray_temp_dir = tempfile.mkdtemp(prefix="dxray-ray-")
     ray.init(
         address="local",
         _node_ip_address="127.0.0.1",
-        _temp_dir=tempfile.mkdtemp(prefix="dxray-ray-"),
+        _temp_dir=ray_temp_dir,
         include_dashboard=False,
         num_cpus=max(needed, os.cpu_count() or 1),
         num_gpus=None,

@@ -364,12 +364,14 @@ def _audit_all(
             runs[by_path[path].sha256] = summary.run_id
             result.audited.append((path, summary.run_id))
             counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.statuses.items()))
-            say(f"      run {summary.run_id} finished in {summary.seconds:.0f} s ({counts})")
+            say(
+                f"      run {summary.run_id} {summary.status} in {summary.seconds:.0f} s ({counts})"
+            )
     finally:
         if started_ray:
-            import ray
+            from dxray.run.pipeline import stop_ray
 
-            ray.shutdown()
+            stop_ray()
 
 
 def diff_path(catalog: Path, from_run: str, to_run: str) -> Path:

@@ -1,5 +1,8 @@
 """The audit pipeline end to end on real Ray (127.0.0.1 only) with a tiny zoo."""
 
+import tempfile
+from pathlib import Path
+
 import duckdb
 import pyarrow.parquet as pq
 import pytest
@@ -91,6 +94,7 @@ def test_a_failing_target_becomes_an_error_row(tiny_spec):
 def test_end_to_end_audit_sql_and_report(tiny_spec, tmp_path):
     spec = AuditSpec.from_dict(tiny_spec)
     seen = []
+    before = set(Path(tempfile.gettempdir()).glob("dxray-ray-*"))
     summary = run_audit(spec, progress=lambda done, total, _s: seen.append((done, total)))
     assert summary.total == EXPECTED and summary.computed == EXPECTED and summary.skipped == 0
     assert seen[-1] == (EXPECTED, EXPECTED)
@@ -106,6 +110,10 @@ def test_end_to_end_audit_sql_and_report(tiny_spec, tmp_path):
         catalog, "SELECT class_name, count(*) AS n FROM audit GROUP BY 1 ORDER BY 1", "csv"
     )
     assert csv.splitlines()[1:3] == ["circle,2", "cross,2"]
+    from dxray.run import pipeline
+
+    assert pipeline.ray_temp_dir is None  # the embedded Ray's temp folder is gone:
+    assert set(Path(tempfile.gettempdir()).glob("dxray-ray-*")) <= before  # none left behind
     con = connect(catalog, read_only=True)
     assert con.sql("SELECT status FROM runs").fetchall() == [("finished",)]
     judged = con.sql("SELECT DISTINCT kind, judged_by FROM audit ORDER BY 1").fetchall()
