@@ -224,7 +224,7 @@ def test_run_rows_start_and_finish(tmp_path):
     assert con.sql("SELECT count(*) FROM runs_log").fetchall() == [(4,)]
     with pytest.raises(ValueError, match="no start row"):
         writer.finish_run("r3")
-    with pytest.raises(ValueError, match="'finished' or 'failed'"):
+    with pytest.raises(ValueError, match="'finished', 'partial' or 'failed'"):
         writer.finish_run("r1", "done")
 
 
