@@ -99,7 +99,10 @@ def audit(
         detail = ", ".join(f"{n} {s}" for s, n in sorted(statuses.items()))
         typer.echo(f"[dxray] {done}/{total} targets ({detail})")
 
-    summary = run_audit(spec, progress=progress, limit=limit)
+    try:
+        summary = run_audit(spec, progress=progress, limit=limit)
+    except SpecError as err:  # found when the run is planned, before Ray or any write
+        _fail(str(err))
     typer.echo(
         f"run {summary.run_id}: {summary.computed} computed, {summary.skipped} already in the "
         f"catalog, {summary.total} in all, {summary.seconds:.0f} s -> {summary.catalog}"

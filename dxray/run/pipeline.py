@@ -29,7 +29,7 @@ import numpy as np
 from dxray.catalog.writer import CatalogWriter
 from dxray.run.shortcuts import ShortcutSummary, run_shortcuts
 from dxray.run.worker import AuditWorker
-from dxray.spec import AuditSpec, check_inputs, expand_targets, read_units
+from dxray.spec import AuditSpec, SpecError, check_inputs, expand_targets, read_units
 
 log = logging.getLogger("dxray.audit")
 
@@ -102,7 +102,32 @@ def plan(spec: AuditSpec) -> tuple[str, list[dict], str, list[str]]:
             return ranked[class_index][:k]
 
     targets = expand_targets(spec, classifier.class_names, run_id, unit_ranking=ranking)
+    check_units(classifier, targets, spec)
     return run_id, targets, sha, list(classifier.class_names)
+
+
+def check_units(classifier, targets: list[dict], spec: AuditSpec) -> None:
+    """Every unit target exists in the classifier (layer, channel in range), checked when the
+    run is planned: before Ray starts and before anything is written."""
+    bad: dict[str, str] = {}
+    for t in targets:
+        if t["kind"] != "unit":
+            continue
+        unit = f"{t['layer']}:{t['channel']}"
+        if unit in bad:
+            continue
+        try:
+            classifier.check_unit(t["layer"], int(t["channel"]))
+        except (KeyError, ValueError) as err:
+            bad[unit] = str(err).strip("'\"").splitlines()[0]
+    if bad:
+        where = str(spec.source_path) if spec.source_path is not None else "the spec"
+        listed = "; ".join(f"{u}: {why}" for u, why in list(bad.items())[:5])
+        more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
+        raise SpecError(
+            f"{where}: targets.units: {len(bad)} unit(s) are not in the classifier: {listed}"
+            f"{more}. Fix the units (or the CSV's feature indices and targets.units.layer)."
+        )
 
 
 def run_audit(

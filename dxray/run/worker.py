@@ -34,6 +34,9 @@ TARGET_KEYS = (
 # Fault injection for tests: a worker whose process finds this file absent creates it and dies
 # mid-batch, once. Ray must restart the actor and retry the batch.
 CRASH_ONCE_ENV = "DXRAY_TEST_CRASH_ONCE"
+# Fault injection for tests: target ids (comma-separated) whose explanation raises, as a
+# target that runs out of memory would.
+FAIL_TARGETS_ENV = "DXRAY_TEST_FAIL_TARGETS"
 
 
 class ModelHost:
@@ -84,6 +87,9 @@ class AuditWorker(ModelHost):
             return self.audit(rows[:half]) + self.audit(rows[half:])
 
     def _audit(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        failing = set(filter(None, os.environ.get(FAIL_TARGETS_ENV, "").split(",")))
+        if failing & {r["target_id"] for r in rows}:
+            raise RuntimeError("injected failure (" + FAIL_TARGETS_ENV + ")")
         started = time.perf_counter()
         objectives = [objective_for(self.spec, row) for row in rows]
         result = explain(

@@ -146,16 +146,38 @@ def test_resume_skips_what_is_done_and_writes_no_duplicates(tiny_spec):
         run_audit(spec, limit=-25)
 
 
-def test_a_run_with_failed_targets_says_so_and_the_cli_exits_1(tiny_spec, tmp_path):
-    """A unit on a layer the classifier does not have: an error row, the run "failed" with
-    the count, `dxray audit` exits 1; fixing nothing and rerunning retries (and fails) again."""
+def test_units_the_classifier_lacks_are_refused_before_anything_runs(tiny_spec, tmp_path):
     import yaml
     from typer.testing import CliRunner
 
     from dxray.cli import app
 
+    spec = {**tiny_spec, "targets": {"classes": [0], "seeds": [0], "units": {
+        "units": ["no.such.layer:0", "penultimate:999", "penultimate:3"]}}}  # fmt: skip
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    run = CliRunner().invoke(app, ["audit", str(path)])
+    assert run.exit_code == 2
+    assert "2 unit(s) are not in the classifier" in run.output
+    assert (
+        "no.such.layer:0" in run.output
+        and "penultimate:999: channel 999 out of range" in run.output
+    )
+    assert not Path(spec["output"]["catalog"]).exists()  # nothing written, no Ray started
+
+
+def test_a_run_with_failed_targets_says_so_and_the_cli_exits_1(tiny_spec, tmp_path, monkeypatch):
+    """A target whose explanation raises (injected): an error row, the run "failed" with the
+    count, `dxray audit` exits 1; a rerun retries it."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from dxray.cli import app
+    from dxray.run.worker import FAIL_TARGETS_ENV
+
+    monkeypatch.setenv(FAIL_TARGETS_ENV, "unit:penultimate:3:-")
     spec = {**tiny_spec, "targets": {"classes": [0], "seeds": [0],
-                                     "units": {"units": ["no.such.layer:0"]}}}  # fmt: skip
+                                     "units": {"units": ["penultimate:3"]}}}  # fmt: skip
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
     run = CliRunner().invoke(app, ["audit", str(path)])
