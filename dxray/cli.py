@@ -99,9 +99,11 @@ def audit(
         detail = ", ".join(f"{n} {s}" for s, n in sorted(statuses.items()))
         typer.echo(f"[dxray] {done}/{total} targets ({detail})")
 
+    from dxray.run.lock import Locked
+
     try:
         summary = run_audit(spec, progress=progress, limit=limit)
-    except SpecError as err:  # found when the run is planned, before Ray or any write
+    except (SpecError, Locked) as err:  # found before Ray starts or anything is written
         _fail(str(err))
     typer.echo(
         f"run {summary.run_id}: {summary.computed} computed, {summary.skipped} already in the "

@@ -27,11 +27,13 @@ from typing import Any
 import numpy as np
 
 from dxray.catalog.writer import CatalogWriter
+from dxray.run.lock import FileLock
 from dxray.run.shortcuts import ShortcutSummary, run_shortcuts
 from dxray.run.worker import AuditWorker
 from dxray.spec import AuditSpec, SpecError, check_inputs, expand_targets, read_units
 
 log = logging.getLogger("dxray.audit")
+STALE_LOCK_HOURS = 6.0  # a lock whose audit has written nothing for this long is taken over
 
 VERDICT_KEYS = ("object_query", "presence", "verdict", "judged_by", "kept", "probe_scores")
 IMAGE_KEYS = ("png", "mask_png")
@@ -143,6 +145,22 @@ def run_audit(
     # 1. Plan: the run id and its target rows; skip what the catalog already has
     check_inputs(spec)  # the unit CSV, before any model loads
     run_id, targets, sha, class_names = plan(spec)
+    # One audit of a run at a time: a second one started meanwhile refuses, writing nothing
+    catalog.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(
+        catalog / f".run-{run_id}.lock", stale_after_s=STALE_LOCK_HOURS * 3600,
+        what=f"audit of run {run_id}", consequence="this audit computes nothing",
+    )  # fmt: skip
+    lock.acquire()
+    try:
+        return _run_locked(spec, writer, run_id, targets, sha, class_names, lock, progress,
+                           limit, started)  # fmt: skip
+    finally:
+        lock.release()
+
+
+def _run_locked(spec, writer, run_id, targets, sha, class_names, lock, progress, limit, started):
+    catalog = writer.root
     done = writer.done_keys(run_id)
     todo = [t for t in targets if (t["target_id"], int(t["seed"])) not in done]
     summary = AuditSummary(run_id, catalog, total=len(targets), skipped=len(targets) - len(todo))
@@ -175,6 +193,7 @@ def run_audit(
             for rows in _execute(spec, AuditWorker, todo, spec.engine.batch_size):
                 explanations, verdicts, images = _split(rows)
                 writer.write_batch(run_id, explanations, verdicts, images)
+                lock.heartbeat()
                 summary.statuses.update(r["status"] for r in explanations)
                 if progress is not None:
                     progress(summary.skipped + summary.computed, summary.total, summary.statuses)

@@ -26,29 +26,29 @@ is taken over with a warning.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
 import os
-import socket
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from glob import glob
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from dxray.run.lock import FileLock, Locked
 from dxray.run.pipeline import classifier_sha256, run_audit
 from dxray.spec import AuditSpec, SpecError, load_spec, with_overrides
 
 log = logging.getLogger("dxray.scan")
 
 LOCK_FILE = ".scan.lock"
+ScanLocked = Locked  # another scan holds the catalog's lock; this one audited nothing
 HASH_CACHE_FILE = ".scan-hashes.json"  # path -> (file sizes and mtimes, sha256): skip rehashing
 DIFF_DIR = "diffs"
 STALE_LOCK_HOURS = 6.0  # a running scan touches its lock after every worker batch
@@ -59,10 +59,6 @@ CHECKPOINT_DIR_MARKERS = ("classifier.json", "config.json")
 # ...and the files `load_classifier` takes (a .safetensors file needs the spec's factory).
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ts", ".torchscript")
 _PLACEHOLDER = "<checkpoint>"  # the classifier source, blanked out of the settings hash
-
-
-class ScanLocked(RuntimeError):
-    """Another scan holds the catalog's lock; this one audited nothing."""
 
 
 @dataclass
@@ -119,7 +115,10 @@ def scan(
     lock = None
     if not dry_run:
         root.mkdir(parents=True, exist_ok=True)
-        lock = ScanLock(root / LOCK_FILE, stale_after_s=stale_lock_hours * 3600, watch=str(watch))
+        lock = FileLock(
+            root / LOCK_FILE, stale_after_s=stale_lock_hours * 3600, watch=str(watch),
+            what="scan", consequence="this one audits nothing",
+        )  # fmt: skip
         lock.acquire()
     try:
         # 3. Find the checkpoints, oldest first, and hash them
@@ -336,7 +335,7 @@ def _audit_all(
     result: ScanResult,
     by_path: dict[Path, Checkpoint],
     runs: dict[str, str],
-    lock: ScanLock,
+    lock: FileLock,
     say: Callable[[str], None],
 ) -> None:
     """Audit `result.planned` in order; record each finished run in `runs` (sha -> run id). A
@@ -464,104 +463,3 @@ def _write_atomic(path: Path, text: str) -> None:
 # ---------------------------------------------------------------------------------------------
 # The lock
 # ---------------------------------------------------------------------------------------------
-
-
-class ScanLock:
-    """`<catalog>/.scan.lock`: created with O_EXCL (atomic on local disks and NFSv3+), holding
-    who took it; removed by its owner. Its mtime is the owner's heartbeat."""
-
-    def __init__(self, path: Path, *, stale_after_s: float, watch: str = ""):
-        self.path = Path(path)
-        self.stale_after_s = stale_after_s
-        self.owner = {
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "watch": watch,
-            "token": uuid.uuid4().hex,
-        }
-
-    def acquire(self) -> None:
-        """Take the lock, taking over a stale one; raise `ScanLocked` if it is held."""
-        for _ in range(3):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                holder = self._read()
-                if holder is None:
-                    continue  # released meanwhile: try again
-                why = self._stale(holder)
-                if why is None:
-                    raise ScanLocked(self._held_message(holder)) from None
-                log.warning("taking over the scan lock %s: %s", self.path, why)
-                self._remove_if_unchanged(holder)
-                continue
-            with os.fdopen(fd, "w") as handle:
-                json.dump(self.owner, handle)
-            return
-        raise ScanLocked(f"{self.path}: other scans keep taking the lock; try again later")
-
-    def heartbeat(self) -> None:
-        # Gone if removed by hand: nothing to refresh then.
-        with contextlib.suppress(OSError):
-            os.utime(self.path)
-
-    def release(self) -> None:
-        """Remove the lock if it is still ours (a scan that took it over keeps its own)."""
-        holder = self._read()
-        if holder is not None and holder.get("token") == self.owner["token"]:
-            self.path.unlink(missing_ok=True)
-
-    def _read(self) -> dict | None:
-        """The lock's content plus its stat; None if there is no lock."""
-        try:
-            stat = self.path.stat()
-            text = self.path.read_text()
-        except FileNotFoundError:
-            return None
-        try:
-            info = json.loads(text)
-        except ValueError:
-            info = {}  # a writer that died between create and write
-        info = info if isinstance(info, dict) else {}
-        return {**info, "_stat": (stat.st_ino, stat.st_mtime_ns), "_mtime": stat.st_mtime}
-
-    def _stale(self, holder: dict) -> str | None:
-        idle = time.time() - holder["_mtime"]
-        if idle > self.stale_after_s:
-            return (
-                f"untouched for {idle / 3600:.1f} h (stale after {self.stale_after_s / 3600:g} h)"
-            )
-        pid = holder.get("pid")
-        if holder.get("host") == socket.gethostname() and isinstance(pid, int) and pid > 0:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return f"its scan (pid {pid} on this host) is gone"
-            except PermissionError:
-                pass  # alive, another user's
-        return None
-
-    def _held_message(self, holder: dict) -> str:
-        who = f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}"
-        idle = time.time() - holder["_mtime"]
-        return (
-            f"another scan holds {self.path} ({who}, started {holder.get('started_at', '?')}, "
-            f"last active {idle:.0f} s ago), so this one audits nothing. The lock goes when "
-            f"that scan ends; a lock untouched for {self.stale_after_s / 3600:g} h, or left "
-            "by a process gone from this host, is taken over."
-        )
-
-    def _remove_if_unchanged(self, holder: dict) -> None:
-        """Remove the stale lock seen as `holder`, not one a racing scan has just created:
-        move it aside, and put it back if it turns out to be another."""
-        aside = self.path.with_name(f"{self.path.name}.stale-{uuid.uuid4().hex}")
-        try:
-            os.rename(self.path, aside)
-        except FileNotFoundError:
-            return
-        stat = aside.stat()
-        if (stat.st_ino, stat.st_mtime_ns) == holder["_stat"]:
-            aside.unlink(missing_ok=True)
-        else:
-            os.rename(aside, self.path)

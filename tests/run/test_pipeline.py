@@ -209,3 +209,31 @@ def test_sql_over_the_catalog_is_read_only(tiny_spec):
         run_sql(summary.catalog, "DELETE FROM explanations", "csv")
     assert _count(summary.catalog) == 2
     assert isinstance(duckdb.__version__, str)
+
+
+def test_a_second_audit_of_a_run_in_progress_refuses_and_writes_nothing(tiny_spec, tmp_path):
+    """Another audit holds the run (its lock, from a live process): this one says who and
+    computes nothing; once that audit is done, the run goes ahead."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from dxray.cli import app
+    from dxray.run.lock import FileLock
+    from dxray.run.pipeline import plan
+
+    spec = AuditSpec.from_dict(tiny_spec)
+    run_id = plan(spec)[0]
+    catalog = Path(spec.output.catalog)
+    catalog.mkdir(parents=True)
+    other = FileLock(catalog / f".run-{run_id}.lock", stale_after_s=3600, what="audit")
+    other.acquire()  # as the first audit does; this process is alive, so the lock is held
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(tiny_spec))
+    run = CliRunner().invoke(app, ["audit", str(path)])
+    assert run.exit_code == 2
+    assert f"another audit of run {run_id} holds" in run.output
+    assert "this audit computes nothing" in run.output
+    assert not (catalog / "runs").exists() and not (catalog / "explanations").exists()
+    other.release()
+    summary = run_audit(spec, limit=2)
+    assert summary.computed == 2 and not (catalog / f".run-{run_id}.lock").exists()
