@@ -211,19 +211,27 @@ class CatalogWriter:
     def done_keys(self, run_id: str, retry: Iterable[str] = RETRY_STATUSES) -> set[tuple[str, int]]:
         """(target_id, seed) pairs of `run_id` that resume should skip: those with at least
         one explanations row whose status is not in `retry` (by default only "error" is
-        retried; pass ("error", "nan") to retry diverged targets too). Reads two columns."""
-        retry = set(retry)
-        done: set[tuple[str, int]] = set()
-        for path in part_files(self.root, "explanations", run_id):
-            table = pq.read_table(path, columns=["target_id", "seed", "status"])
-            for target_id, seed, status in zip(
-                table.column("target_id").to_pylist(),
-                table.column("seed").to_pylist(),
-                table.column("status").to_pylist(),
-                strict=True,
-            ):
+        retried; pass ("error", "nan") to retry diverged targets too). Reads three columns."""
+        keys = self.usable_keys("explanations", run_id, ("target_id", "seed"), retry)
+        return {(target_id, int(seed)) for target_id, seed in keys}
+
+    def usable_keys(
+        self,
+        table_name: str,
+        run_id: str,
+        key_columns: Iterable[str],
+        retry: Iterable[str] = RETRY_STATUSES,
+    ) -> set[tuple]:
+        """The `key_columns` tuples of `run_id`'s rows in `table_name` with at least one row
+        whose status is not in `retry`: what resume skips. Reads only those columns."""
+        retry, columns = set(retry), list(key_columns)
+        done: set[tuple] = set()
+        for path in part_files(self.root, table_name, run_id):
+            table = pq.read_table(path, columns=[*columns, "status"])
+            keys = zip(*(table.column(c).to_pylist() for c in columns), strict=True)
+            for key, status in zip(keys, table.column("status").to_pylist(), strict=True):
                 if status not in retry:
-                    done.add((target_id, int(seed)))
+                    done.add(key)
         return done
 
     # -- runs ----------------------------------------------------------------------------------

@@ -252,12 +252,13 @@ def run_shortcuts(
     # 1. Object-free renders; 2. first scoring
     plan = vocabulary_plan(spec)
     _render_missing(spec, run_id, writer, plan, class_names, execute, summary, say)
-    rows = lift_rows(_rendered(writer, run_id, plan), attributes, len(class_names), rule)
+    rendered = _rendered(writer, run_id, plan)
+    rows = lift_rows(rendered, attributes, len(class_names), rule)
     # 2b. Object-free explanations: the shared pool, each class's top images
     candidate_rows = []
     if sc.pool and attributes:
         pool = pool_plan(spec)
-        done = done_renders(writer, run_id, "shortcut_pool")
+        done = _done(writer, run_id, "shortcut_pool")
         todo = [j for j in pool if j["render_id"] not in done]
         if todo:
             say(f"shortcuts: rendering {len(todo)} object-free explanation images")
@@ -287,9 +288,10 @@ def run_shortcuts(
         if more:
             _render_missing(spec, run_id, writer, more, class_names, execute, summary, say)
             plan += more
-            rows = lift_rows(_rendered(writer, run_id, plan), attributes, len(class_names), rule)
+            rendered = _rendered(writer, run_id, plan)
+            rows = lift_rows(rendered, attributes, len(class_names), rule)
     summary.renders = len(plan)
-    summary.statuses = Counter(r["status"] for r in _rendered(writer, run_id, plan))
+    summary.statuses = Counter(r["status"] for r in rendered)
     _write_scores(writer, run_id, rows, class_names, summary.problems, candidate_rows)
     summary.notes = sorted(
         {
@@ -345,7 +347,7 @@ def pool_plan(spec: AuditSpec) -> list[dict[str, Any]]:
 
 
 def _render_missing(spec, run_id, writer, plan: list[Render], class_names, execute, summary, say):
-    done = done_renders(writer, run_id)
+    done = _done(writer, run_id, "shortcut_images")
     todo = [_job(r, class_names) for r in plan if r.key not in done]
     if not todo:
         return
@@ -373,16 +375,9 @@ def _job(render: Render, class_names: Sequence[str]) -> dict[str, Any]:
     }
 
 
-def done_renders(writer: CatalogWriter, run_id: str, table: str = "shortcut_images") -> set[str]:
+def _done(writer: CatalogWriter, run_id: str, table: str) -> set[str]:
     """Render ids of `run_id` in `table` with a usable result (an "error" is retried)."""
-    done = set()
-    for path in part_files(writer.root, table, run_id):
-        table = pq.read_table(path, columns=["render_id", "status"])
-        keys, statuses = table.column("render_id").to_pylist(), table.column("status").to_pylist()
-        for key, status in zip(keys, statuses, strict=True):
-            if status != "error":
-                done.add(key)
-    return done
+    return {key for (key,) in writer.usable_keys(table, run_id, ("render_id",))}
 
 
 def _rendered(writer: CatalogWriter, run_id: str, plan: list[Render]) -> list[dict]:
