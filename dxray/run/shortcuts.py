@@ -252,8 +252,8 @@ def run_shortcuts(
     # 1. Object-free renders; 2. first scoring
     plan = vocabulary_plan(spec)
     _render_missing(spec, run_id, writer, plan, class_names, execute, summary, say)
-    rendered = _rendered(writer, run_id, plan)
-    rows = lift_rows(rendered, attributes, len(class_names), rule)
+    scored = _rendered(writer, run_id, plan)
+    rows = lift_rows(scored, attributes, len(class_names), rule)
     # 2b. Object-free explanations: the shared pool, each class's top images
     candidate_rows = []
     if sc.pool and attributes:
@@ -288,10 +288,10 @@ def run_shortcuts(
         if more:
             _render_missing(spec, run_id, writer, more, class_names, execute, summary, say)
             plan += more
-            rendered = _rendered(writer, run_id, plan)
-            rows = lift_rows(rendered, attributes, len(class_names), rule)
+            scored = _rendered(writer, run_id, plan)
+            rows = lift_rows(scored, attributes, len(class_names), rule)
     summary.renders = len(plan)
-    summary.statuses = Counter(r["status"] for r in rendered)
+    summary.statuses = Counter(r["status"] for r in scored)
     _write_scores(writer, run_id, rows, class_names, summary.problems, candidate_rows)
     summary.notes = sorted(
         {
