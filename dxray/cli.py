@@ -16,7 +16,9 @@ from pathlib import Path
 
 import typer
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False, help=__doc__, pretty_exceptions_enable=False
+)
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks (print ratios measured in one run).")
 app.add_typer(bench_app, name="bench")
 
@@ -53,6 +55,47 @@ def bench_engine(
         )
     ratio = rows[0].seconds_per_target_iteration / rows[1].seconds_per_target_iteration
     typer.echo(f"batching speed-up (per target-iteration, B={batch} vs B=1): {ratio:.1f}x")
+
+
+# Set by --debug: an unexpected error shows its traceback instead of one line (see `main`).
+_debug = False
+
+
+@app.callback()
+def _options(
+    debug: bool = typer.Option(False, "--debug", help="Show the traceback of an unexpected error."),
+) -> None:
+    global _debug
+    _debug = debug
+
+
+def main() -> None:
+    """The `dxray` command: every error is one line on stderr (exit 2 for a bad input, 1 for
+    anything else); `dxray --debug ...` shows the traceback of an unexpected one."""
+    try:
+        app()
+    except Exception as err:  # noqa: BLE001 - the one place that turns errors into a line
+        if _debug:
+            raise
+        text = str(err).strip().splitlines()
+        typer.secho(
+            f"error: {type(err).__name__}: {text[0] if text else ''}".rstrip(": "),
+            fg=typer.colors.RED,
+            err=True,
+        )
+        typer.echo("(rerun as `dxray --debug ...` for the traceback)", err=True)
+        raise SystemExit(2 if isinstance(err, _user_errors()) else 1) from None
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    """Errors that mean a bad input (exit 2), not a bug."""
+    from dxray.models.classifier import ClassifierLoadError
+    from dxray.models.generator import GeneratorLoadError
+    from dxray.models.segmenter import SegmenterLoadError
+    from dxray.run.lock import Locked
+    from dxray.spec import SpecError
+
+    return (SpecError, Locked, ClassifierLoadError, GeneratorLoadError, SegmenterLoadError)
 
 
 def _fail(message: str) -> None:
@@ -99,11 +142,9 @@ def audit(
         detail = ", ".join(f"{n} {s}" for s, n in sorted(statuses.items()))
         typer.echo(f"[dxray] {done}/{total} targets ({detail})")
 
-    from dxray.run.lock import Locked
-
     try:
         summary = run_audit(spec, progress=progress, limit=limit)
-    except (SpecError, Locked) as err:  # found before Ray starts or anything is written
+    except _user_errors() as err:  # found before Ray starts or anything is written
         _fail(str(err))
     typer.echo(
         f"run {summary.run_id}: {summary.computed} computed, {summary.skipped} already in the "
@@ -394,6 +435,47 @@ def scan(
         _fail(str(err))
 
 
+catalog_app = typer.Typer(no_args_is_help=True, help="Look after a catalog folder.")
+app.add_typer(catalog_app, name="catalog")
+
+
+@catalog_app.command("check")
+def catalog_check(
+    catalog: Path = typer.Argument(..., help="A catalog folder, e.g. catalogs/toy."),
+    deep: bool = typer.Option(False, help="Read every row, not only each file's footer."),
+    quarantine: bool = typer.Option(
+        False, help="Move unreadable files to <catalog>/_quarantine/ (nothing is deleted)."
+    ),
+) -> None:
+    """List the catalog's unreadable Parquet files (readers already leave them out, with a
+    warning); exits 1 while any is left in place.
+
+    Example: dxray catalog check catalogs/toy --quarantine
+    """
+    from dxray.catalog import health
+
+    if not catalog.is_dir():
+        _fail(f"catalog {catalog} is not a folder")
+    broken = health.broken_files(catalog, deep=deep)
+    for item in broken:
+        typer.echo(f"unreadable: {item.path} ({item.reason})")
+    if not broken:
+        files = len(list(catalog.glob("*/run_id=*/part-*.parquet")))
+        typer.echo(
+            f"{catalog}: {files} files, all readable" + (" (every row read)" if deep else "")
+        )
+        return
+    if not quarantine:
+        typer.echo(f"{len(broken)} unreadable file(s); --quarantine moves them aside")
+        raise typer.Exit(1)
+    for target in health.quarantine(catalog, broken):
+        typer.echo(f"moved to {target}")
+    typer.echo(
+        f"{len(broken)} file(s) quarantined: their rows are gone from the views; rerunning the "
+        "audit recomputes the targets of a quarantined explanations file"
+    )
+
+
 convert_app = typer.Typer(
     no_args_is_help=True, help="Released checkpoints -> dxray classifier directories."
 )
@@ -621,4 +703,4 @@ def demo(
 
 
 if __name__ == "__main__":
-    app()
+    main()

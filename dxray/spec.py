@@ -66,6 +66,11 @@ CLASSIFIER_SOURCE_KEYS = (
 # A name that can go into a path and a Hive partition ("run_id=<id>/"): no "/", no "=".
 _SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _SLUG_RULE = "letters, digits, '.', '_' and '-', starting with a letter or digit"
+# A run id names a partition folder and a lock file: at most 128 characters (the catalog's
+# rule, dxray.catalog.schema.RUN_ID). A derived one is "<name>-<8 hex>-<8 hex>", so a name
+# may take 128 - 18.
+RUN_ID_MAX = 128
+NAME_MAX = RUN_ID_MAX - 18
 
 UnitRanking = Callable[[int, int], list[tuple[str, int]]]
 
@@ -712,7 +717,13 @@ class _Section:
         return value
 
     def text(
-        self, key: str, default: str | None, *, nullable: bool = False, slug: bool = False
+        self,
+        key: str,
+        default: str | None,
+        *,
+        nullable: bool = False,
+        slug: bool = False,
+        max_length: int | None = None,
     ) -> str | None:
         value = self.value(key, default)
         if value is None and nullable:
@@ -722,6 +733,10 @@ class _Section:
             raise self.error(key, f"expected a non-empty string{also}, got {_kind(value)}")
         if slug and not _SLUG.match(value):
             raise self.error(key, f"{value!r} is not a valid id: use {_SLUG_RULE}")
+        if max_length is not None and len(value) > max_length:
+            raise self.error(
+                key, f"is {len(value)} characters long; use at most {max_length} (it names folders)"
+            )
         return value
 
     def sequence(self, key: str, default: Sequence[Any], what: str) -> list:
@@ -759,7 +774,7 @@ def _is_finite_number(text: str) -> bool:
 
 def _parse_spec(data: Any, source: str) -> AuditSpec:
     top = _Section(data, "", source, AuditSpec, required=_REQUIRED)
-    name = top.text("name", None, slug=True)
+    name = top.text("name", None, slug=True, max_length=NAME_MAX)
     generator = _parse_model(top, "generator")
     classifier = _parse_model(top, "classifier")
     segmenter = _parse_model(top, "segmenter")
@@ -1033,7 +1048,7 @@ def _parse_shortcuts(sec: _Section) -> ShortcutSpec:
 def _parse_output(sec: _Section, name: str) -> OutputSpec:
     return OutputSpec(
         catalog=sec.text("catalog", f"catalogs/{name}"),
-        run_id=sec.text("run_id", None, nullable=True, slug=True),
+        run_id=sec.text("run_id", None, nullable=True, slug=True, max_length=RUN_ID_MAX),
     )
 
 

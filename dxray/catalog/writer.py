@@ -20,6 +20,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from dxray.catalog.health import readable
 from dxray.catalog.schema import SchemaError, check_run_id, schema, validate
 
 # Statuses that resume retries by default: an "error" is an exception (out of memory, a lost
@@ -47,12 +48,14 @@ def partition_dir(root: str | os.PathLike, table_name: str, run_id: str) -> Path
 
 
 def part_files(root: str | os.PathLike, table_name: str, run_id: str | None = None) -> list[Path]:
-    """The committed Parquet files of one table (of one run, if given), in a stable order."""
+    """The committed, readable Parquet files of one table (of one run, if given), in a stable
+    order. A file whose footer does not read is left out with a warning naming it
+    (`dxray.catalog.health`), so one broken file never stops a query, a report or a resume."""
     base = Path(root) / table_name
     pattern = (
         f"run_id={check_run_id(run_id)}/part-*.parquet" if run_id else "run_id=*/part-*.parquet"
     )
-    return sorted(base.glob(pattern))
+    return readable(sorted(base.glob(pattern)), root)
 
 
 def _now() -> datetime:

@@ -57,7 +57,7 @@ class FileLock:
                 why = self._stale(holder)
                 if why is None:
                     raise Locked(self._held_message(holder)) from None
-                log.warning("taking over the scan lock %s: %s", self.path, why)
+                log.warning("taking over the %s lock %s: %s", self.what.split()[0], self.path, why)
                 self._remove_if_unchanged(holder)
                 continue
             with os.fdopen(fd, "w") as handle:

@@ -28,9 +28,10 @@ import numpy as np
 
 from dxray.catalog.writer import CatalogWriter
 from dxray.run.lock import FileLock
+from dxray.run.preflight import check_before_models
 from dxray.run.shortcuts import ShortcutSummary, run_shortcuts
 from dxray.run.worker import AuditWorker
-from dxray.spec import AuditSpec, SpecError, check_inputs, expand_targets, read_units
+from dxray.spec import AuditSpec, SpecError, expand_targets, read_units
 
 log = logging.getLogger("dxray.audit")
 STALE_LOCK_HOURS = 6.0  # a lock whose audit has written nothing for this long is taken over
@@ -143,7 +144,7 @@ def run_audit(
     catalog = Path(spec.output.catalog)
     writer = CatalogWriter(catalog)
     # 1. Plan: the run id and its target rows; skip what the catalog already has
-    check_inputs(spec)  # the unit CSV, before any model loads
+    check_before_models(spec)  # the unit CSV, the catalog, the model files: one-line errors
     run_id, targets, sha, class_names = plan(spec)
     # One audit of a run at a time: a second one started meanwhile refuses, writing nothing
     catalog.mkdir(parents=True, exist_ok=True)
@@ -319,7 +320,6 @@ def ensure_ray(spec: AuditSpec) -> bool:
 
     if ray.is_initialized():
         return False
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     address = spec.ray.address
     if address is None and os.environ.get("RAY_ADDRESS"):
         address = "auto"  # inside `ray job submit`
@@ -328,7 +328,12 @@ def ensure_ray(spec: AuditSpec) -> bool:
         return True
     needed = spec.ray.workers * spec.ray.num_cpus_per_worker
     # Loopback only, and a temp dir of our own: an embedded run must not attach to (or
-    # advertise) anything else on this machine.
+    # advertise) anything else on this machine. Measured on Ray 2.60: with a loopback node
+    # address alone, the GCS, raylet and workers still listen on every interface and the
+    # agents on the host's address too, because Ray decides "single machine" from
+    # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER, read when `ray` is imported. Its child processes
+    # read the variable; this process has read it already, so its constant is set too.
+    _loopback_only()
     ray_temp_dir = tempfile.mkdtemp(prefix="dxray-ray-")
     ray.init(
         address="local",
@@ -340,6 +345,14 @@ def ensure_ray(spec: AuditSpec) -> bool:
         log_to_driver=True,
     )
     return True
+
+
+def _loopback_only() -> None:
+    """Make the Ray about to start here listen on 127.0.0.1 only (see `ensure_ray`)."""
+    from ray._private import ray_constants
+
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
 
 
 def _split(rows: list[dict]) -> tuple[list[dict], list[dict], list[dict]]:

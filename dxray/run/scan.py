@@ -15,7 +15,9 @@ that failed or was killed is resumed by the next scan: its run id derives from t
 and spec, so `run_audit` picks up where it stopped.
 
 Checkpoints are put in order by modification time (then path); consecutive checkpoints that
-have finished runs get a diff (`diff_runs`) written as JSON. A diff missing after a crash is
+have finished runs get a diff (`diff_runs`) written as JSON, and a checkpoint rewritten in
+place (one path, new bytes: `runs/**/best`) gets a diff against the run of its previous content
+at that path (`previous_contents`). A diff missing after a crash is
 written by the next scan, so the diffs always cover the whole chain.
 
 One scan at a time per catalog: `<catalog>/.scan.lock` is created with O_EXCL and removed when
@@ -164,9 +166,12 @@ def scan(
         if result.planned:
             _audit_all(spec, result, by_path, runs, lock, say)
 
-        # 6. Diff each checkpoint against the previous one with a finished run
+        # 6. Diff each checkpoint against the previous one with a finished run, and a
+        #    checkpoint rewritten in place against its own previous content
         audited_chain = [(ckpt, runs[ckpt.sha256]) for ckpt in chain if ckpt.sha256 in runs]
         result.diffs = write_missing_diffs(root, audited_chain, say)
+        rewritten = previous_contents(audited_chain, finished_runs(root, spec))
+        result.diffs += write_rewrite_diffs(root, rewritten, say)
     finally:
         if lock is not None:
             lock.release()
@@ -295,24 +300,70 @@ def _settings_hash(spec: AuditSpec) -> str:
 def audited_runs(catalog: Path, spec: AuditSpec) -> dict[str, str]:
     """classifier sha256 -> run id, for the catalog's finished runs made with `spec`'s settings
     (the earliest when there are several)."""
+    found: dict[str, str] = {}
+    for run in finished_runs(catalog, spec):
+        found.setdefault(run.sha256, run.run_id)
+    return found
+
+
+@dataclass(frozen=True)
+class FinishedRun:
+    run_id: str
+    sha256: str
+    checkpoint: str  # the classifier's path as the run recorded it
+    created_at: datetime
+
+
+def finished_runs(catalog: Path, spec: AuditSpec) -> list[FinishedRun]:
+    """The catalog's finished runs made with `spec`'s settings, oldest first."""
     from dxray.catalog.views import connect
 
     if not (catalog / "runs").is_dir():
-        return {}
+        return []
     con = connect(catalog, read_only=True)
     try:
         rows = con.sql(
-            "SELECT run_id, classifier_sha256, spec_yaml FROM runs "
+            "SELECT run_id, classifier_sha256, classifier, spec_yaml, created_at FROM runs "
             "WHERE status = 'finished' AND classifier_sha256 IS NOT NULL "
             "ORDER BY created_at, run_id"
         ).fetchall()
     finally:
         con.close()
     want = _settings_hash(spec)
-    found: dict[str, str] = {}
-    for run_id, sha, spec_yaml in rows:
-        if sha not in found and _settings_hash_of(spec_yaml) == want:
-            found[sha] = run_id
+    return [
+        FinishedRun(run_id, sha, _recorded_path(classifier), created_at)
+        for run_id, sha, classifier, spec_yaml, created_at in rows
+        if _settings_hash_of(spec_yaml) == want
+    ]
+
+
+def _recorded_path(classifier: str | None) -> str:
+    """The checkpoint path of a runs row's `classifier` (a path, or a loader mapping as JSON)."""
+    text = classifier or ""
+    if text.startswith("{"):
+        try:
+            text = str(json.loads(text).get("source", ""))
+        except (ValueError, AttributeError):
+            return ""
+    return str(Path(text).absolute()) if text else ""
+
+
+def previous_contents(
+    chain: list[tuple[Checkpoint, str]], history: list[FinishedRun]
+) -> list[tuple[Checkpoint, str, str]]:
+    """(checkpoint, run of its previous content, run of its content now) for each checkpoint
+    of `chain` ((checkpoint, run id)) whose path held other weights at an earlier finished run:
+    a checkpoint rewritten in place (`runs/**/best`). The previous content is the latest run
+    recorded at that path with other weights."""
+    found = []
+    for ckpt, run_id in chain:
+        earlier = [
+            run
+            for run in history
+            if run.checkpoint == str(ckpt.path.absolute()) and run.sha256 != ckpt.sha256
+        ]
+        if earlier:
+            found.append((ckpt, earlier[-1].run_id, run_id))
     return found
 
 
@@ -383,26 +434,43 @@ def write_missing_diffs(
 ) -> list[Path]:
     """For each consecutive pair of `chain` ((checkpoint, run id), oldest first) whose diff file
     is missing, compute the diff and write it. Returns the files written."""
+    pairs = [(a, b, False) for a, b in zip(chain, chain[1:], strict=False)]
+    return _write_diffs(catalog, pairs, say)
+
+
+def write_rewrite_diffs(
+    catalog: Path, rewritten: list[tuple[Checkpoint, str, str]], say: Callable[[str], None]
+) -> list[Path]:
+    """The diff of each checkpoint rewritten in place ((checkpoint, run of its previous
+    content, run of its content now), from `previous_contents`) whose diff file is missing."""
+    pairs = [((ckpt, before), (ckpt, after), True) for ckpt, before, after in rewritten]
+    return _write_diffs(catalog, pairs, say)
+
+
+def _write_diffs(
+    catalog: Path,
+    pairs: list[tuple[tuple[Checkpoint, str], tuple[Checkpoint, str], bool]],
+    say: Callable[[str], None],
+) -> list[Path]:
+    """Write the diff of each ((checkpoint, run) before, after, rewritten in place) whose file
+    is missing; returns the files written."""
     from dxray.catalog.diff import diff_runs
     from dxray.catalog.views import connect
 
-    pairs = [
-        (a, b)
-        for a, b in zip(chain, chain[1:], strict=False)
-        if not diff_path(catalog, a[1], b[1]).exists()
-    ]
+    pairs = [p for p in pairs if not diff_path(catalog, p[0][1], p[1][1]).exists()]
     if not pairs:
         return []
     written = []
     con = connect(catalog, read_only=True)
     try:
-        for (before, from_run), (after, to_run) in pairs:
+        for (before, from_run), (after, to_run), in_place in pairs:
             diff = diff_runs(con, from_run, to_run)
             document = {
                 "from_run": from_run,
                 "to_run": to_run,
                 "from_checkpoint": str(before.path),
                 "to_checkpoint": str(after.path),
+                "rewritten_in_place": in_place,
                 "summary": diff.summary,
                 "targets": diff.rows,
                 "shortcuts": diff.shortcuts.to_pylist() if diff.shortcuts is not None else [],
@@ -410,6 +478,10 @@ def write_missing_diffs(
             path = diff_path(catalog, from_run, to_run)
             _write_atomic(path, json.dumps(_json_safe(document), indent=1, allow_nan=False))
             written.append(path)
+            if in_place:
+                say(
+                    f"      {after.path} was rewritten in place: diffed against its previous content"
+                )
             say(_diff_line(diff.rows, from_run, to_run, path))
             for row in document["shortcuts"]:
                 if row["change"] != "kept":

@@ -184,3 +184,41 @@ def test_checking_a_zoo_changes_no_file_unless_asked(small_zoo):
     assert rows and not gates.exists()
     check_zoo(small_zoo, steps=1, write=True)
     assert json.loads(gates.read_text())["gates"]
+
+
+def test_the_headline_says_what_the_rows_say(evaluated):
+    """The headline's agreement figures, recomputed from the per-unit and per-(class, factor)
+    rows the evaluation wrote to the catalog: the headline cannot drift from its evidence."""
+    from dxray.eval.report import headline
+
+    result, catalog, _ = evaluated
+    con = connect(catalog, read_only=True)
+    try:
+        units = con.execute(
+            "SELECT truth, verdict FROM eval_neurons WHERE run_id = ? AND seeds > 0",
+            [result.run_id],
+        ).fetchall()
+        classes = con.execute(
+            "SELECT relied, flagged FROM eval_classes WHERE run_id = ? AND release = 'biased'",
+            [result.run_id],
+        ).fetchall()
+    finally:
+        con.close()
+
+    def percent(hits, n):
+        return f"{100 * hits / n:.0f}%"
+
+    def balanced(pairs):  # (truth is positive, call is positive and decided right)
+        pos = [right for positive, right in pairs if positive]
+        neg = [right for positive, right in pairs if not positive]
+        return (sum(pos) / len(pos) + sum(neg) / len(neg)) / 2
+
+    right = [t == v for t, v in units]
+    unit_pairs = [(t == "spurious", t == v) for t, v in units]
+    line = headline(result.metrics, result.world)
+    assert (
+        f"neuron agreement {percent(sum(right), len(right))} "
+        f"(balanced {100 * balanced(unit_pairs):.0f}%" in line
+    ), line
+    class_right = [bool(f) == bool(r) for r, f in classes]
+    assert f"class-bias agreement {percent(sum(class_right), len(class_right))}" in line, line

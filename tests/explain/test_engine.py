@@ -40,6 +40,46 @@ def test_batched_rows_equal_rows_alone(tiny_models64):
         )
 
 
+def test_each_row_draws_from_its_own_seed(tiny_models64):
+    # One objective, two seeds, one batch: the rows differ, and each equals its seed alone.
+    # (An engine that ignored the rows' seeds would give two equal rows, and the test above,
+    # whose rows all differ by objective, would not notice.)
+    gen, clf = tiny_models64
+    batched = explain(gen, clf, [ClassLogit(0), ClassLogit(0)], [3, 4], FAST)
+    assert (batched.vectors[0] - batched.vectors[1]).abs().max() > 1e-3
+    assert (batched.images[0] - batched.images[1]).abs().max() > 1e-3
+    for i, seed in enumerate([3, 4]):
+        alone = explain(gen, clf, [ClassLogit(0)], [seed], FAST)
+        torch.testing.assert_close(batched.vectors[i], alone.vectors[0], atol=1e-6, rtol=1e-6)
+
+
+class NaNGradientAfter(Objective):
+    """ClassLogit(0) whose value stays finite but whose gradient turns NaN after `calls`
+    evaluations (the unselected branch of a `where` still carries its NaN derivative)."""
+
+    def __init__(self, calls: int):
+        self.calls = calls
+
+    def __call__(self, out):
+        self.calls -= 1
+        value = out.logits[:, 0]
+        if self.calls >= 0:
+            return value
+        nan_slope = torch.sqrt(value - value - 1.0)  # NaN, and so is its derivative
+        return torch.where(torch.ones_like(value, dtype=torch.bool), value, nan_slope)
+
+
+def test_a_row_whose_gradient_turns_non_finite_stops_and_others_go_on(tiny_models64):
+    gen, clf = tiny_models64
+    cfg = ExplainConfig(iterations=5, stop_prob=None, sampler=SamplerConfig(steps=2))
+    result = explain(gen, clf, [ClassLogit(1), NaNGradientAfter(2)], [0, 1], cfg)
+    assert result.status == ["max_iterations", "nan"]
+    assert result.errors[1] == "non-finite gradient at iteration 2; row stopped"
+    assert torch.isfinite(result.vectors).all()  # the NaN step was never taken
+    alone = explain(gen, clf, [ClassLogit(1)], [0], cfg)
+    torch.testing.assert_close(result.vectors[0], alone.vectors[0], atol=1e-6, rtol=1e-6)
+
+
 class NaNAfter(Objective):
     """ClassLogit(0) that turns NaN after `calls` evaluations: a row that diverges."""
 

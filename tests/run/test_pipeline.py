@@ -76,6 +76,55 @@ def test_units_are_judged_as_the_spec_says(tiny_spec, how):
         assert loose["judged_by"] is None and loose["verdict"] is None
 
 
+@pytest.mark.parametrize("remove", ["own", "all"])
+def test_the_worker_hands_each_unit_its_images_masks_and_channel(tiny_spec, monkeypatch, remove):
+    """The intervention judge gets each unit row's own image, its object mask and its
+    (layer, channel), and each judgement lands on its own row. (A worker that called
+    "uncertain" for every unit passed every other test.)"""
+    from dxray.judge import intervention
+    from dxray.judge.intervention import UnitJudgement
+    from dxray.spec import expand_targets
+
+    seen = {}
+
+    def recording_judge(classifier, images, masks, units, keep):
+        seen.update(images=images.clone(), masks=masks.clone(), units=list(units))
+        calls = ["core", "spurious", "uncertain"]
+        return [UnitJudgement(calls[i % 3], 0.1 + i) for i in range(len(units))]
+
+    monkeypatch.setattr(intervention, "judge_units", recording_judge)
+    tiny_spec["judge"] = {**tiny_spec["judge"], "units": "intervention", "remove": remove}
+    spec = AuditSpec.from_dict(tiny_spec)
+    worker = AuditWorker(spec.to_dict())
+    base = [r for r in expand_targets(spec, ["circle", "square", "triangle", "star", "cross"],
+                                      "r1") if r["kind"] == "unit"][0]  # fmt: skip
+    rows = [
+        {**base, "target_id": f"u{c}", "class_index": c, "class_name": name, "channel": ch}
+        for c, name, ch in [(0, "circle", 1), (1, "square", 5), (4, "cross", 3)]
+    ]
+    rows.insert(1, expand_targets(spec, ["circle", "square", "triangle", "star", "cross"],
+                                  "r1")[0])  # a class row between them  # fmt: skip
+    out = worker.audit(rows)
+    units = [r for r in out if r["kind"] == "unit"]
+    assert seen["units"] == [("penultimate", 1), ("penultimate", 5), ("penultimate", 3)]
+    assert seen["images"].shape[0] == seen["masks"].shape[0] == 3
+    assert [(r["verdict"], r["kept"]) for r in units] == [
+        ("core", pytest.approx(0.1)), ("spurious", pytest.approx(1.1)),
+        ("uncertain", pytest.approx(2.1)),
+    ]  # fmt: skip
+    assert all(r["judged_by"] == "intervention" for r in units)
+    assert out[1]["kind"] == "class" and out[1]["judged_by"] == "presence"
+    for image, row in zip(seen["images"], units, strict=True):  # each unit's own image
+        from io import BytesIO
+
+        import numpy as np
+        from PIL import Image
+
+        decoded = np.asarray(Image.open(BytesIO(row["png"]))).astype(np.float32) / 255
+        got = image.permute(1, 2, 0).float().numpy()
+        assert np.abs(decoded - got).max() <= 1 / 255 + 1e-6
+
+
 def test_a_failing_target_becomes_an_error_row(tiny_spec):
     from dxray.spec import expand_targets
 
@@ -93,9 +142,15 @@ def test_a_failing_target_becomes_an_error_row(tiny_spec):
 
 def test_end_to_end_audit_sql_and_report(tiny_spec, tmp_path):
     spec = AuditSpec.from_dict(tiny_spec)
-    seen = []
-    before = set(Path(tempfile.gettempdir()).glob("dxray-ray-*"))
-    summary = run_audit(spec, progress=lambda done, total, _s: seen.append((done, total)))
+    from dxray.run import pipeline
+
+    seen, temp_dirs = [], set()
+
+    def progress(done, total, _statuses):
+        seen.append((done, total))
+        temp_dirs.add(pipeline.ray_temp_dir)  # the embedded Ray's, while it runs
+
+    summary = run_audit(spec, progress=progress)
     assert summary.total == EXPECTED and summary.computed == EXPECTED and summary.skipped == 0
     assert seen[-1] == (EXPECTED, EXPECTED)
     catalog = summary.catalog
@@ -110,10 +165,10 @@ def test_end_to_end_audit_sql_and_report(tiny_spec, tmp_path):
         catalog, "SELECT class_name, count(*) AS n FROM audit GROUP BY 1 ORDER BY 1", "csv"
     )
     assert csv.splitlines()[1:3] == ["circle,2", "cross,2"]
-    from dxray.run import pipeline
-
     assert pipeline.ray_temp_dir is None  # the embedded Ray's temp folder is gone:
-    assert set(Path(tempfile.gettempdir()).glob("dxray-ray-*")) <= before  # none left behind
+    (temp_dir,) = temp_dirs  # (other processes on this machine may have their own meanwhile)
+    assert temp_dir is not None and temp_dir.startswith(tempfile.gettempdir())
+    assert not Path(temp_dir).exists()
     con = connect(catalog, read_only=True)
     assert con.sql("SELECT status FROM runs").fetchall() == [("finished",)]
     judged = con.sql("SELECT DISTINCT kind, judged_by FROM audit ORDER BY 1").fetchall()
@@ -237,3 +292,30 @@ def test_a_second_audit_of_a_run_in_progress_refuses_and_writes_nothing(tiny_spe
     other.release()
     summary = run_audit(spec, limit=2)
     assert summary.computed == 2 and not (catalog / f".run-{run_id}.lock").exists()
+
+
+def test_the_embedded_ray_listens_on_loopback_only():
+    """Every socket the embedded Ray's processes listen on is 127.0.0.1 (measured before the
+    fix: the GCS, raylet and workers on every interface, the agents on the host's address)."""
+    psutil = pytest.importorskip("psutil")
+    import ray
+
+    from dxray.run.pipeline import ensure_ray, stop_ray
+
+    spec = AuditSpec.from_dict(
+        {"name": "x", "generator": "g", "classifier": "c", "segmenter": "s", "ray": {"workers": 1}}
+    )
+    assert ensure_ray(spec)
+    try:
+        ray.get(ray.remote(lambda: 1).remote())  # a worker process too
+        me = psutil.Process()
+        pids = {me.pid} | {p.pid for p in me.children(recursive=True)}
+        listening = {
+            c.laddr.ip
+            for c in psutil.net_connections(kind="inet")
+            if c.pid in pids and c.status == psutil.CONN_LISTEN
+        }
+    finally:
+        stop_ray()
+    assert listening, "no listening socket found: the measurement itself is broken"
+    assert listening <= {"127.0.0.1", "::ffff:127.0.0.1", "::1"}, listening

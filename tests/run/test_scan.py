@@ -257,3 +257,28 @@ def test_a_spec_with_a_fixed_run_id_is_refused(scan_spec, tmp_path):
     spec = AuditSpec.from_dict({**scan_spec.to_dict(), "output": {"run_id": "fixed"}})
     with pytest.raises(SpecError, match="output.run_id"):
         scan(tmp_path, spec)
+
+
+def test_a_checkpoint_rewritten_in_place_is_diffed_against_its_previous_content(
+    scan_spec, tiny_zoo, tmp_path
+):
+    # The `runs/**/best` pattern: one path, new bytes after each improvement.
+    best = _checkpoint(tiny_zoo / "classifier", tmp_path / "runs" / "exp" / "best", age_hours=3)
+    before = _fake_finished_run(scan_spec, best)
+    first = scan(str(tmp_path / "runs" / "**" / "best"), scan_spec)
+    assert first.audited == [] and first.diffs == []  # one content so far: nothing to diff
+
+    shutil.rmtree(best)
+    _checkpoint(tiny_zoo / "classifier", best, age_hours=1, scale=2.0)
+    after = _fake_finished_run(scan_spec, best)  # as if audited (the audit itself: test 1)
+    assert after != before
+    lines = []
+    second = scan(str(tmp_path / "runs" / "**" / "best"), scan_spec, progress=lines.append)
+    assert second.diffs == [diff_path(scan_spec.output.catalog, before, after)]
+    diff = json.loads(second.diffs[0].read_text())
+    assert diff["rewritten_in_place"] is True
+    assert diff["from_checkpoint"] == diff["to_checkpoint"] == str(best)
+    assert any("rewritten in place" in line for line in lines)
+
+    third = scan(str(tmp_path / "runs" / "**" / "best"), scan_spec)
+    assert third.diffs == []  # written once

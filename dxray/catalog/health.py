@@ -1,0 +1,106 @@
+"""Unreadable catalog files: found, named, left out by every reader, and moved aside on request.
+
+dxray writes each Parquet file whole (a temp name, then a rename), so a broken file comes from
+outside: a copy cut short, a full disk on another tool's write, a bit flip. One such file must
+not stop SQL, the report or a resume. Every reader lists files through
+`dxray.catalog.writer.part_files`, which leaves out a file whose footer does not read and warns
+once, naming it and the command that moves it aside. A resume then recomputes the rows the file
+held (the explanations file is each batch's commit record).
+
+    broken_files(root)              # [BrokenFile(path, reason)], footers only (fast)
+    broken_files(root, deep=True)   # reads every row too: finds damage inside a file
+    quarantine(root, files)         # moves them to <root>/_quarantine/, keeping their paths
+
+The footer check is cached per (path, size, mtime), so a long-lived process checks each file once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+log = logging.getLogger("dxray.catalog")
+
+QUARANTINE_DIR = "_quarantine"  # readers list `<table>/run_id=*/part-*.parquet` only
+
+_checked: dict[tuple[str, int, int], str | None] = {}  # (path, size, mtime_ns) -> reason
+_warned: set[str] = set()
+
+
+@dataclass(frozen=True)
+class BrokenFile:
+    path: Path
+    reason: str
+
+
+def file_problem(path: Path, *, deep: bool = False) -> str | None:
+    """Why `path` cannot be read as Parquet (one line), or None when it reads. The quick check
+    reads the footer, which a truncated file lacks; `deep` also decodes every row."""
+    try:
+        stat = path.stat()
+    except OSError as err:
+        return err.strerror or str(err)
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if not deep and key in _checked:
+        return _checked[key]
+    try:
+        if deep:
+            pq.read_table(path)
+        else:
+            pq.ParquetFile(path).metadata  # noqa: B018 - reading the footer is the check
+        problem = None
+    except Exception as err:  # noqa: BLE001 - Arrow's errors vary with the damage
+        text = str(err).strip().splitlines()
+        problem = f"{type(err).__name__}: {text[0] if text else 'unreadable'}"
+    if not deep or problem is not None:
+        _checked[key] = problem
+    return problem
+
+
+def readable(paths: list[Path], root: str | os.PathLike) -> list[Path]:
+    """`paths` without the files whose footer does not read; each left out is named once per
+    process in a warning that says how to move it aside."""
+    kept = []
+    for path in paths:
+        problem = file_problem(path)
+        if problem is None:
+            kept.append(path)
+        elif str(path) not in _warned:
+            _warned.add(str(path))
+            log.warning(
+                "catalog file %s is unreadable (%s) and is left out; `dxray catalog check %s "
+                "--quarantine` moves it aside",
+                path,
+                problem,
+                root,
+            )
+    return kept
+
+
+def broken_files(root: str | os.PathLike, *, deep: bool = False) -> list[BrokenFile]:
+    """Every committed Parquet file of the catalog that does not read, in path order."""
+    base = Path(root)
+    found = []
+    for path in sorted(base.glob("*/run_id=*/part-*.parquet")):
+        problem = file_problem(path, deep=deep)
+        if problem is not None:
+            found.append(BrokenFile(path, problem))
+    return found
+
+
+def quarantine(root: str | os.PathLike, files: list[BrokenFile]) -> list[Path]:
+    """Move `files` under `<root>/_quarantine/`, at the same relative paths; returns where each
+    went. Nothing is deleted: a file can be inspected, repaired and moved back by hand."""
+    base = Path(root)
+    moved = []
+    for broken in files:
+        target = base / QUARANTINE_DIR / broken.path.relative_to(base)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(broken.path, target)
+        moved.append(target)
+    return moved
