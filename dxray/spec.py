@@ -12,7 +12,7 @@ Typical use:
 
     spec = load_spec("pipelines/toy.yaml")
     spec = with_overrides(spec, **{"engine.iterations": 10, "ray.workers": 2})
-    rows = expand_targets(spec, classifier.class_names, spec.run_id_for(sha256), unit_ranking=rank)
+    rows = expand_targets(spec, classifier.class_names, run_id)   # dxray.run.targets
 
 Model sources are checked for form only. Whether a directory or hub id exists is for the
 loaders to find out when the audit starts, so a spec written for a GPU cluster validates on a
@@ -20,7 +20,7 @@ laptop. Model paths are passed on as written (relative to the directory dxray ru
 unit CSV is relative to the spec file, because it belongs with the spec.
 
 torch is imported only when an engine object is asked for (`EngineSpec.to_explain_config`,
-`JudgeSpec.thresholds`, `expand_targets`), so loading and checking a spec stays instant.
+`JudgeSpec.thresholds`), so loading and checking a spec stays instant.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import difflib
 import hashlib
 import json
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from math import isfinite
 from pathlib import Path
@@ -43,7 +43,6 @@ from dxray.labels import UnitCsv, UnitCsvError, read_unit_csv
 from dxray.yamlio import StrictLoader as _StrictLoader
 
 if TYPE_CHECKING:
-    from dxray.explain.objective import Objective
     from dxray.explain.optimize import ExplainConfig
     from dxray.judge.verdict import Thresholds
 
@@ -71,8 +70,6 @@ _SLUG_RULE = "letters, digits, '.', '_' and '-', starting with a letter or digit
 # may take 128 - 18.
 RUN_ID_MAX = 128
 NAME_MAX = RUN_ID_MAX - 18
-
-UnitRanking = Callable[[int, int], list[tuple[str, int]]]
 
 
 class SpecError(ValueError):
@@ -367,7 +364,7 @@ def load_spec(path: str | Path) -> AuditSpec:
     spec = _parse_spec(data, str(path))
     spec = dataclasses.replace(spec, source_path=path.resolve())
     csv_path = unit_csv_path(spec)
-    if csv_path is not None and csv_path.exists():  # a missing one: `check_inputs`
+    if csv_path is not None and csv_path.exists():  # a missing one: the audit's preflight
         read_units(spec)
     return spec
 
@@ -394,160 +391,8 @@ def with_overrides(spec: AuditSpec, **dotted: Any) -> AuditSpec:
 
 
 # ---------------------------------------------------------------------------------------------
-# Targets: the rows a run computes (docs/PLATFORM.md)
+# The unit CSV: where it is, and that it reads (the rows it adds: dxray.run.targets)
 # ---------------------------------------------------------------------------------------------
-
-
-def expand_targets(
-    spec: AuditSpec,
-    class_names: list[str],
-    run_id: str,
-    *,
-    unit_ranking: UnitRanking | None = None,
-) -> list[dict[str, Any]]:
-    """The target rows of a run: one per (target, seed), in a fixed order, no duplicates.
-
-    Order: the classes (as listed, or by index for "all"), the listed units, each class's
-    ranked units (`unit_ranking(class_index, top_k)` -> [(layer, channel), ...], best first),
-    then the CSV's units of audited classes (in file order); every target with every seed, the
-    seeds innermost. A unit reached twice for the same class is kept once.
-    """
-    # 1. Check inputs
-    if not class_names:
-        raise ValueError("class_names is empty: the classifier's class names are needed")
-    if not isinstance(run_id, str) or not _SLUG.match(run_id):
-        raise ValueError(f"run_id must be {_SLUG_RULE}; got {run_id!r}")
-    source = str(spec.source_path) if spec.source_path is not None else "<dict>"
-    units = spec.targets.units
-    if units.top_k and unit_ranking is None:
-        raise ValueError(
-            f"targets.units.top_k is {units.top_k}: pass unit_ranking(class_index, k), the "
-            "function that ranks the classifier's units for a class"
-        )
-
-    # 2. The audited classes, by index or name; the judge's per-class queries name real classes
-    classes = _resolve_classes(spec.targets.classes, class_names, source)
-    for name in spec.judge.class_queries:
-        if name not in class_names:
-            raise SpecError(
-                f"{source}: judge.class_queries.{name}: no class of the classifier is named "
-                f"{name!r}" + _suggest(name, class_names, n=5)
-            )
-
-    # 3. Targets, duplicates dropped (a unit ranked and in the CSV for one class is one target)
-    targets: dict[str, dict[str, Any]] = {}
-
-    def add(kind: str, class_index: int | None, layer: str | None, channel: int | None) -> None:
-        if kind == "class":
-            target_id = f"class:{class_index}"
-        else:
-            target_id = f"unit:{layer}:{channel}:{'-' if class_index is None else class_index}"
-        targets.setdefault(
-            target_id,
-            {
-                "target_id": target_id,
-                "kind": kind,
-                "class_index": class_index,
-                "class_name": None if class_index is None else class_names[class_index],
-                "layer": layer,
-                "channel": channel,
-            },
-        )
-
-    for c in classes:
-        add("class", c, None, None)
-    for unit in units.units:
-        layer, channel = _split_unit(unit)
-        add("unit", None, layer, channel)
-    if units.top_k:
-        for c in classes:
-            for layer, channel in _ranked(unit_ranking, c, units.top_k):
-                add("unit", c, layer, channel)
-    if units.csv is not None:
-        audited = set(classes)
-        for c, channel in _read_unit_csv(spec, class_names, source):
-            if c in audited:
-                add("unit", c, units.layer, channel)
-
-    # 4. Every target with every seed
-    rows = []
-    for target in targets.values():
-        objective = repr(objective_for(spec, target))
-        for seed in spec.targets.seeds:
-            rows.append({"run_id": run_id, **target, "objective": objective, "seed": seed})
-    return rows
-
-
-def objective_for(spec: AuditSpec, row: Mapping[str, Any]) -> Objective:
-    """The engine objective of a target row: the class objective the spec asks for, or the
-    unit's mean activation."""
-    from dxray.explain.objective import ClassCE, ClassLogit, Unit
-
-    if row["kind"] == "unit":
-        return Unit(row["layer"], int(row["channel"]))
-    make = ClassCE if spec.targets.objective == "ce" else ClassLogit
-    return make(int(row["class_index"]))
-
-
-def _resolve_classes(classes, class_names: list[str], source: str) -> list[int]:
-    n = len(class_names)
-    if classes == "all":
-        return list(range(n))
-    resolved: dict[int, int] = {}  # class index -> position in the list
-    for i, key in enumerate(classes):
-        path = f"targets.classes[{i}]"
-        # As the classifier reads it: a name first; "3" is an index unless a class is so named.
-        if isinstance(key, str) and key in class_names:
-            index = class_names.index(key)
-        elif isinstance(key, str) and not _is_index(key.strip()):
-            by_lower = {name.lower(): name for name in class_names}
-            close = difflib.get_close_matches(key.lower(), list(by_lower), n=5, cutoff=0.6)
-            hint = f"; did you mean {', '.join(repr(by_lower[c]) for c in close)}?" if close else ""
-            raise SpecError(
-                f"{source}: {path}: the classifier has no class named {key!r}{hint} "
-                f"Give a class name or an index in 0..{n - 1}."
-            )
-        else:
-            index = int(key)
-            if not 0 <= index < n:
-                raise SpecError(
-                    f"{source}: {path}: class index {index} out of range: the classifier has "
-                    f"{n} classes (0..{n - 1})"
-                )
-        if index in resolved:
-            raise SpecError(
-                f"{source}: {path}: {key!r} is class {index} ({class_names[index]!r}), already "
-                f"listed as targets.classes[{resolved[index]}]"
-            )
-        resolved[index] = i
-    return list(resolved)
-
-
-def _is_index(text: str) -> bool:
-    return text.isascii() and text.isdigit()
-
-
-def _ranked(unit_ranking: UnitRanking, class_index: int, k: int) -> list[tuple[str, int]]:
-    ranked = list(unit_ranking(class_index, k))
-    if len(ranked) > k:
-        raise ValueError(
-            f"unit_ranking({class_index}, {k}) returned {len(ranked)} units, not <= {k}"
-        )
-    for item in ranked:
-        ok = (
-            isinstance(item, tuple | list)
-            and len(item) == 2
-            and isinstance(item[0], str)
-            and item[0]
-            and isinstance(item[1], int)
-            and not isinstance(item[1], bool)
-            and item[1] >= 0
-        )
-        if not ok:
-            raise ValueError(
-                f"unit_ranking({class_index}, {k}) must return (layer, channel) pairs, got {item!r}"
-            )
-    return [(layer, channel) for layer, channel in ranked]
 
 
 def unit_csv_path(spec: AuditSpec) -> Path | None:
@@ -573,26 +418,6 @@ def read_units(spec: AuditSpec) -> UnitCsv | None:
         raise SpecError(f"{source}: targets.units.csv: {err}") from err
 
 
-def check_inputs(spec: AuditSpec) -> None:
-    """What can be checked of an audit's input files before any model loads: the unit CSV
-    exists and reads (`load_spec` checks it only when present, so that a spec written for a
-    cluster validates on a laptop)."""
-    read_units(spec)
-
-
-def _read_unit_csv(spec: AuditSpec, class_names: list[str], source: str) -> list[tuple[int, int]]:
-    """(class_index, feature_index) pairs of the unit CSV, in file order."""
-    table = read_units(spec)
-    for unit in table.units:
-        if unit.class_index >= len(class_names):
-            raise SpecError(
-                f"{source}: targets.units.csv: '{table.path}' line {unit.line}: class index "
-                f"{unit.class_index} out of range: the classifier has {len(class_names)} "
-                "classes. Is the CSV for another classifier?"
-            )
-    return [(u.class_index, u.feature_index) for u in table.units]
-
-
 # ---------------------------------------------------------------------------------------------
 # Validation: each check knows the file and the field path, so every error can name both.
 # ---------------------------------------------------------------------------------------------
@@ -610,7 +435,7 @@ _SOURCE_WHY = {
 }
 
 
-def _suggest(word: Any, allowed: Sequence[Any], n: int = 1) -> str:
+def suggest(word: Any, allowed: Sequence[Any], n: int = 1) -> str:
     close = difflib.get_close_matches(str(word), [str(a) for a in allowed], n=n, cutoff=0.6)
     return f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
 
@@ -640,8 +465,7 @@ class _Section:
             if key not in self.allowed:
                 raise self.error(
                     str(key),
-                    f"unknown key; allowed: {', '.join(self.allowed)}"
-                    + _suggest(key, self.allowed),
+                    f"unknown key; allowed: {', '.join(self.allowed)}" + suggest(key, self.allowed),
                 )
         for key in required:
             if key not in data:
@@ -712,7 +536,7 @@ class _Section:
         if not isinstance(value, str) or value not in choices:
             raise self.error(
                 key,
-                f"{value!r} is not one of {', '.join(choices)}" + _suggest(value, choices),
+                f"{value!r} is not one of {', '.join(choices)}" + suggest(value, choices),
             )
         return value
 
@@ -832,7 +656,7 @@ def _parse_classifier_source(source: Mapping, path: str, file: str) -> dict[str,
         if key not in CLASSIFIER_SOURCE_KEYS:
             raise SpecError(
                 f"{file}: {path}.{key}: unknown loader key; allowed: "
-                f"{', '.join(CLASSIFIER_SOURCE_KEYS)}" + _suggest(key, CLASSIFIER_SOURCE_KEYS)
+                f"{', '.join(CLASSIFIER_SOURCE_KEYS)}" + suggest(key, CLASSIFIER_SOURCE_KEYS)
             )
     inner = source.get("source")
     if not isinstance(inner, str) or not inner.strip():
@@ -877,7 +701,7 @@ def _parse_classes(sec: _Section) -> Literal["all"] | tuple[int | str, ...]:
         raise sec.error(
             "classes",
             f"expected 'all' or a list of class indices and names (one class: [{value}]), "
-            f"got {value!r}" + _suggest(value, ["all"]),
+            f"got {value!r}" + suggest(value, ["all"]),
         )
     items = sec.sequence("classes", [], "class indices and names")
     seen: dict[int | str, int] = {}
@@ -899,7 +723,7 @@ def _parse_units(sec: _Section) -> UnitTargets:
     units = sec.texts("units", (), "units", "a unit 'layer.path:channel'")
     for i, unit in enumerate(units):
         try:
-            _split_unit(unit)
+            split_unit(unit)
         except ValueError as err:
             raise sec.error(f"units[{i}]", str(err)) from None
     csv_path = sec.text("csv", None, nullable=True)
@@ -912,7 +736,7 @@ def _parse_units(sec: _Section) -> UnitTargets:
     return UnitTargets(top_k=top_k, layer=layer, units=units, csv=csv_path)
 
 
-def _split_unit(unit: str) -> tuple[str, int]:
+def split_unit(unit: str) -> tuple[str, int]:
     """ "layer4.2:17" -> ("layer4.2", 17), the syntax of `dxray.models.classifier.parse_unit`."""
     layer, sep, channel = unit.strip().rpartition(":")
     if not sep or not layer or not channel.isdigit():

@@ -1,5 +1,5 @@
-"""Audit spec: the presets load, every kind of mistake names its file and field, and a spec
-expands into the target rows of docs/PLATFORM.md."""
+"""Audit spec: the presets load, every kind of mistake names its file and field, and the unit CSV
+is read when the spec loads (the rows a spec expands into: tests/run/test_targets.py)."""
 
 import dataclasses
 import subprocess
@@ -10,6 +10,7 @@ from typing import get_args, get_type_hints
 import pytest
 import yaml
 
+from dxray.run.targets import expand_targets
 from dxray.spec import (
     CLASSIFIER_SOURCE_KEYS,
     LCM_MAX_STEPS,
@@ -17,9 +18,8 @@ from dxray.spec import (
     EngineSpec,
     SamplerSpec,
     SpecError,
-    expand_targets,
     load_spec,
-    objective_for,
+    read_units,
     with_overrides,
 )
 
@@ -146,15 +146,15 @@ def test_choices_and_fields_match_the_engine_and_loaders():
 
 def test_unit_syntax_agrees_with_the_classifier():
     from dxray.models.classifier import parse_unit
-    from dxray.spec import _split_unit
+    from dxray.spec import split_unit
 
     for unit in ["layer4.2:17", "features.block3:0", "a:b:3"]:
-        assert _split_unit(unit) == parse_unit(unit)
+        assert split_unit(unit) == parse_unit(unit)
     for bad in ["layer4", ":3", "layer4:-1", "layer4:x"]:
         with pytest.raises(ValueError):
             parse_unit(bad)
         with pytest.raises(ValueError):
-            _split_unit(bad)
+            split_unit(bad)
 
 
 def test_loading_a_spec_does_not_import_torch():
@@ -258,89 +258,7 @@ def test_a_model_is_a_string_or_a_mapping_and_both_mean_the_same(tmp_path):
     assert spec.classifier.source is not dict_source  # a copy: editing the input changes nothing
 
 
-# --- expand_targets ----------------------------------------------------------------------------
-
-
-def test_classes_by_name_and_index_in_listed_order(tmp_path):
-    spec = _spec(tmp_path, targets={"classes": [2, "cat", "3"]})
-    rows = expand_targets(spec, NAMES, "run-1")
-    assert [r["target_id"] for r in rows] == ["class:2", "class:0", "class:3"]
-    assert [r["class_name"] for r in rows] == ["boat", "cat", "dot"]
-    assert all(r["kind"] == "class" and r["layer"] is None and r["channel"] is None for r in rows)
-
-
-def test_all_classes_in_index_order(tmp_path):
-    rows = expand_targets(_spec(tmp_path), NAMES, "run-1")
-    assert [r["class_index"] for r in rows] == [0, 1, 2, 3]
-
-
-def test_unknown_class_name_suggests_close_names(tmp_path):
-    spec = _spec(tmp_path, targets={"classes": ["cat", "dgo"]})
-    with pytest.raises(SpecError) as info:
-        expand_targets(spec, NAMES, "run-1")
-    message = str(info.value)
-    assert "targets.classes[1]" in message and "'dog'" in message
-    assert str(spec.source_path) in message
-
-
-def test_class_index_out_of_range_and_aliases_are_errors(tmp_path):
-    with pytest.raises(SpecError, match=r"targets.classes\[0\]: class index 4 out of range"):
-        expand_targets(_spec(tmp_path, targets={"classes": [4]}), NAMES, "run-1")
-    with pytest.raises(SpecError, match=r"targets.classes\[1\]: 'dog' is class 1"):
-        expand_targets(_spec(tmp_path, targets={"classes": [1, "dog"]}), NAMES, "run-1")
-
-
-def test_top_k_units_come_from_the_ranking_callback(tmp_path):
-    calls = []
-
-    def rank(class_index, k):
-        calls.append((class_index, k))
-        return _rank(class_index, k)
-
-    spec = _spec(tmp_path, targets={"classes": [1, 2], "units": {"top_k": 2}})
-    rows = expand_targets(spec, NAMES, "run-1", unit_ranking=rank)
-    assert calls == [(1, 2), (2, 2)]
-    units = [r for r in rows if r["kind"] == "unit"]
-    assert [r["target_id"] for r in units] == [
-        "unit:penultimate:10:1",
-        "unit:penultimate:11:1",
-        "unit:penultimate:20:2",
-        "unit:penultimate:21:2",
-    ]
-    assert units[0]["class_index"] == 1 and units[0]["class_name"] == "dog"
-    assert units[0]["layer"] == "penultimate" and units[0]["channel"] == 10
-    with pytest.raises(ValueError, match="unit_ranking"):
-        expand_targets(spec, NAMES, "run-1")
-    with pytest.raises(ValueError, match="returned 3 units"):
-        expand_targets(spec, NAMES, "run-1", unit_ranking=lambda c, k: _rank(c, k + 1))
-
-
-def test_listed_units_belong_to_no_class(tmp_path):
-    spec = _spec(tmp_path, targets={"classes": [0], "units": {"units": ["features.conv1:3"]}})
-    rows = expand_targets(spec, NAMES, "run-1")
-    assert [r["target_id"] for r in rows] == ["class:0", "unit:features.conv1:3:-"]
-    unit = rows[1]
-    assert unit["class_index"] is None and unit["class_name"] is None
-    assert (unit["layer"], unit["channel"]) == ("features.conv1", 3)
-
-
-def test_csv_units_relative_to_the_spec_file(tmp_path, monkeypatch):
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "labels.csv").write_text(
-        "class_index,feature_index,label\n0,7,core\n2,5,spurious\n\n1,9,core\n0,7,core\n"
-    )
-    targets = {"classes": [0, 2], "units": {"layer": "avgpool", "csv": "data/labels.csv"}}
-    spec = _spec(tmp_path, targets=targets)
-    monkeypatch.chdir(tmp_path / "data")  # resolved against the spec, not the working directory
-    rows = expand_targets(spec, NAMES, "run-1")
-    # class 1 is not audited; the repeated 0,7 row is one target
-    assert [r["target_id"] for r in rows] == [
-        "class:0",
-        "class:2",
-        "unit:avgpool:7:0",
-        "unit:avgpool:5:2",
-    ]
-    assert rows[3]["class_name"] == "boat" and rows[3]["objective"] == "Unit('avgpool', 5)"
+# --- the unit CSV, read when the spec loads ------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -362,90 +280,14 @@ def test_csv_errors_name_the_csv_line_and_column_when_the_spec_loads(tmp_path, t
         assert part in message
 
 
-def test_a_csv_class_out_of_range_is_named_with_its_line(tmp_path):
-    (tmp_path / "units.csv").write_text("class_index,feature_index\n0,1\n9,1\n")
-    spec = _spec(tmp_path, targets={"units": {"layer": "avgpool", "csv": "units.csv"}})
-    with pytest.raises(SpecError, match="line 3: class index 9 out of range"):
-        expand_targets(spec, NAMES, "run-1")
-
-
 def test_a_missing_csv_is_an_error_before_the_audit_starts(tmp_path):
-    from dxray.spec import check_inputs
-
     # A spec written for a cluster loads where its CSV is not ...
     spec = _spec(tmp_path, targets={"units": {"layer": "avgpool", "csv": "gone.csv"}})
     # ... and the audit refuses it before loading a model
     with pytest.raises(SpecError, match="gone.csv': cannot read the unit CSV"):
-        check_inputs(spec)
+        read_units(spec)
     with pytest.raises(SpecError, match="cannot read the unit CSV"):
         expand_targets(spec, NAMES, "run-1")
-
-
-def test_seeds_multiply_without_duplicates_in_a_stable_order(tmp_path):
-    (tmp_path / "u.csv").write_text("class_index,feature_index\n1,10\n1,12\n")
-    targets = {
-        "classes": [1, 0],
-        "units": {"top_k": 2, "layer": "penultimate", "csv": "u.csv", "units": ["conv:1"]},
-        "seeds": [3, 1],
-    }
-    spec = _spec(tmp_path, targets=targets)
-    rows = expand_targets(spec, NAMES, "run-7", unit_ranking=_rank)
-    # classes, listed unit, ranked units (10 and 11 for class 1; 0 and 1 for class 0), then the
-    # CSV's 12 for class 1 (its 10 was ranked already)
-    expected_targets = [
-        "class:1",
-        "class:0",
-        "unit:conv:1:-",
-        "unit:penultimate:10:1",
-        "unit:penultimate:11:1",
-        "unit:penultimate:0:0",
-        "unit:penultimate:1:0",
-        "unit:penultimate:12:1",
-    ]
-    assert [(r["target_id"], r["seed"]) for r in rows] == [
-        (t, s) for t in expected_targets for s in (3, 1)
-    ]
-    keys = [(r["target_id"], r["seed"]) for r in rows]
-    assert len(keys) == len(set(keys))
-    assert expand_targets(spec, NAMES, "run-7", unit_ranking=_rank) == rows
-    assert all(r["run_id"] == "run-7" for r in rows)
-    assert all(
-        list(r)
-        == [
-            "run_id",
-            "target_id",
-            "kind",
-            "class_index",
-            "class_name",
-            "layer",
-            "channel",
-            "objective",
-            "seed",
-        ]
-        for r in rows
-    )
-
-
-def test_objective_repr_is_the_engines(tmp_path):
-    from dxray.explain.objective import ClassCE, ClassLogit, Unit
-
-    spec = _spec(tmp_path, targets={"classes": [3], "units": {"units": ["layer4.2:17"]}})
-    rows = expand_targets(spec, NAMES, "run-1")
-    assert rows[0]["objective"] == repr(ClassCE(3)) == "ClassCE(3)"
-    assert rows[1]["objective"] == repr(Unit("layer4.2", 17))
-    assert objective_for(spec, rows[0]) == ClassCE(3)
-    logit = with_overrides(spec, **{"targets.objective": "logit"})
-    rows = expand_targets(logit, NAMES, "run-1")
-    assert rows[0]["objective"] == repr(ClassLogit(3))
-
-
-def test_class_queries_must_name_classes(tmp_path):
-    spec = _spec(tmp_path, judge={"class_queries": {"dgo": "a small dog"}})
-    with pytest.raises(SpecError, match=r"judge.class_queries.dgo: .*did you mean .*'dog'"):
-        expand_targets(spec, NAMES, "run-1")
-    spec = _spec(tmp_path, judge={"class_queries": {"dog": "a small dog"}})
-    assert spec.judge.object_query("dog") == "a small dog"
-    assert spec.judge.object_query("n01440764 tench, Tinca tinca") == "a tench"
 
 
 def test_thresholds_come_from_the_judge(tmp_path):

@@ -406,7 +406,7 @@ def compare_baseline(
     the scale's reference."""
     from dxray.explain.baseline import BaselineConfig, activation_maximisation
     from dxray.models.classifier import load_classifier
-    from dxray.spec import objective_for
+    from dxray.run.targets import objective_for
     from dxray.toyworld.data import sample_specs, scene_labels
     from dxray.toyworld.scenes import render_batch
     from dxray.toyworld.zoo import zoo_part

@@ -30,8 +30,9 @@ from dxray.catalog.writer import CatalogWriter
 from dxray.run.lock import FileLock
 from dxray.run.preflight import check_before_models
 from dxray.run.shortcuts import ShortcutSummary, run_shortcuts
+from dxray.run.targets import expand_targets
 from dxray.run.worker import AuditWorker
-from dxray.spec import AuditSpec, SpecError, expand_targets, read_units
+from dxray.spec import AuditSpec, SpecError, read_units
 
 log = logging.getLogger("dxray.audit")
 STALE_LOCK_HOURS = 6.0  # a lock whose audit has written nothing for this long is taken over

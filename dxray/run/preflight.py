@@ -3,7 +3,7 @@ names what is wrong and what to do, raised before Ray starts and before anything
 
     check_before_models(spec)   # the unit CSV, the catalog folder, every local model file
 
-Checked here: the unit CSV reads (`dxray.spec.check_inputs`); the catalog is a folder this
+Checked here: the unit CSV exists and reads (`dxray.spec.read_units`); the catalog is a folder this
 process can create files in; each model source (classifier, generator, segmenter) that is a
 local path exists, and each `.safetensors` file in it has a whole header and body (a truncated
 download or copy fails here, naming the file, instead of deep inside a loader or a Ray worker).
@@ -20,7 +20,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from dxray.spec import AuditSpec, SpecError, check_inputs
+from dxray.spec import AuditSpec, SpecError, read_units
 
 # A hub id as the Hugging Face hub writes it ("name" or "org/name"); anything else is a path.
 _HUB_ID = re.compile(r"\w[\w.-]*(/\w[\w.-]*)?")
@@ -35,7 +35,7 @@ class PreflightError(SpecError):
 def check_before_models(spec: AuditSpec) -> None:
     """Raise `PreflightError` (or `SpecError` for the unit CSV) on the first input that cannot
     work; returns quietly otherwise. Writes nothing."""
-    check_inputs(spec)
+    read_units(spec)  # the unit CSV exists and reads
     check_catalog_writable(Path(spec.output.catalog))
     for what, source in (
         ("classifier", spec.classifier.source),

@@ -18,19 +18,9 @@ import torch
 
 from dxray.explain.optimize import explain
 from dxray.judge.verdict import verdicts
-from dxray.spec import AuditSpec, objective_for
+from dxray.run.targets import TARGET_KEYS, objective_for
+from dxray.spec import AuditSpec
 
-TARGET_KEYS = (
-    "run_id",
-    "target_id",
-    "kind",
-    "class_index",
-    "class_name",
-    "layer",
-    "channel",
-    "objective",
-    "seed",
-)
 # Fault injection for tests: a worker whose process finds this file absent creates it and dies
 # mid-batch, once. Ray must restart the actor and retry the batch.
 CRASH_ONCE_ENV = "DXRAY_TEST_CRASH_ONCE"

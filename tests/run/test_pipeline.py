@@ -27,7 +27,7 @@ def _count(catalog, view="explanations", where="") -> int:
 
 
 def test_worker_without_ray_judges_and_renders(tiny_spec):
-    from dxray.spec import expand_targets
+    from dxray.run.targets import expand_targets
 
     spec = AuditSpec.from_dict(tiny_spec)
     worker = AuditWorker(spec.to_dict())
@@ -46,7 +46,7 @@ def test_worker_without_ray_judges_and_renders(tiny_spec):
 @pytest.mark.parametrize("how", ["intervention-all", "intervention-own", "presence"])
 def test_units_are_judged_as_the_spec_says(tiny_spec, how):
     from dxray.judge.verdict import verdicts
-    from dxray.spec import expand_targets
+    from dxray.run.targets import expand_targets
 
     units, remove = (how.split("-") + ["all"])[:2]
     tiny_spec["judge"] = {**tiny_spec["judge"], "units": units, "remove": remove}
@@ -83,7 +83,7 @@ def test_the_worker_hands_each_unit_its_images_masks_and_channel(tiny_spec, monk
     "uncertain" for every unit passed every other test.)"""
     from dxray.judge import intervention
     from dxray.judge.intervention import UnitJudgement
-    from dxray.spec import expand_targets
+    from dxray.run.targets import expand_targets
 
     seen = {}
 
@@ -126,7 +126,7 @@ def test_the_worker_hands_each_unit_its_images_masks_and_channel(tiny_spec, monk
 
 
 def test_a_failing_target_becomes_an_error_row(tiny_spec):
-    from dxray.spec import expand_targets
+    from dxray.run.targets import expand_targets
 
     spec = AuditSpec.from_dict(tiny_spec)
     worker = AuditWorker(spec.to_dict())

@@ -7,7 +7,8 @@ import yaml
 from torch import nn
 
 from dxray.models.classifier import Classifier, Preprocessing, load_classifier
-from dxray.spec import expand_targets, load_spec
+from dxray.run.targets import expand_targets
+from dxray.spec import load_spec
 from dxray.toyworld import class_names, render_batch
 from dxray.toyworld.train_classifier import train_classifier
 from dxray.toyworld.truth import (
