@@ -20,6 +20,7 @@ venv: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check dxray tests benchmarks
 	$(BIN)/ruff format --check dxray tests benchmarks
+	$(BIN)/lint-imports
 
 test: $(STAMP) lint
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest

@@ -319,3 +319,14 @@ def _version(package: str) -> str | None:
 def _recorded_versions() -> dict[str, str]:
     found = {name: _version(name) for name in RECORDED_PACKAGES}
     return {name: v for name, v in found.items() if v is not None}
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write via a temp file and a rename: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        temp.write_text(text)
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)

@@ -11,7 +11,6 @@ batches in flight, and a rerun of the same spec completes it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -27,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from dxray.catalog.writer import CatalogWriter
+from dxray.run.checkpoints import classifier_sha256
 from dxray.run.lock import FileLock
 from dxray.run.preflight import check_before_models
 from dxray.run.shortcuts import ShortcutSummary, run_shortcuts
@@ -55,29 +55,6 @@ class AuditSummary:
     @property
     def computed(self) -> int:
         return sum(self.statuses.values())
-
-
-def classifier_sha256(source: Any) -> str:
-    """Content hash of a classifier's weights: a file's bytes, or every file of a directory
-    (relative names and bytes); for a hub id, the hash of the id itself. A renamed or copied
-    checkpoint keeps its hash."""
-    if isinstance(source, dict):
-        source = source.get("source", json.dumps(source, sort_keys=True))
-    path = Path(str(source).removeprefix("hf:"))
-    digest = hashlib.sha256()
-    if path.is_file():
-        files = {"": path}
-    elif path.is_dir():
-        files = {str(p.relative_to(path)): p for p in sorted(path.rglob("*")) if p.is_file()}
-    else:
-        digest.update(str(source).encode())
-        return digest.hexdigest()
-    for name, file in files.items():
-        digest.update(name.encode())
-        with open(file, "rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
 
 
 def plan(spec: AuditSpec) -> tuple[str, list[dict], str, list[str]]:

@@ -20,6 +20,9 @@ place (one path, new bytes: `runs/**/best`) gets a diff against the run of its p
 at that path (`previous_contents`). A diff missing after a crash is
 written by the next scan, so the diffs always cover the whole chain.
 
+Finding and hashing checkpoints is `dxray.run.checkpoints`; writing the diff files is
+`dxray.run.scan_diffs`; this module decides what to audit and in which order.
+
 One scan at a time per catalog: `<catalog>/.scan.lock` is created with O_EXCL and removed when
 the scan ends. A second scan meanwhile raises `ScanLocked` and audits nothing. A lock left by
 a scan that died (untouched for `stale_lock_hours`, or whose process is gone from this host)
@@ -30,44 +33,29 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime
-from glob import glob
+from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import yaml
 
+from dxray.run.checkpoints import HASH_CACHE_FILE, Checkpoint, find_checkpoints, hash_checkpoints
 from dxray.run.lock import FileLock, Locked
-from dxray.run.pipeline import classifier_sha256, run_audit
+from dxray.run.pipeline import run_audit
+from dxray.run.scan_diffs import write_missing_diffs, write_rewrite_diffs
 from dxray.spec import AuditSpec, SpecError, load_spec, with_overrides
 
 log = logging.getLogger("dxray.scan")
 
 LOCK_FILE = ".scan.lock"
 ScanLocked = Locked  # another scan holds the catalog's lock; this one audited nothing
-HASH_CACHE_FILE = ".scan-hashes.json"  # path -> (file sizes and mtimes, sha256): skip rehashing
-DIFF_DIR = "diffs"
 STALE_LOCK_HOURS = 6.0  # a running scan touches its lock after every worker batch
 # A checkpoint changed less than this long ago may still be being written: wait for it.
 SETTLE_SECONDS = 60.0
-# What a classifier directory holds (dxray's format, then Hugging Face's save_pretrained)...
-CHECKPOINT_DIR_MARKERS = ("classifier.json", "config.json")
-# ...and the files `load_classifier` takes (a .safetensors file needs the spec's factory).
-CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ts", ".torchscript")
 _PLACEHOLDER = "<checkpoint>"  # the classifier source, blanked out of the settings hash
-
-
-@dataclass
-class Checkpoint:
-    path: Path
-    mtime: float  # the newest modification time of the checkpoint and its files
-    sha256: str = ""
 
 
 @dataclass
@@ -135,7 +123,7 @@ def scan(
                 result.skipped.append((ckpt.path, why))
             else:
                 ready.append(ckpt)
-        _hash_all(ready, root / HASH_CACHE_FILE, write=not dry_run)
+        hash_checkpoints(ready, root / HASH_CACHE_FILE, write=not dry_run)
 
         # 4. Which are audited already: one chain entry per distinct content, first seen first
         runs = audited_runs(root, spec)
@@ -207,74 +195,6 @@ def main_scan(
     except ScanLocked as err:
         say(f"scan not started: {err}")
     return lines
-
-
-# ---------------------------------------------------------------------------------------------
-# Finding and identifying checkpoints
-# ---------------------------------------------------------------------------------------------
-
-
-def find_checkpoints(watch: str | os.PathLike) -> tuple[list[Checkpoint], list[Path]]:
-    """(the checkpoints matching `watch`, oldest first; the other matches). `watch` is a folder
-    (its visible entries are the candidates) or a glob. A checkpoint is a directory with
-    classifier.json or config.json, or a .safetensors / TorchScript file."""
-    text = os.path.expanduser(str(watch))
-    if Path(text).is_dir():
-        candidates = [p for p in Path(text).iterdir() if not p.name.startswith(".")]
-    elif any(char in text for char in "*?["):
-        candidates = [Path(p) for p in glob(text, recursive=True)]
-    else:
-        raise FileNotFoundError(f"watch {str(watch)!r}: no such folder, and not a glob")
-    checkpoints, others = [], []
-    for path in candidates:
-        path = path.absolute()
-        if _is_checkpoint(path):
-            checkpoints.append(Checkpoint(path, _newest_mtime(path)))
-        else:
-            others.append(path)
-    checkpoints.sort(key=lambda c: (c.mtime, str(c.path)))
-    return checkpoints, sorted(others)
-
-
-def _is_checkpoint(path: Path) -> bool:
-    if path.is_dir():
-        return any((path / marker).is_file() for marker in CHECKPOINT_DIR_MARKERS)
-    return path.is_file() and path.suffix.lower() in CHECKPOINT_SUFFIXES
-
-
-def _files(path: Path) -> list[Path]:
-    return sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-
-
-def _newest_mtime(path: Path) -> float:
-    return max([path.stat().st_mtime] + [p.stat().st_mtime for p in _files(path)])
-
-
-def _hash_all(checkpoints: list[Checkpoint], cache_file: Path, *, write: bool) -> None:
-    """Set each checkpoint's sha256. Hashing gigabytes every half hour is wasteful, so a hash is
-    reused while every file of the checkpoint keeps its size and mtime."""
-    try:
-        cache = json.loads(cache_file.read_text())
-    except (OSError, ValueError):
-        cache = {}
-    fresh = {}
-    for ckpt in checkpoints:
-        stamp = [[str(p.relative_to(ckpt.path.parent)), *_size_mtime(p)] for p in _files(ckpt.path)]
-        entry = cache.get(str(ckpt.path))
-        if not (isinstance(entry, dict) and entry.get("files") == stamp):
-            entry = {"files": stamp, "sha256": classifier_sha256(str(ckpt.path))}
-        ckpt.sha256 = entry["sha256"]
-        fresh[str(ckpt.path)] = entry
-    # Keep entries of paths still on disk (another watch may share the catalog).
-    kept = {k: v for k, v in cache.items() if k not in fresh and Path(k).exists()}
-    fresh = dict(sorted({**kept, **fresh}.items()))
-    if write and fresh != cache:
-        _write_atomic(cache_file, json.dumps(fresh, indent=1))
-
-
-def _size_mtime(path: Path) -> list[int]:
-    stat = path.stat()
-    return [stat.st_size, stat.st_mtime_ns]
 
 
 def _source_key(spec: AuditSpec) -> str:
@@ -422,116 +342,3 @@ def _audit_all(
             from dxray.run.pipeline import stop_ray
 
             stop_ray()
-
-
-def diff_path(catalog: Path, from_run: str, to_run: str) -> Path:
-    """Where the diff of two runs is written."""
-    return Path(catalog) / DIFF_DIR / f"{from_run}__{to_run}.json"
-
-
-def write_missing_diffs(
-    catalog: Path, chain: list[tuple[Checkpoint, str]], say: Callable[[str], None]
-) -> list[Path]:
-    """For each consecutive pair of `chain` ((checkpoint, run id), oldest first) whose diff file
-    is missing, compute the diff and write it. Returns the files written."""
-    pairs = [(a, b, False) for a, b in zip(chain, chain[1:], strict=False)]
-    return _write_diffs(catalog, pairs, say)
-
-
-def write_rewrite_diffs(
-    catalog: Path, rewritten: list[tuple[Checkpoint, str, str]], say: Callable[[str], None]
-) -> list[Path]:
-    """The diff of each checkpoint rewritten in place ((checkpoint, run of its previous
-    content, run of its content now), from `previous_contents`) whose diff file is missing."""
-    pairs = [((ckpt, before), (ckpt, after), True) for ckpt, before, after in rewritten]
-    return _write_diffs(catalog, pairs, say)
-
-
-def _write_diffs(
-    catalog: Path,
-    pairs: list[tuple[tuple[Checkpoint, str], tuple[Checkpoint, str], bool]],
-    say: Callable[[str], None],
-) -> list[Path]:
-    """Write the diff of each ((checkpoint, run) before, after, rewritten in place) whose file
-    is missing; returns the files written."""
-    from dxray.catalog.diff import diff_runs
-    from dxray.catalog.views import connect
-
-    pairs = [p for p in pairs if not diff_path(catalog, p[0][1], p[1][1]).exists()]
-    if not pairs:
-        return []
-    written = []
-    con = connect(catalog, read_only=True)
-    try:
-        for (before, from_run), (after, to_run), in_place in pairs:
-            diff = diff_runs(con, from_run, to_run)
-            document = {
-                "from_run": from_run,
-                "to_run": to_run,
-                "from_checkpoint": str(before.path),
-                "to_checkpoint": str(after.path),
-                "rewritten_in_place": in_place,
-                "summary": diff.summary,
-                "targets": diff.rows,
-                "shortcuts": diff.shortcuts.to_pylist() if diff.shortcuts is not None else [],
-            }
-            path = diff_path(catalog, from_run, to_run)
-            _write_atomic(path, json.dumps(_json_safe(document), indent=1, allow_nan=False))
-            written.append(path)
-            if in_place:
-                say(
-                    f"      {after.path} was rewritten in place: diffed against its previous content"
-                )
-            say(_diff_line(diff.rows, from_run, to_run, path))
-            for row in document["shortcuts"]:
-                if row["change"] != "kept":
-                    say(f"      shortcut {row['class_name']} <- {row['attribute']} {row['change']}")
-    finally:
-        con.close()
-    return written
-
-
-def _diff_line(rows: list[dict], from_run: str, to_run: str, path: Path) -> str:
-    def named(change: str) -> str:
-        hits = [r for r in rows if r["change"] == change]
-        labels = [
-            r["target_id"] + (f" ({r['class_name']})" if r["class_name"] else "") for r in hits
-        ]
-        return f"{len(hits)} {change}" + (f" [{', '.join(labels)}]" if labels else "")
-
-    changed = sum(1 for r in rows if r["change"] == "changed")
-    return (
-        f"diff  {from_run} -> {to_run}: {named('new spurious')}, {named('resolved')}, "
-        f"{changed} changed otherwise -> {path}"
-    )
-
-
-def _json_safe(value: Any) -> Any:
-    """Plain JSON: timestamps as ISO text, non-finite floats as null."""
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    return str(value)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write via a temp file and a rename: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        temp.write_text(text)
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
-
-
-# ---------------------------------------------------------------------------------------------
-# The lock
-# ---------------------------------------------------------------------------------------------

@@ -17,16 +17,9 @@ import yaml
 
 from dxray.catalog.views import connect
 from dxray.catalog.writer import CatalogWriter
-from dxray.run.pipeline import classifier_sha256
-from dxray.run.scan import (
-    LOCK_FILE,
-    ScanLocked,
-    _spec_for,
-    diff_path,
-    find_checkpoints,
-    main_scan,
-    scan,
-)
+from dxray.run.checkpoints import classifier_sha256, find_checkpoints
+from dxray.run.scan import LOCK_FILE, ScanLocked, _spec_for, main_scan, scan
+from dxray.run.scan_diffs import diff_path
 from dxray.spec import AuditSpec, SpecError
 
 HOUR = 3600.0
