@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dxray.explain.objective import ClassifierOutput
+from dxray.models.outputs import ClassifierOutput
 from dxray.models.sources import load_part
 
 FORMAT = "dxray-classifier/1"
