@@ -40,6 +40,7 @@ from torch import Tensor, nn
 
 from dxray.models.outputs import ClassifierOutput
 from dxray.models.sources import load_part
+from dxray.text import few, first_line, first_lines
 
 FORMAT = "dxray-classifier/1"
 CONFIG_FILE = "classifier.json"
@@ -433,7 +434,7 @@ def load_classifier(
     except (RuntimeError, ValueError, TypeError) as err:
         raise ClassifierLoadError(
             f"classifier '{source}' failed on a [1, 3, {preprocessing.input_size[0]}, "
-            f"{preprocessing.input_size[1]}] input: {_first_line(err)}. Check its input_size."
+            f"{preprocessing.input_size[1]}] input: {first_line(err)}. Check its input_size."
         ) from err
     if outputs is not None and num_classes != outputs[1] - outputs[0]:
         raise ClassifierLoadError(
@@ -691,12 +692,12 @@ def _load_state(model: nn.Module, path: Path, *, pickled: bool) -> None:
         raise
     except (RuntimeError, OSError, ValueError) as err:
         raise ClassifierLoadError(
-            f"cannot load the weights '{path}' into {type(model).__name__}: {_first_lines(err, 4)}"
+            f"cannot load the weights '{path}' into {type(model).__name__}: {first_lines(err, 4)}"
         ) from err
     if missing or unexpected:
         raise ClassifierLoadError(
             f"the weights '{path}' do not fit {type(model).__name__} (check factory_kwargs): "
-            f"missing {_few(sorted(missing))}, unexpected {_few(sorted(unexpected))}"
+            f"missing {few(sorted(missing))}, unexpected {few(sorted(unexpected))}"
         )
 
 
@@ -712,7 +713,7 @@ def _load_torchscript(path: Path, device) -> nn.Module:
     try:
         return torch.jit.load(str(path), map_location=device)
     except RuntimeError as err:
-        raise ClassifierLoadError(f"cannot load TorchScript '{path}': {_first_line(err)}") from err
+        raise ClassifierLoadError(f"cannot load TorchScript '{path}': {first_line(err)}") from err
 
 
 def _load_hf(source: str, dtype) -> tuple[nn.Module, dict, list]:
@@ -807,7 +808,7 @@ def _load_torchvision(name: str) -> tuple[nn.Module, dict, list | None]:
         model = tvm.get_model(name, weights=weights)
     except Exception as err:  # download failures arrive as URLError, RuntimeError, ...
         raise ClassifierLoadError(
-            f"could not get the pretrained weights of torchvision:{name}: {_first_line(err)}. "
+            f"could not get the pretrained weights of torchvision:{name}: {first_line(err)}. "
             "Offline? Fetch them on a connected machine (they land in ~/.cache/torch/hub) and "
             "copy that cache here."
         ) from err
@@ -838,7 +839,7 @@ def _load_timm(name: str) -> tuple[nn.Module, dict, list | None]:
         model = timm.create_model(name, pretrained=True)
     except Exception as err:  # hub and download failures come in many types
         raise ClassifierLoadError(
-            f"could not get the pretrained weights of timm:{name}: {_first_line(err)}. Offline? "
+            f"could not get the pretrained weights of timm:{name}: {first_line(err)}. Offline? "
             "Fetch them on a connected machine (they land in the Hugging Face cache) and copy "
             "that cache here."
         ) from err
@@ -917,20 +918,3 @@ def _first_tensor(output) -> Tensor | None:
             if found is not None:
                 return found
     return None
-
-
-def _few(names: list[str], limit: int = 5) -> str:
-    if not names:
-        return "none"
-    more = f" and {len(names) - limit} more" if len(names) > limit else ""
-    return ", ".join(names[:limit]) + more
-
-
-def _first_line(err: Exception) -> str:
-    return _first_lines(err, 1)
-
-
-def _first_lines(err: Exception, count: int) -> str:
-    # Without the final full stop: the messages that quote this go on with a sentence of their own.
-    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
-    return " ".join(lines[:count]).rstrip(".") if lines else type(err).__name__
