@@ -30,7 +30,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from dxray.models.classifier import Preprocessing, save_classifier
+from dxray.models.classifier import Preprocessing
+from dxray.models.classifier_io import save_classifier
 from dxray.models.resnet import ARCHS, BasicBlock, Bottleneck
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

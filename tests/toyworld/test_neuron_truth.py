@@ -6,7 +6,8 @@ import torch
 import yaml
 from torch import nn
 
-from dxray.models.classifier import Classifier, Preprocessing, load_classifier
+from dxray.models.classifier import Classifier, Preprocessing
+from dxray.models.classifier_io import load_classifier
 from dxray.spec import expand_targets, load_spec
 from dxray.toyworld import class_names, render_batch
 from dxray.toyworld.train_classifier import train_classifier

@@ -7,7 +7,7 @@ import os
 import pytest
 import yaml
 
-from dxray.models.classifier import load_classifier
+from dxray.models.classifier_io import load_classifier
 from dxray.spec import expand_targets, load_spec
 from dxray.toyworld import caption_words, class_names, load_world
 from dxray.toyworld.truth import NEURON_TRUTH_SCHEMA, UNITS_FILE, read_truth
