@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dxray.explain.sampler import SamplerConfig  # noqa: E402
-from dxray.models.classifier import load_classifier  # noqa: E402
+from dxray.models.classifier_io import load_classifier  # noqa: E402
 from dxray.models.generator import load_generator  # noqa: E402
 from dxray.models.segmenter import load_segmenter  # noqa: E402
 from dxray.shortcuts.discover import render_pool  # noqa: E402

@@ -127,7 +127,7 @@ def test_engine_defaults_are_the_engines():
 
 def test_choices_and_fields_match_the_engine_and_loaders():
     from dxray.explain import optimize, sampler
-    from dxray.models import classifier
+    from dxray.models import classifier_io
 
     assert [f.name for f in dataclasses.fields(SamplerSpec)] == [
         f.name for f in dataclasses.fields(sampler.SamplerConfig)
@@ -141,7 +141,7 @@ def test_choices_and_fields_match_the_engine_and_loaders():
             if name in our_hints:
                 assert get_args(our_hints[name]) == get_args(their_hints[name]), name
     assert LCM_MAX_STEPS == sampler.LCM_ORIGINAL_STEPS
-    assert CLASSIFIER_SOURCE_KEYS == classifier.SPEC_KEYS
+    assert CLASSIFIER_SOURCE_KEYS == classifier_io.SPEC_KEYS
 
 
 def test_unit_syntax_agrees_with_the_classifier():

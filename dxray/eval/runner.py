@@ -221,7 +221,7 @@ class Interventions:
     audit's own calls from its 8-bit images."""
 
     def __init__(self, spec: AuditSpec, object_queries: Sequence[str]):
-        from dxray.models.classifier import load_classifier
+        from dxray.models.classifier_io import load_classifier
         from dxray.models.segmenter import load_segmenter
 
         self.classifier = load_classifier(spec.classifier.source)
@@ -405,7 +405,7 @@ def compare_baseline(
     both judged the same way (`classifier`: the spec's, loaded). Also real held-out scenes, as
     the scale's reference."""
     from dxray.explain.baseline import BaselineConfig, activation_maximisation
-    from dxray.models.classifier import load_classifier
+    from dxray.models.classifier_io import load_classifier
     from dxray.run.targets import objective_for
     from dxray.toyworld.data import sample_specs, scene_labels
     from dxray.toyworld.scenes import render_batch

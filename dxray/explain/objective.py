@@ -2,34 +2,20 @@
 
 They compose like lucent's: `ClassLogit(3) + 0.5 * Unit("layer4", 17)`, `-x`, `a - b`. An
 objective is called on a `ClassifierOutput` (logits + spatial means of the hidden layers it asks
-for) and returns a tensor of shape [B]: higher is better. Each batch row of an optimisation may
-have its own objective; the engine evaluates row i's objective and keeps entry i.
+for; `dxray.models.outputs`) and returns a tensor of shape [B]: higher is better. Each batch row
+of an optimisation may have its own objective; the engine evaluates row i's objective and keeps
+entry i.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-
-@dataclass
-class ClassifierOutput:
-    """What a classifier forward yields for the objectives."""
-
-    logits: Tensor  # [B, num_classes]
-    units: dict[str, Tensor] = field(default_factory=dict)  # layer -> [B, channels]
-    # For layers that end in a rectifier: the same means taken before it (see `Unit`).
-    pre_units: dict[str, Tensor] = field(default_factory=dict)
-
-    def rows(self, index: Tensor) -> ClassifierOutput:
-        return ClassifierOutput(
-            self.logits[index],
-            {k: v[index] for k, v in self.units.items()},
-            {k: v[index] for k, v in self.pre_units.items()},
-        )
+from dxray.models.outputs import ClassifierOutput
 
 
 class Objective:

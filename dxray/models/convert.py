@@ -30,11 +30,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from dxray.models.classifier import Preprocessing, save_classifier
+from dxray.models.classifier import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+from dxray.models.classifier_io import save_classifier
 from dxray.models.resnet import ARCHS, BasicBlock, Bottleneck
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 FAIRFACE_HEADS = {
     "race": (0, 7, ["White", "Black", "Latino_Hispanic", "East Asian", "Southeast Asian",
                     "Indian", "Middle Eastern"]),

@@ -5,17 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
+from dxray.text import first_line
+
 T = TypeVar("T")
 
 
 def looks_like_path(src: str) -> bool:
     # Hub ids are "name" or "org/name"; anything else with a slash is meant as a path.
     return src.startswith((".", "/", "~")) or src.count("/") > 1
-
-
-def first_line(err: Exception) -> str:
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__
 
 
 def load_part(

@@ -62,7 +62,7 @@ def plan(spec: AuditSpec) -> tuple[str, list[dict], str, list[str]]:
     class names, and the generator too when units are ranked (top_k)."""
     import torch
 
-    from dxray.models.classifier import load_classifier
+    from dxray.models.classifier_io import load_classifier
 
     classifier = load_classifier(spec.classifier.source)
     sha = classifier_sha256(spec.classifier.source)

@@ -33,7 +33,7 @@ class ModelHost:
     """Generator + classifier + segmenter of a spec, loaded once on this worker's device."""
 
     def __init__(self, spec: dict, *, device: str | None = None, threads: int = 1):
-        from dxray.models.classifier import load_classifier
+        from dxray.models.classifier_io import load_classifier
         from dxray.models.generator import load_generator
         from dxray.models.segmenter import load_segmenter
 

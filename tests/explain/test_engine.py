@@ -182,7 +182,7 @@ def test_bad_inputs(tiny_generator, tiny_classifier):
 
 
 def test_objectives_compose():
-    from dxray.explain.objective import ClassifierOutput
+    from dxray.models.outputs import ClassifierOutput
 
     out = ClassifierOutput(
         logits=torch.tensor([[1.0, 2.0, 3.0], [0.0, -1.0, 4.0]]),
@@ -299,7 +299,7 @@ def test_the_classifier_sees_the_transformed_images_and_the_result_holds_the_ren
 
 
 def test_centred_logit_ignores_what_every_class_gets():
-    from dxray.explain.objective import ClassifierOutput
+    from dxray.models.outputs import ClassifierOutput
 
     logits = torch.tensor([[1.0, 4.0, 1.0], [11.0, 14.0, 11.0]])
     values = CentredLogit(1)(ClassifierOutput(logits))

@@ -6,7 +6,7 @@ import argparse
 import pytest
 import torch
 
-from dxray.models.classifier import load_classifier
+from dxray.models.classifier_io import load_classifier
 from dxray.models.convert import (
     ConvertError,
     convert_fairface,
@@ -96,7 +96,8 @@ def test_imagenet_class_names_from_salient_imagenets_metadata(tmp_path):
 
 
 def test_output_slices_are_checked(tmp_path):
-    from dxray.models.classifier import ClassifierLoadError, Preprocessing, save_classifier
+    from dxray.models.classifier import ClassifierLoadError, Preprocessing
+    from dxray.models.classifier_io import save_classifier
 
     model = resnet34(num_classes=6, width=2)
     pre = Preprocessing((32, 32), (0.5,) * 3, (0.5,) * 3)

@@ -2,7 +2,7 @@
 
 import torch
 
-from dxray.models.classifier import load_classifier
+from dxray.models.classifier_io import load_classifier
 from dxray.models.generator import load_generator
 from dxray.run.pipeline import plan
 from dxray.run.ranking import head_and_layer, rank_class_units

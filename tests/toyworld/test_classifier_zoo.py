@@ -12,7 +12,8 @@ import pytest
 import torch
 from torch import nn
 
-from dxray.models.classifier import Classifier, Preprocessing, load_classifier
+from dxray.models.classifier import Classifier, Preprocessing
+from dxray.models.classifier_io import load_classifier
 from dxray.models.units import rank_units
 from dxray.toyworld import class_names, context_names, render_batch, sample_specs
 from dxray.toyworld.nets import (

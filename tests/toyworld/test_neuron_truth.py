@@ -6,7 +6,8 @@ import torch
 import yaml
 from torch import nn
 
-from dxray.models.classifier import Classifier, Preprocessing, load_classifier
+from dxray.models.classifier import Classifier, Preprocessing
+from dxray.models.classifier_io import load_classifier
 from dxray.run.targets import expand_targets
 from dxray.spec import load_spec
 from dxray.toyworld import class_names, render_batch

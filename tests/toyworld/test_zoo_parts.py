@@ -7,7 +7,7 @@ import os
 import pytest
 import yaml
 
-from dxray.models.classifier import load_classifier
+from dxray.models.classifier_io import load_classifier
 from dxray.run.targets import expand_targets
 from dxray.spec import load_spec
 from dxray.toyworld import caption_words, class_names, load_world
