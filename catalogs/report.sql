@@ -1,4 +1,4 @@
--- Queries behind the HTML bias report (dxray.catalog.report). Each starts with "-- name: X";
+-- Queries behind the HTML bias report (dxray.report). Each starts with "-- name: X";
 -- the parameter $run_id is the run being reported.
 
 -- name: latest_run

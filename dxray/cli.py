@@ -243,9 +243,9 @@ def eval_(
 
     import yaml
 
-    from dxray.catalog.report import write_report
     from dxray.eval.report import format_text
     from dxray.eval.runner import evaluate, latest_run, result_json, run_row, write_eval
+    from dxray.report import write_report
     from dxray.spec import AuditSpec, SpecError, load_spec
     from dxray.toyworld.zoo import zoo_world
 
@@ -297,10 +297,10 @@ def score(
 
     Example: dxray score catalogs/salient-imagenet
     """
-    from dxray.catalog.report import write_report
     from dxray.eval.labels import score_run
     from dxray.eval.report import format_text
     from dxray.eval.runner import latest_run, result_json, write_eval
+    from dxray.report import write_report
 
     try:
         run = run or latest_run(catalog)
@@ -327,7 +327,7 @@ def report(
 
     Example: dxray report catalogs/toy --out toy-report.html
     """
-    from dxray.catalog.report import write_report
+    from dxray.report import write_report
 
     try:
         path = write_report(catalog, out, run, diff_from=diff_from)
@@ -665,8 +665,8 @@ def demo(
     """
     import logging
 
-    from dxray.catalog.report import write_report
     from dxray.catalog.sql import run_sql
+    from dxray.report import write_report
     from dxray.run.pipeline import run_audit
     from dxray.spec import SpecError, load_spec
 

@@ -1,4 +1,4 @@
-"""The audit catalog: Parquet tables per run, DuckDB views, read-only SQL, diffs and reports.
+"""The audit catalog: Parquet tables per run, DuckDB views, read-only SQL and diffs.
 
 writer = CatalogWriter("catalogs/toy")
 writer.write_run("run-1", name="toy", classifier="toyworld/classifier", num_targets=8)
@@ -8,11 +8,12 @@ writer.finish_run("run-1", "finished")
 con = connect("catalogs/toy")                       # views: see catalogs/views.sql
 print(run_sql("catalogs/toy", "SELECT * FROM class_summary"))
 diff_runs(con, "run-0", "run-1").summary
-write_report("catalogs/toy", "report.html", diff_from="run-0")
+
+The HTML report of a run is dxray.report (it reads the catalog; the catalog imports
+nothing above it: no report, eval, run or cli).
 """
 
 from dxray.catalog.diff import RunDiff, diff_runs
-from dxray.catalog.report import render_report, write_report
 from dxray.catalog.schema import SCHEMAS, TABLES, SchemaError, schema, validate
 from dxray.catalog.sql import SqlRefused, check_read_only, query_table, run_sql
 from dxray.catalog.views import VIEWS, connect
@@ -31,9 +32,7 @@ __all__ = [
     "connect",
     "diff_runs",
     "query_table",
-    "render_report",
     "run_sql",
     "schema",
     "validate",
-    "write_report",
 ]

@@ -9,7 +9,8 @@ a catalog) and scores it against the zoo's measured truth (`dxray.toyworld.truth
                probes, effect sizes) vs the classifier's measured reliance on them;
 - images.py    how natural explanation images are: the oracle's reading, scene statistics;
 - runner.py    the orchestration (audits, pixel-space baseline, ablations, catalog tables);
-- report.py    the text table, the headline line and the HTML report section.
+- report.py    the evaluation's tables, as text for the terminal, and the headline line
+               (the HTML page's evaluation section is dxray/report/evaluation.py).
 
 Everything but runner.py is pure computation over rows and tensors: no Ray, no files.
 """

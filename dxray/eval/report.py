@@ -1,10 +1,11 @@
-"""The evaluation, as a text table for the terminal, one headline line, and an HTML section
-for the run's report. All three render from the rows of the catalog's eval tables (metrics,
-neurons, classes), so a report rebuilt later from the catalog shows the same numbers."""
+"""The evaluation's own output: its tables (`sections`), a text table for the terminal
+(`format_text`) and one headline line (`headline`). All render from the rows of the catalog's
+eval tables (metrics, neurons, classes), so numbers rebuilt later from the catalog are the same.
+The HTML page's evaluation section (dxray/report/evaluation.py) renders these same tables;
+`format_value` is the number format both use."""
 
 from __future__ import annotations
 
-import html
 import math
 from collections.abc import Mapping, Sequence
 
@@ -19,7 +20,8 @@ def _index(metrics: Sequence[Mapping]) -> dict[tuple[str, str, str], float]:
     }
 
 
-def _fmt(value, metric: str = "") -> str:
+def format_value(value, metric: str = "") -> str:
+    """A metric value as text: percentages for the PERCENT metrics, "-" for missing."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     if metric in PERCENT:
@@ -78,7 +80,7 @@ def sections(metrics: Sequence[Mapping], neurons: Sequence[Mapping], classes: Se
                 rows.append(
                     [level, judge]
                     + [
-                        _fmt(
+                        format_value(
                             int(m[(section, setting, k)])
                             if k == "n"
                             else m.get((section, setting, k)),
@@ -105,7 +107,7 @@ def sections(metrics: Sequence[Mapping], neurons: Sequence[Mapping], classes: Se
                 [
                     [rank]
                     + [
-                        _fmt(
+                        format_value(
                             int(m[("labels-rank", rank, k)])
                             if k == "n"
                             else m.get(("labels-rank", rank, k)),
@@ -145,7 +147,7 @@ def sections(metrics: Sequence[Mapping], neurons: Sequence[Mapping], classes: Se
             (
                 "Explanation success (class targets; final image, p >= 0.9)",
                 list(keys),
-                [[_fmt(m.get(("success", "default", k)), k) for k in keys]],
+                [[format_value(m.get(("success", "default", k)), k) for k in keys]],
                 "iterations and seconds: medians over the targets that reach p >= 0.9",
             )
         )
@@ -162,15 +164,15 @@ def sections(metrics: Sequence[Mapping], neurons: Sequence[Mapping], classes: Se
                 setting,
                 "-"
                 if oracle is None
-                else f"{_fmt(oracle)} vs {_fmt(m.get(('bias', setting, 'oracle_other_rate')))}",
-                _fmt(m[("bias", setting, "reliance_logit")]),
-                _fmt(m.get(("bias", setting, "with_object_logprob"))),
-                f"{_fmt(m[('bias', setting, 'presence')])} vs {_fmt(m[('bias', setting, 'other_presence')])}",
-                _fmt(m[("bias", setting, "cohens_d")]),
+                else f"{format_value(oracle)} vs {format_value(m.get(('bias', setting, 'oracle_other_rate')))}",
+                format_value(m[("bias", setting, "reliance_logit")]),
+                format_value(m.get(("bias", setting, "with_object_logprob"))),
+                f"{format_value(m[('bias', setting, 'presence')])} vs {format_value(m[('bias', setting, 'other_presence')])}",
+                format_value(m[("bias", setting, "cohens_d")]),
                 "yes" if m[("bias", setting, "flagged")] else "no",
                 "yes" if m.get(("bias", setting, "flagged_by_units")) else "no",
-                _fmt(m[("bias-fixed", setting, "reliance_logit")]) if fixed else "-",
-                _fmt(m[("bias-fixed", setting, "cohens_d")]) if fixed else "-",
+                format_value(m[("bias-fixed", setting, "reliance_logit")]) if fixed else "-",
+                format_value(m[("bias-fixed", setting, "cohens_d")]) if fixed else "-",
                 ("yes" if m[("bias-fixed", setting, "flagged")] else "no") if fixed else "-",
             ]
         )
@@ -222,13 +224,13 @@ def sections(metrics: Sequence[Mapping], neurons: Sequence[Mapping], classes: Se
                 [
                     f"{r['class_name']}-{r['factor']}",
                     "yes" if r["planted"] else "no",
-                    _fmt(r["reliance_logit"]),
+                    format_value(r["reliance_logit"]),
                     _interval(r),
                     str(r.get("shortcut_images")),
                     "yes" if r["shortcut_found"] else "no",
-                    _fmt(r.get("shortcut_with_object")),
+                    format_value(r.get("shortcut_with_object")),
                     _lead(r),
-                    _fmt(f["reliance_logit"]) if f else "-",
+                    format_value(f["reliance_logit"]) if f else "-",
                     _interval(f) if f else "-",
                     ("yes" if f["shortcut_found"] else "no") if f else "-",
                 ]
@@ -259,14 +261,17 @@ def sections(metrics: Sequence[Mapping], neurons: Sequence[Mapping], classes: Se
         )
         keys = ("found", "relied", "false", "pairs", "renders", "kept", "seconds")
         cost = [
-            [f"{s}: counterfactual"] + [_fmt(m.get(("shortcuts", s, k)), k) for k in keys]
+            [f"{s}: counterfactual"] + [format_value(m.get(("shortcuts", s, k)), k) for k in keys]
             for s in _settings(metrics, "shortcuts")
         ]
         cost += [
             [f"{s}: explanations"]
-            + [_fmt(m.get(("explanations", s, k)), k) for k in ("found", "relied", "false")]
+            + [format_value(m.get(("explanations", s, k)), k) for k in ("found", "relied", "false")]
             + ["-"]
-            + [_fmt(m.get(("explanations", s, k)), k) for k in ("renders", "kept", "seconds")]
+            + [
+                format_value(m.get(("explanations", s, k)), k)
+                for k in ("renders", "kept", "seconds")
+            ]
             for s in _settings(metrics, "explanations")
         ]
         out.append(
@@ -290,7 +295,7 @@ def sections(metrics: Sequence[Mapping], neurons: Sequence[Mapping], classes: Se
                 "DiffExplainer vs pixel-space activation maximisation (same class targets, seeds, budget)",
                 ["method", *keys],
                 [
-                    [method] + [_fmt(m.get(("baseline", method, k)), k) for k in keys]
+                    [method] + [format_value(m.get(("baseline", method, k)), k) for k in keys]
                     for method in methods
                 ],
                 "statistics_distance: scene statistics vs real scenes, in real-scene std units (0 = real)",
@@ -307,13 +312,15 @@ def sections(metrics: Sequence[Mapping], neurons: Sequence[Mapping], classes: Se
             rows.append(
                 [
                     s,
-                    _fmt(m.get(("neurons", s, "balanced_accuracy")), "accuracy"),
-                    _fmt(m.get(("neurons-intervention", s, "balanced_accuracy")), "accuracy"),
-                    _fmt(m.get(("classes", s, "balanced_accuracy")), "accuracy"),
-                    _fmt(m.get(("classes-units", s, "balanced_accuracy")), "accuracy"),
-                    _fmt(m.get(("success", s, "success_rate")), "success_rate"),
-                    _fmt(m.get(("cost", s, "seconds_per_target"))),
-                    _fmt(m.get(("cost", s, "median_class_iterations"))),
+                    format_value(m.get(("neurons", s, "balanced_accuracy")), "accuracy"),
+                    format_value(
+                        m.get(("neurons-intervention", s, "balanced_accuracy")), "accuracy"
+                    ),
+                    format_value(m.get(("classes", s, "balanced_accuracy")), "accuracy"),
+                    format_value(m.get(("classes-units", s, "balanced_accuracy")), "accuracy"),
+                    format_value(m.get(("success", s, "success_rate")), "success_rate"),
+                    format_value(m.get(("cost", s, "seconds_per_target"))),
+                    format_value(m.get(("cost", s, "median_class_iterations"))),
                 ]
             )
         out.append(
@@ -341,14 +348,14 @@ def _lead(row: Mapping) -> str:
     if rate is None:
         return "-"
     star = "*" if row.get("explanation_candidate") else ""
-    return f"{_fmt(rate)} vs {_fmt(row.get('explanation_pool_rate'))}{star}"
+    return f"{format_value(rate)} vs {format_value(row.get('explanation_pool_rate'))}{star}"
 
 
 def _interval(row: Mapping) -> str:
     lift = row.get("shortcut_lift")
     if lift is None:
         return "-"
-    return f"{_fmt(lift)} [{_fmt(row.get('shortcut_low'))}, {_fmt(row.get('shortcut_high'))}]"
+    return f"{format_value(lift)} [{format_value(row.get('shortcut_low'))}, {format_value(row.get('shortcut_high'))}]"
 
 
 def headline(metrics: Sequence[Mapping], world: str) -> str:
@@ -359,26 +366,26 @@ def headline(metrics: Sequence[Mapping], world: str) -> str:
         if level == "classes" and ("classes", "units", "accuracy") in m:
             parts.append(
                 "class-bias agreement via spurious units "
-                f"{_fmt(m[('classes', 'units', 'accuracy')], 'accuracy')} (balanced "
-                f"{_fmt(m[('classes', 'units', 'balanced_accuracy')], 'accuracy')})"
+                f"{format_value(m[('classes', 'units', 'accuracy')], 'accuracy')} (balanced "
+                f"{format_value(m[('classes', 'units', 'balanced_accuracy')], 'accuracy')})"
             )
         if (level, "default", "accuracy") in m:
             parts.append(
-                f"{LEVEL[level]} agreement {_fmt(m[(level, 'default', 'accuracy')], 'accuracy')}"
-                f" (balanced {_fmt(m[(level, 'default', 'balanced_accuracy')], 'accuracy')};"
-                f" {trivial}: {_fmt(m.get((level, trivial, 'accuracy')), 'accuracy')}, balanced"
-                f" {_fmt(m.get((level, trivial, 'balanced_accuracy')), 'accuracy')})"
+                f"{LEVEL[level]} agreement {format_value(m[(level, 'default', 'accuracy')], 'accuracy')}"
+                f" (balanced {format_value(m[(level, 'default', 'balanced_accuracy')], 'accuracy')};"
+                f" {trivial}: {format_value(m.get((level, trivial, 'accuracy')), 'accuracy')}, balanced"
+                f" {format_value(m.get((level, trivial, 'balanced_accuracy')), 'accuracy')})"
             )
     if ("neurons", "intervention", "accuracy") in m:
         parts.append(
             "intervention judge "
-            f"{_fmt(m[('neurons', 'intervention', 'accuracy')], 'accuracy')} (balanced "
-            f"{_fmt(m[('neurons', 'intervention', 'balanced_accuracy')], 'accuracy')})"
+            f"{format_value(m[('neurons', 'intervention', 'accuracy')], 'accuracy')} (balanced "
+            f"{format_value(m[('neurons', 'intervention', 'balanced_accuracy')], 'accuracy')})"
         )
     if ("success", "default", "success_rate") in m:
         parts.append(
-            f"p>=0.9 in {_fmt(m[('success', 'default', 'success_rate')], 'success_rate')}"
-            f" of class targets (median {_fmt(m.get(('success', 'default', 'median_iterations')))} it)"
+            f"p>=0.9 in {format_value(m[('success', 'default', 'success_rate')], 'success_rate')}"
+            f" of class targets (median {format_value(m.get(('success', 'default', 'median_iterations')))} it)"
         )
     ties = [s for s in _settings(metrics, "bias") if ("bias", s, "flagged") in m]
     found = [s for s in ties if m[("bias", s, "flagged")]]
@@ -413,9 +420,9 @@ def headline(metrics: Sequence[Mapping], world: str) -> str:
     if ("baseline", "diffexplainer", "oracle_object_recognised") in m:
         parts.append(
             "oracle sees the object in "
-            f"{_fmt(m[('baseline', 'diffexplainer', 'oracle_object_recognised')], 'success_rate')}"
+            f"{format_value(m[('baseline', 'diffexplainer', 'oracle_object_recognised')], 'success_rate')}"
             " of DiffExplainer images vs "
-            f"{_fmt(m.get(('baseline', 'pixel-am', 'oracle_object_recognised')), 'success_rate')}"
+            f"{format_value(m.get(('baseline', 'pixel-am', 'oracle_object_recognised')), 'success_rate')}"
             " of pixel-AM"
         )
     return "HEADLINE: " + "; ".join(parts)
@@ -431,50 +438,3 @@ def format_text(
             lines.append(f"  ({note})")
     lines += ["", headline(metrics, world)]
     return "\n".join(lines)
-
-
-def html_section(
-    metrics: Sequence[Mapping], neurons: Sequence[Mapping], classes: Sequence[Mapping], world: str
-) -> str:
-    """The evaluation as an HTML <section> (escaped; no scripts)."""
-    esc = html.escape
-    against = (
-        f"human labels ({world.removeprefix('labels:')})"
-        if world.startswith("labels:")
-        else f"the toy zoo ({world})"
-    )
-    parts = [f'<section id="evaluation"><h2>Evaluation against {esc(against)}</h2>']
-    parts.append(
-        f"<p><strong>{esc(headline(metrics, world).removeprefix('HEADLINE: '))}</strong></p>"
-    )
-    for title, header, rows, note in sections(metrics, neurons, classes):
-        parts.append(f"<h3>{esc(title)}</h3><table><thead><tr>")
-        parts += [f"<th>{esc(str(h))}</th>" for h in header]
-        parts.append("</tr></thead><tbody>")
-        for row in rows:
-            parts.append("<tr>" + "".join(f"<td>{esc(str(c))}</td>" for c in row) + "</tr>")
-        parts.append("</tbody></table>")
-        if note:
-            parts.append(f"<p class=note>{esc(note)}</p>")
-    if neurons:
-        parts.append("<h3>Units</h3><table><thead><tr>")
-        cols = (
-            "class_name",
-            "unit",
-            "selection",
-            "truth",
-            "margin",
-            "verdict",
-            "presence",
-            "intervention",
-            "agree",
-        )
-        parts += [f"<th>{esc(c)}</th>" for c in cols]
-        parts.append("</tr></thead><tbody>")
-        for r in neurons:
-            parts.append(
-                "<tr>" + "".join(f"<td>{esc(_fmt(r.get(c)))}</td>" for c in cols) + "</tr>"
-            )
-        parts.append("</tbody></table>")
-    parts.append("</section>")
-    return "".join(parts)

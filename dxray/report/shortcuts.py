@@ -3,7 +3,9 @@
 Per finding, the evidence a reviewer needs to believe it: the attribute's object-free images
 with the class's centred logit under each, the same images of the vocabulary's other scenes
 for contrast, and (with-object variant) the class's object on the attribute vs without it.
-Every string from the catalog is escaped; the queries are catalogs/report.sql.
+Contract: `shortcut_section(con, run_id, size)` reads the run's shortcut rows (the queries are
+catalogs/report.sql) and returns the escaped HTML <section>, or "" when the run has no
+shortcut test.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 
-from dxray.catalog.report import _data_uri, _fmt, _rows, esc, thumbnail
-from dxray.catalog.views import named_queries
+from dxray.report.markup import esc, fmt
+from dxray.report.queries import queries, query_rows
+from dxray.report.thumbnails import data_uri, thumbnail
 
 SHOWN = 6  # images per strip
 
@@ -28,11 +31,11 @@ def _strip(renders: Sequence[Mapping], pngs: Mapping[str, bytes], c: int, size: 
         png = pngs.get(r["render_id"])
         if png is None:
             continue
-        uri = _data_uri(thumbnail(png, None, size))
+        uri = data_uri(thumbnail(png, None, size))
         label = r["scene"] + (f" + {r['overlay']}" if r["overlay"] else "")
         figures.append(
             f'<figure><img src="{uri}" width="{size}" height="{size}" alt="{esc(label)}">'
-            f'<figcaption><div class="nums">z <b>{_fmt(_z(r["logits"], c))}</b> · seed '
+            f'<figcaption><div class="nums">z <b>{fmt(_z(r["logits"], c))}</b> · seed '
             f'{esc(r["seed"])}</div><div class="sub">{esc(label)}</div></figcaption></figure>'
         )
     return f'<div class="seeds">{"".join(figures)}</div>' if figures else ""
@@ -49,11 +52,11 @@ def _explanation(explained: Mapping | None, pool: Mapping[str, Mapping], size: i
         p = pool.get(render_id)
         if p is None or p["png"] is None:
             continue
-        uri = _data_uri(thumbnail(p["png"], None, size))
+        uri = data_uri(thumbnail(p["png"], None, size))
         words = " ".join(w[0] for w in json.loads(p["words"] or "[]") if w)
         figures.append(
             f'<figure><img src="{uri}" width="{size}" height="{size}" alt="pool image">'
-            f'<figcaption><div class="nums">z <b>{_fmt(_z(p["logits"], c))}</b></div>'
+            f'<figcaption><div class="nums">z <b>{fmt(_z(p["logits"], c))}</b></div>'
             f'<div class="words">{esc(words)}</div></figcaption></figure>'
         )
     if not figures:
@@ -107,13 +110,13 @@ def _evidence(finding: Mapping, renders: Sequence[Mapping]) -> list[tuple[str, l
 
 def shortcut_section(con, run_id: str, size: int) -> str:
     """The section's HTML, or "" when the run has no shortcut test."""
-    q = named_queries("report.sql")
-    rows = _rows(con, q["shortcuts"], run_id)
-    skipped = _rows(con, q["shortcut_skipped"], run_id)
+    q = queries()
+    rows = query_rows(con, q["shortcuts"], run_id)
+    skipped = query_rows(con, q["shortcut_skipped"], run_id)
     if not rows and not skipped:
         return ""
     findings = [r for r in rows if r["finding"]]
-    renders = _rows(con, q["shortcut_renders"], run_id)
+    renders = query_rows(con, q["shortcut_renders"], run_id)
     strips = {(f["class_index"], f["attribute"]): _evidence(f, renders) for f in findings}
     wanted = sorted({r["render_id"] for s in strips.values() for _, rs in s for r in rs[:SHOWN]})
     pngs = {
@@ -124,9 +127,9 @@ def shortcut_section(con, run_id: str, size: int) -> str:
     }
     table = "".join(
         f"<tr><td><b>{esc(r['class_name'])}</b></td><td>{esc(r['attribute'])}</td>"
-        f"<td><b>{_fmt(r['lift'])}</b> <span class='sub'>[{_fmt(r['low'])}, "
-        f"{_fmt(r['high'])}]</span></td><td>{esc(r['images'])}</td>"
-        f"<td>{_fmt(r['with_object_lift'])}</td><td>{esc(r['explanation_verdict'] or '–')}</td></tr>"
+        f"<td><b>{fmt(r['lift'])}</b> <span class='sub'>[{fmt(r['low'])}, "
+        f"{fmt(r['high'])}]</span></td><td>{esc(r['images'])}</td>"
+        f"<td>{fmt(r['with_object_lift'])}</td><td>{esc(r['explanation_verdict'] or '–')}</td></tr>"
         for r in findings
     )
     table = (
@@ -137,7 +140,7 @@ def shortcut_section(con, run_id: str, size: int) -> str:
         else '<p class="empty">No class fires on an attribute of the vocabulary without its '
         "object.</p>"
     )
-    explained = {e["class_index"]: e for e in _rows(con, q["shortcut_explanations"], run_id)}
+    explained = {e["class_index"]: e for e in query_rows(con, q["shortcut_explanations"], run_id)}
     shown = {f["class_index"] for f in findings} | {
         c for c, e in explained.items() if e["candidates"]
     }
@@ -157,8 +160,8 @@ def shortcut_section(con, run_id: str, size: int) -> str:
         ) + _explanation(explained.get(f["class_index"]), pool, size)
         cards.append(
             f'<article class="target spurious"><div class="info"><h4>{esc(f["class_name"])} '
-            f'← {esc(f["attribute"])}</h4><div class="nums">lift <b>{_fmt(f["lift"])}</b> '
-            f"nats [{_fmt(f['low'])}, {_fmt(f['high'])}] on {esc(f['images'])} "
+            f'← {esc(f["attribute"])}</h4><div class="nums">lift <b>{fmt(f["lift"])}</b> '
+            f"nats [{fmt(f['low'])}, {fmt(f['high'])}] on {esc(f['images'])} "
             f"{'pairs' if f['kind'] == 'overlay' else 'images'}</div>"
             f'<div class="sub">{esc(f["rendered"])} rendered, {esc(f["dropped_object"])} '
             f"dropped for an object, {esc(f['dropped_attribute'])} for a missing attribute</div>"

@@ -1,14 +1,12 @@
 """The HTML report: one self-contained file, escaped text, numbers that match the catalog."""
 
-import io
 import re
 
 import pytest
-from PIL import Image
 
-from dxray.catalog import connect, write_report
-from dxray.catalog.report import MASK_COLOUR, thumbnail
-from dxray.catalog.sample import CLASS_NAMES, sample_images, write_sample
+from dxray.catalog import connect
+from dxray.catalog.sample import CLASS_NAMES, write_sample
+from dxray.report import write_report
 
 EVIL = "<script>alert(1)</script>"
 NAMES = (*CLASS_NAMES[:4], f'{EVIL} "hexagon" & co')
@@ -101,18 +99,6 @@ def test_empty_catalog_has_nothing_to_report(tmp_path):
     with pytest.raises(ValueError, match="no results"):
         write_report(tmp_path, tmp_path / "r.html")
     assert not (tmp_path / "r.html").exists()
-
-
-def test_thumbnail_draws_the_mask_outline():
-    png, mask = sample_images(0, presence=0.9, context="water", seed=0)
-    outlined = thumbnail(png, mask, 96)
-    assert outlined.size == (96, 96)
-    assert MASK_COLOUR in {c for _, c in outlined.getcolors(96 * 96)}
-    png, empty_mask = sample_images(0, presence=0.0, context="water", seed=0)
-    plain = thumbnail(png, empty_mask, 96)
-    assert MASK_COLOUR not in {c for _, c in plain.getcolors(96 * 96)}
-    assert thumbnail(png, None, 64).size == (64, 64)
-    Image.open(io.BytesIO(png)).verify()
 
 
 def test_the_shortcut_section_shows_each_finding_with_its_evidence(page):

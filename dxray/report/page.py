@@ -1,0 +1,120 @@
+"""The bias report's page: one self-contained HTML file per audit run.
+
+Contract: `render_report(con, run_id)` returns the whole page for a run of a connected catalog
+(`dxray.catalog.connect`); `write_report(root, out_html, run_id)` writes it atomically (a
+temporary file, then a rename). Everything is inline (the CSS of report.css, read from the
+package; images as base64 PNG data URIs), so the file can be mailed, attached to a review or
+opened offline; it needs no JavaScript. The sections are built by summary, diff, shortcuts,
+evaluation and targets; every catalog string in them is escaped.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from functools import cache
+from importlib import resources
+from pathlib import Path
+
+from dxray.catalog.diff import diff_runs
+from dxray.catalog.views import connect
+from dxray.report.diff import diff_section
+from dxray.report.evaluation import evaluation_section
+from dxray.report.markup import esc
+from dxray.report.queries import queries, query_rows
+from dxray.report.shortcuts import shortcut_section
+from dxray.report.summary import header, legend, summary
+from dxray.report.targets import gallery, probe_table
+from dxray.report.thumbnails import THUMB
+
+CSS_FILE = "report.css"
+
+
+@cache
+def css() -> str:
+    """The page's stylesheet (dxray/report/report.css, package data)."""
+    try:
+        return resources.files("dxray.report").joinpath(CSS_FILE).read_text(encoding="utf-8")
+    except FileNotFoundError as error:
+        raise FileNotFoundError(
+            f"dxray/report/{CSS_FILE} is missing from the installed dxray package: reinstall "
+            "dxray (it is package data, see [tool.setuptools.package-data] in pyproject.toml)"
+        ) from error
+
+
+def render_report(
+    con, run_id: str | None = None, *, diff_from: str | None = None, thumb_size: int = THUMB
+) -> str:
+    """The report's HTML for `run_id` (default: the newest run with results) of a connected
+    catalog; with `diff_from`, a section comparing that earlier run with this one."""
+    q = queries()
+    if run_id is None:
+        latest = query_rows(con, q["latest_run"])
+        if not latest:
+            raise ValueError("the catalog has no results yet: nothing to report")
+        run_id = latest[0]["run_id"]
+    runs = query_rows(con, q["run"], run_id)
+    run = runs[0] if runs else {}
+    targets = query_rows(con, q["targets"], run_id)
+    if not run and not targets:
+        raise ValueError(f"run {run_id!r} is not in the catalog")
+    counts = query_rows(con, q["counts"], run_id)[0]
+    seeds: dict[str, list[dict]] = {}
+    for s in query_rows(con, q["seeds"], run_id):
+        seeds.setdefault(s["target_id"], []).append(s)
+    images = {(i["target_id"], i["seed"]): i for i in query_rows(con, q["images"], run_id)}
+    probes: dict[str, list[dict]] = {}
+    for p in query_rows(con, q["probes"], run_id):
+        probes.setdefault(p["target_id"], []).append(p)
+    diff = diff_runs(con, diff_from, run_id) if diff_from else None
+    evaluation = evaluation_section(con, run_id)
+    shortcuts = shortcut_section(con, run_id, thumb_size)
+
+    classes = [t for t in targets if t["kind"] == "class"]
+    units = [t for t in targets if t["kind"] == "unit"]
+    body = [
+        header(run, run_id, counts),
+        legend(),
+        summary(counts, targets, probes),
+        diff_section(diff) if diff else "",
+        shortcuts,
+        evaluation,
+        gallery("Classes", "classes", classes, seeds, images, probes, thumb_size),
+        gallery("Hidden units", "units", units, seeds, images, probes, thumb_size),
+        probe_table(targets, probes),
+    ]
+    made = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    title = f"dxray · {run.get('name') or run_id}"
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{esc(title)}</title><style>\n{css()}</style></head><body><main>"
+        + "".join(body)
+        + f"<footer>Generated {esc(made)} by dxray {esc(run.get('dxray_version') or '')}"
+        " · class verdicts from the segmenter's object presence (core ≥ 0.5, spurious ≤ 0.2),"
+        " unit verdicts by removing the objects (spurious if the unit keeps half its activation;"
+        " the audit's judge.units) · "
+        "images outlined where the object mask is ≥ 0.5</footer></main></body></html>\n"
+    )
+
+
+def write_report(
+    root: str | os.PathLike,
+    out_html: str | os.PathLike,
+    run_id: str | None = None,
+    *,
+    diff_from: str | None = None,
+    thumb_size: int = THUMB,
+) -> Path:
+    """Write the HTML report of one run of the catalog at `root` to `out_html`."""
+    con = connect(root, read_only=True)
+    try:
+        page = render_report(con, run_id, diff_from=diff_from, thumb_size=thumb_size)
+    finally:
+        con.close()
+    out = Path(out_html)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    temp = out.with_name(f".{out.name}.tmp")
+    temp.write_text(page, encoding="utf-8")
+    os.replace(temp, out)
+    return out
