@@ -245,7 +245,7 @@ def eval_(
 
     from dxray.eval.report import format_text
     from dxray.eval.runner import evaluate, latest_run, result_json, run_row, write_eval
-    from dxray.report import write_report
+    from dxray.report.page import write_report
     from dxray.spec import AuditSpec, SpecError, load_spec
     from dxray.toyworld.zoo import zoo_world
 
@@ -300,7 +300,7 @@ def score(
     from dxray.eval.labels import score_run
     from dxray.eval.report import format_text
     from dxray.eval.runner import latest_run, result_json, write_eval
-    from dxray.report import write_report
+    from dxray.report.page import write_report
 
     try:
         run = run or latest_run(catalog)
@@ -327,7 +327,7 @@ def report(
 
     Example: dxray report catalogs/toy --out toy-report.html
     """
-    from dxray.report import write_report
+    from dxray.report.page import write_report
 
     try:
         path = write_report(catalog, out, run, diff_from=diff_from)
@@ -666,7 +666,7 @@ def demo(
     import logging
 
     from dxray.catalog.sql import run_sql
-    from dxray.report import write_report
+    from dxray.report.page import write_report
     from dxray.run.pipeline import run_audit
     from dxray.spec import SpecError, load_spec
 

@@ -12,27 +12,3 @@ diff_runs(con, "run-0", "run-1").summary
 The HTML report of a run is dxray.report (it reads the catalog; the catalog imports
 nothing above it: no report, eval, run or cli).
 """
-
-from dxray.catalog.diff import RunDiff, diff_runs
-from dxray.catalog.schema import SCHEMAS, TABLES, SchemaError, schema, validate
-from dxray.catalog.sql import SqlRefused, check_read_only, query_table, run_sql
-from dxray.catalog.views import VIEWS, connect
-from dxray.catalog.writer import RETRY_STATUSES, CatalogWriter
-
-__all__ = [
-    "RETRY_STATUSES",
-    "SCHEMAS",
-    "TABLES",
-    "VIEWS",
-    "CatalogWriter",
-    "RunDiff",
-    "SchemaError",
-    "SqlRefused",
-    "check_read_only",
-    "connect",
-    "diff_runs",
-    "query_table",
-    "run_sql",
-    "schema",
-    "validate",
-]

@@ -17,7 +17,3 @@ Modules, one job each (the page reads the catalog through catalogs/report.sql):
 Layering: the report reads the catalog (and the evaluation's tables); `dxray.catalog` never
 imports this package.
 """
-
-from dxray.report.page import render_report, write_report
-
-__all__ = ["render_report", "write_report"]

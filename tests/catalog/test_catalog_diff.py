@@ -2,8 +2,10 @@
 
 import pytest
 
-from dxray.catalog import CatalogWriter, connect, diff_runs
+from dxray.catalog.diff import diff_runs
 from dxray.catalog.sample import write_sample
+from dxray.catalog.views import connect
+from dxray.catalog.writer import CatalogWriter
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,9 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from dxray.catalog import health, run_sql
+from dxray.catalog import health
 from dxray.catalog.sample import write_sample
+from dxray.catalog.sql import run_sql
 from dxray.catalog.writer import CatalogWriter, part_files
 from dxray.cli import app
 

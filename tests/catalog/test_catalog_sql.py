@@ -10,8 +10,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from dxray.catalog import SqlRefused, check_read_only, connect, run_sql
 from dxray.catalog.sample import write_sample
+from dxray.catalog.sql import SqlRefused, check_read_only, run_sql
+from dxray.catalog.views import connect
 
 QUERY = (
     "SELECT run_id, class_name, verdict, spurious_fraction, mean_probability, top_probes "

@@ -3,8 +3,9 @@
 import pyarrow.parquet as pq
 import pytest
 
-from dxray.catalog import VIEWS, CatalogWriter, connect
 from dxray.catalog.sample import write_sample
+from dxray.catalog.views import VIEWS, connect
+from dxray.catalog.writer import CatalogWriter
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from dxray.catalog import CatalogWriter, SchemaError, connect, validate
 from dxray.catalog import writer as writer_module
 from dxray.catalog.sample import write_sample
+from dxray.catalog.schema import SchemaError, validate
+from dxray.catalog.views import connect
+from dxray.catalog.writer import CatalogWriter
 
 AT = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 

@@ -124,7 +124,7 @@ def test_text_report_and_headline(evaluated):
     text = format_text(result.metrics, result.neurons, result.classes, result.world)
     assert "Verdict agreement" in text and "always-core" in text
     assert text.strip().splitlines()[-1].startswith("HEADLINE: world default")
-    from dxray.report import write_report
+    from dxray.report.page import write_report
 
     page = write_report(catalog, catalog / "r.html", result.run_id).read_text()
     assert 'id="evaluation"' in page and "Bias discovery" in page

@@ -5,18 +5,8 @@ import math
 import pytest
 import torch
 
-from dxray.judge import (
-    EffectSize,
-    ProbeResult,
-    Thresholds,
-    aggregate,
-    effect_size,
-    object_query,
-    probe_rates,
-    run_probes,
-    verdict,
-    verdicts,
-)
+from dxray.judge.probes import EffectSize, ProbeResult, effect_size, probe_rates, run_probes
+from dxray.judge.verdict import Thresholds, aggregate, object_query, verdict, verdicts
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from dxray.catalog.writer import CatalogWriter
-from dxray.report import write_report
+from dxray.report.page import write_report
 from dxray.run.worker import png
 
 PAYLOADS = {

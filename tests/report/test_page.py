@@ -4,9 +4,9 @@ import re
 
 import pytest
 
-from dxray.catalog import connect
 from dxray.catalog.sample import CLASS_NAMES, write_sample
-from dxray.report import write_report
+from dxray.catalog.views import connect
+from dxray.report.page import write_report
 
 EVIL = "<script>alert(1)</script>"
 NAMES = (*CLASS_NAMES[:4], f'{EVIL} "hexagon" & co')

@@ -10,7 +10,7 @@ import torch
 
 from dxray.catalog.sql import run_sql
 from dxray.catalog.views import connect
-from dxray.report import write_report
+from dxray.report.page import write_report
 from dxray.run.pipeline import run_audit
 from dxray.run.worker import CRASH_ONCE_ENV, AuditWorker
 from dxray.spec import AuditSpec
