@@ -104,7 +104,7 @@ def scale_timing(
     targets per minute, counting from the run's start (Ray start and model loads included).
     Batches must be smaller than the target count / workers, or a worker sits idle."""
     from dxray.run.pipeline import run_audit
-    from dxray.spec import with_overrides
+    from dxray.spec.parse import with_overrides
 
     spec = with_overrides(
         spec,

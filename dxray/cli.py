@@ -93,7 +93,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from dxray.models.generator import GeneratorLoadError
     from dxray.models.segmenter import SegmenterLoadError
     from dxray.run.lock import Locked
-    from dxray.spec import SpecError
+    from dxray.spec.model import SpecError
 
     return (SpecError, Locked, ClassifierLoadError, GeneratorLoadError, SegmenterLoadError)
 
@@ -122,7 +122,8 @@ def audit(
     import logging
 
     from dxray.run.pipeline import run_audit
-    from dxray.spec import SpecError, load_spec, with_overrides
+    from dxray.spec.model import SpecError
+    from dxray.spec.parse import load_spec, with_overrides
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     overrides = {
@@ -246,7 +247,8 @@ def eval_(
     from dxray.eval.report import format_text
     from dxray.eval.runner import evaluate, latest_run, result_json, run_row, write_eval
     from dxray.report.page import write_report
-    from dxray.spec import AuditSpec, SpecError, load_spec
+    from dxray.spec.model import AuditSpec, SpecError
+    from dxray.spec.parse import load_spec
     from dxray.toyworld.zoo import zoo_world
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
@@ -390,7 +392,7 @@ def bench_scale(
     import tempfile
 
     from dxray.bench import scale_timing
-    from dxray.spec import load_spec
+    from dxray.spec.parse import load_spec
 
     spec = load_spec(spec_path)
     rows = []
@@ -426,7 +428,7 @@ def scan(
     import logging
 
     from dxray.run.scan import main_scan
-    from dxray.spec import SpecError
+    from dxray.spec.model import SpecError
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
@@ -668,7 +670,8 @@ def demo(
     from dxray.catalog.sql import run_sql
     from dxray.report.page import write_report
     from dxray.run.pipeline import run_audit
-    from dxray.spec import SpecError, load_spec
+    from dxray.spec.model import SpecError
+    from dxray.spec.parse import load_spec
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:

@@ -22,11 +22,12 @@ may forbid redistribution (Salient ImageNet's does): users download it, dxray ne
 from __future__ import annotations
 
 import csv
-import difflib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
+
+from dxray.yamlio import suggest
 
 SIMPLE_COLUMNS = ("class_index", "feature_index")
 MTURK_COLUMNS = ("WorkerId", "Input.wordnet_id", "Input.class_index", "Input.feature_index",
@@ -86,7 +87,7 @@ def read_unit_csv(path: str | Path) -> UnitCsv:
         return UnitCsv(path, "salient-imagenet", _salient(path, header, rows[1:]))
     missing = [c for c in SIMPLE_COLUMNS if c not in header]
     if missing:
-        hints = "".join(_suggest(c, header) for c in missing)
+        hints = "".join(suggest(c, header) for c in missing)
         raise UnitCsvError(
             f"'{path}' line 1: the header lacks column(s) {missing}{hints}. A unit CSV is "
             f"either {','.join(SIMPLE_COLUMNS)}[,label] (one row per unit) or Salient "
@@ -129,7 +130,7 @@ def _salient(path: Path, header: list[str], rows: list[list[str]]) -> list[UnitL
         if answer not in ANSWERS:
             raise UnitCsvError(
                 f"'{path}' line {line}, column Answer.main: {answer!r} is not one of "
-                f"{', '.join(ANSWERS)}" + _suggest(answer, list(ANSWERS))
+                f"{', '.join(ANSWERS)}" + suggest(answer, list(ANSWERS))
             )
         wnid = _cell(record, at["Input.wordnet_id"]) if "Input.wordnet_id" in at else ""
         if wnid:
@@ -163,8 +164,3 @@ def _index(path: Path, line: int, column: str, cell: str) -> int:
             f"'{path}' line {line}, column {column}: expected an integer >= 0, got {cell!r}"
         )
     return int(cell)
-
-
-def _suggest(word: str, options: list[str]) -> str:
-    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""

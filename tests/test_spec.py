@@ -11,17 +11,16 @@ import pytest
 import yaml
 
 from dxray.run.targets import expand_targets
-from dxray.spec import (
+from dxray.spec.model import (
     CLASSIFIER_SOURCE_KEYS,
     LCM_MAX_STEPS,
     AuditSpec,
     EngineSpec,
     SamplerSpec,
     SpecError,
-    load_spec,
-    read_units,
-    with_overrides,
 )
+from dxray.spec.parse import load_spec, with_overrides
+from dxray.spec.unit_csv import read_units
 
 ROOT = Path(__file__).resolve().parents[1]
 PIPELINES = ROOT / "pipelines"
@@ -146,7 +145,7 @@ def test_choices_and_fields_match_the_engine_and_loaders():
 
 def test_unit_syntax_agrees_with_the_classifier():
     from dxray.models.classifier import parse_unit
-    from dxray.spec import split_unit
+    from dxray.spec.parse import split_unit
 
     for unit in ["layer4.2:17", "features.block3:0", "a:b:3"]:
         assert split_unit(unit) == parse_unit(unit)
@@ -159,7 +158,7 @@ def test_unit_syntax_agrees_with_the_classifier():
 
 def test_loading_a_spec_does_not_import_torch():
     code = (
-        "import sys; from dxray.spec import load_spec; "
+        "import sys; from dxray.spec.parse import load_spec; "
         f"load_spec({str(PIPELINES / 'toy.yaml')!r}); "
         "assert 'torch' not in sys.modules, 'torch imported'"
     )

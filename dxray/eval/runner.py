@@ -48,7 +48,8 @@ from dxray.eval.neurons import (
     unit_verdicts,
 )
 from dxray.judge.verdict import Thresholds, verdict
-from dxray.spec import AuditSpec, with_overrides
+from dxray.spec.model import AuditSpec
+from dxray.spec.parse import with_overrides
 
 ABLATIONS: dict[str, dict[str, object]] = {
     "steps=1": {"engine.sampler.steps": 1},

@@ -32,7 +32,8 @@ from dxray.run.preflight import check_before_models
 from dxray.run.shortcuts import ShortcutSummary, run_shortcuts
 from dxray.run.targets import expand_targets
 from dxray.run.worker import AuditWorker
-from dxray.spec import AuditSpec, SpecError, read_units
+from dxray.spec.model import AuditSpec, SpecError
+from dxray.spec.unit_csv import read_units
 
 log = logging.getLogger("dxray.audit")
 STALE_LOCK_HOURS = 6.0  # a lock whose audit has written nothing for this long is taken over

@@ -20,7 +20,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from dxray.spec import AuditSpec, SpecError, read_units
+from dxray.spec.model import AuditSpec, SpecError
+from dxray.spec.unit_csv import read_units
 
 # A hub id as the Hugging Face hub writes it ("name" or "org/name"); anything else is a path.
 _HUB_ID = re.compile(r"\w[\w.-]*(/\w[\w.-]*)?")

@@ -46,7 +46,8 @@ from dxray.run.checkpoints import HASH_CACHE_FILE, Checkpoint, find_checkpoints,
 from dxray.run.lock import FileLock, Locked
 from dxray.run.pipeline import run_audit
 from dxray.run.scan_diffs import write_missing_diffs, write_rewrite_diffs
-from dxray.spec import AuditSpec, SpecError, load_spec, with_overrides
+from dxray.spec.model import AuditSpec, SpecError
+from dxray.spec.parse import load_spec, with_overrides
 
 log = logging.getLogger("dxray.scan")
 

@@ -36,7 +36,7 @@ from dxray.shortcuts.vocabulary import (
     parse_vocabulary,
     with_object_renders,
 )
-from dxray.spec import AuditSpec
+from dxray.spec.model import AuditSpec
 
 log = logging.getLogger("dxray.audit")
 

@@ -16,7 +16,10 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from dxray.catalog.schema import TARGET_FIELDS, SchemaError, check_run_id
-from dxray.spec import AuditSpec, SpecError, read_units, split_unit, suggest
+from dxray.spec.model import AuditSpec, SpecError
+from dxray.spec.parse import split_unit
+from dxray.spec.unit_csv import read_units
+from dxray.yamlio import suggest
 
 if TYPE_CHECKING:
     from dxray.explain.objective import Objective

@@ -19,7 +19,7 @@ import torch
 from dxray.explain.optimize import explain
 from dxray.judge.verdict import verdicts
 from dxray.run.targets import TARGET_KEYS, objective_for
-from dxray.spec import AuditSpec
+from dxray.spec.model import AuditSpec
 
 # Fault injection for tests: a worker whose process finds this file absent creates it and dies
 # mid-batch, once. Ray must restart the actor and retry the batch.

@@ -13,7 +13,6 @@ path (e.g. `correlations[1].context`) and what is allowed, with the closest vali
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -23,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from dxray.yamlio import Checker, suggest
 from dxray.yamlio import StrictLoader as _StrictLoader
 
 WORLDS_DIR = Path(__file__).parent / "worlds"
@@ -285,61 +285,21 @@ _TOP_KEYS = {
 
 
 def _suggest(word: str, allowed: Sequence[str]) -> str:
-    close = difflib.get_close_matches(str(word), list(allowed), n=1, cutoff=0.5)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    return suggest(word, list(allowed), cutoff=0.5)  # names are short: a looser match helps
 
 
-class _Checker:
+class _Checker(Checker):
+    """The strict checker of specs (`dxray.yamlio.Checker`), plus the world's own kinds of
+    value: caption-word names, RGB colours, names that must be unique."""
+
     def __init__(self, source: str):
-        self.source = source
-
-    def fail(self, path: str, problem: str) -> WorldConfigError:
-        where = f"{self.source}: {path}" if path else self.source
-        return WorldConfigError(f"{where}: {problem}")
-
-    def mapping(self, value: Any, path: str, *, allowed: set[str], required: Sequence[str] = ()):
-        if not isinstance(value, dict):
-            raise self.fail(path, f"expected a mapping, got {type(value).__name__}")
-        for key in value:
-            if key not in allowed:
-                sub = f"{path}.{key}" if path else str(key)
-                raise self.fail(
-                    sub,
-                    f"unknown key {key!r}; allowed: {sorted(allowed)}"
-                    + _suggest(key, sorted(allowed)),
-                )
-        for key in sorted(required):
-            if key not in value:
-                sub = f"{path}.{key}" if path else key
-                raise self.fail(sub, "missing (required)")
-        return value
-
-    def sequence(self, value: Any, path: str, *, min_len: int = 0) -> list:
-        if not isinstance(value, list):
-            raise self.fail(path, f"expected a list, got {type(value).__name__}")
-        if len(value) < min_len:
-            raise self.fail(path, f"needs at least {min_len} entries, got {len(value)}")
-        return value
-
-    def number(self, value: Any, path: str, *, lo: float, hi: float) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise self.fail(path, f"expected a number in [{lo}, {hi}], got {value!r}")
-        if not lo <= value <= hi:
-            raise self.fail(path, f"{value} is outside the allowed range [{lo}, {hi}]")
-        return float(value)
+        super().__init__(source, error=WorldConfigError)
 
     def name(self, value: Any, path: str) -> str:
         if not isinstance(value, str) or not _NAME.match(value):
             raise self.fail(
                 path,
                 f"{value!r} is not a valid name: use one lowercase word (a-z), it is a caption word",
-            )
-        return value
-
-    def one_of(self, value: Any, path: str, allowed: Sequence[str]) -> str:
-        if value not in allowed:
-            raise self.fail(
-                path, f"{value!r} is not one of {list(allowed)}" + _suggest(value, allowed)
             )
         return value
 

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from dxray.catalog.views import connect
 from dxray.eval import runner
 from dxray.eval.report import format_text
-from dxray.spec import AuditSpec
+from dxray.spec.model import AuditSpec
 
 
 @pytest.fixture(scope="module")

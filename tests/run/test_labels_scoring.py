@@ -12,7 +12,7 @@ from dxray.catalog.views import connect
 from dxray.eval.labels import score_run
 from dxray.labels import MTURK_COLUMNS
 from dxray.run.pipeline import run_audit
-from dxray.spec import AuditSpec
+from dxray.spec.model import AuditSpec
 
 M, S, B = "main_object", "separate_object", "background"
 # (class, feature, rank) -> the five workers' answers; class 4 is not audited
@@ -56,7 +56,7 @@ def scored(tiny_zoo, tmp_path_factory):
         "output": {"catalog": str(root / "catalog")},
         "ray": {"workers": 1, "num_cpus_per_worker": 1},
     }))  # fmt: skip
-    from dxray.spec import load_spec
+    from dxray.spec.parse import load_spec
 
     summary = run_audit(load_spec(root / "audit.yaml"))
     return summary, score_run(summary.catalog, summary.run_id)

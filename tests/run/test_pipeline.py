@@ -13,7 +13,7 @@ from dxray.catalog.views import connect
 from dxray.report.page import write_report
 from dxray.run.pipeline import run_audit
 from dxray.run.worker import CRASH_ONCE_ENV, AuditWorker
-from dxray.spec import AuditSpec
+from dxray.spec.model import AuditSpec
 
 EXPECTED = (5 + 1) * 2  # 5 classes and 1 unit, 2 seeds
 

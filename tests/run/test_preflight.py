@@ -9,7 +9,8 @@ from typer.testing import CliRunner
 
 from dxray import cli
 from dxray.run.preflight import PreflightError, check_before_models, model_path
-from dxray.spec import AuditSpec, SpecError, load_spec
+from dxray.spec.model import AuditSpec, SpecError
+from dxray.spec.parse import load_spec
 
 
 def audit(tmp_path, spec: dict, *args):

@@ -6,7 +6,7 @@ from dxray.models.classifier_io import load_classifier
 from dxray.models.generator import load_generator
 from dxray.run.pipeline import plan
 from dxray.run.ranking import head_and_layer, rank_class_units
-from dxray.spec import AuditSpec
+from dxray.spec.model import AuditSpec
 
 
 def test_the_layer_feeding_the_head_is_found(tiny_zoo):

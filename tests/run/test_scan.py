@@ -20,7 +20,7 @@ from dxray.catalog.writer import CatalogWriter
 from dxray.run.checkpoints import classifier_sha256, find_checkpoints
 from dxray.run.scan import LOCK_FILE, ScanLocked, _spec_for, main_scan, scan
 from dxray.run.scan_diffs import diff_path
-from dxray.spec import AuditSpec, SpecError
+from dxray.spec.model import AuditSpec, SpecError
 
 HOUR = 3600.0
 

@@ -6,7 +6,7 @@ import pytest
 from dxray.catalog.views import connect
 from dxray.run.pipeline import run_audit
 from dxray.run.shortcuts import ShortcutWorker
-from dxray.spec import AuditSpec
+from dxray.spec.model import AuditSpec
 
 CLASSES = 5  # the tiny zoo's world: circle, square, triangle, star, cross
 VOCABULARY = ["water", "sand", {"name": "a watermark", "overlay": "with a watermark"}, "", 7]

@@ -6,7 +6,8 @@ import pytest
 import yaml
 
 from dxray.run.targets import TARGET_KEYS, expand_targets, objective_for
-from dxray.spec import AuditSpec, SpecError, load_spec, with_overrides
+from dxray.spec.model import AuditSpec, SpecError
+from dxray.spec.parse import load_spec, with_overrides
 
 NAMES = ["cat", "dog", "boat", "dot"]
 MINIMAL = {"name": "t", "generator": "gen", "classifier": "clf", "segmenter": "seg"}

@@ -9,7 +9,7 @@ from torch import nn
 from dxray.models.classifier import Classifier, Preprocessing
 from dxray.models.classifier_io import load_classifier
 from dxray.run.targets import expand_targets
-from dxray.spec import load_spec
+from dxray.spec.parse import load_spec
 from dxray.toyworld import class_names, render_batch
 from dxray.toyworld.train_classifier import train_classifier
 from dxray.toyworld.truth import (

@@ -9,7 +9,7 @@ import yaml
 
 from dxray.models.classifier_io import load_classifier
 from dxray.run.targets import expand_targets
-from dxray.spec import load_spec
+from dxray.spec.parse import load_spec
 from dxray.toyworld import caption_words, class_names, load_world
 from dxray.toyworld.truth import NEURON_TRUTH_SCHEMA, UNITS_FILE, read_truth
 from dxray.toyworld.zoo import (
