@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+# How every table dxray prints (terminal, EVALUATION.md, the HTML report) shows a missing value.
+MISSING = "–"
+
 
 def first_lines(err: BaseException, count: int) -> str:
     """The first `count` non-blank lines of `err`'s message joined by spaces, without a final

@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
+from dxray.text import MISSING
+
 PERCENT = {"accuracy", "balanced_accuracy", "coverage", "decided_accuracy", "precision", "recall", "f1",
            "success_rate", "oracle_object_recognised"}  # fmt: skip
 
@@ -21,9 +23,9 @@ def _index(metrics: Sequence[Mapping]) -> dict[tuple[str, str, str], float]:
 
 
 def format_value(value, metric: str = "") -> str:
-    """A metric value as text: percentages for the PERCENT metrics, "-" for missing."""
+    """A metric value as text: percentages for the PERCENT metrics, `MISSING` for missing."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
+        return MISSING
     if metric in PERCENT:
         return f"{100 * value:.0f}%"
     if isinstance(value, float) and math.isinf(value):
@@ -162,7 +164,7 @@ def sections(metrics: Sequence[Mapping], neurons: Sequence[Mapping], classes: Se
         rows.append(
             [
                 setting,
-                "-"
+                MISSING
                 if oracle is None
                 else f"{format_value(oracle)} vs {format_value(m.get(('bias', setting, 'oracle_other_rate')))}",
                 format_value(m[("bias", setting, "reliance_logit")]),
@@ -171,9 +173,9 @@ def sections(metrics: Sequence[Mapping], neurons: Sequence[Mapping], classes: Se
                 format_value(m[("bias", setting, "cohens_d")]),
                 "yes" if m[("bias", setting, "flagged")] else "no",
                 "yes" if m.get(("bias", setting, "flagged_by_units")) else "no",
-                format_value(m[("bias-fixed", setting, "reliance_logit")]) if fixed else "-",
-                format_value(m[("bias-fixed", setting, "cohens_d")]) if fixed else "-",
-                ("yes" if m[("bias-fixed", setting, "flagged")] else "no") if fixed else "-",
+                format_value(m[("bias-fixed", setting, "reliance_logit")]) if fixed else MISSING,
+                format_value(m[("bias-fixed", setting, "cohens_d")]) if fixed else MISSING,
+                ("yes" if m[("bias-fixed", setting, "flagged")] else "no") if fixed else MISSING,
             ]
         )
     if rows:
@@ -230,9 +232,9 @@ def sections(metrics: Sequence[Mapping], neurons: Sequence[Mapping], classes: Se
                     "yes" if r["shortcut_found"] else "no",
                     format_value(r.get("shortcut_with_object")),
                     _lead(r),
-                    format_value(f["reliance_logit"]) if f else "-",
-                    _interval(f) if f else "-",
-                    ("yes" if f["shortcut_found"] else "no") if f else "-",
+                    format_value(f["reliance_logit"]) if f else MISSING,
+                    _interval(f) if f else MISSING,
+                    ("yes" if f["shortcut_found"] else "no") if f else MISSING,
                 ]
             )
         out.append(
@@ -267,7 +269,7 @@ def sections(metrics: Sequence[Mapping], neurons: Sequence[Mapping], classes: Se
         cost += [
             [f"{s}: explanations"]
             + [format_value(m.get(("explanations", s, k)), k) for k in ("found", "relied", "false")]
-            + ["-"]
+            + [MISSING]
             + [
                 format_value(m.get(("explanations", s, k)), k)
                 for k in ("renders", "kept", "seconds")
@@ -346,7 +348,7 @@ def sections(metrics: Sequence[Mapping], neurons: Sequence[Mapping], classes: Se
 def _lead(row: Mapping) -> str:
     rate = row.get("explanation_rate")
     if rate is None:
-        return "-"
+        return MISSING
     star = "*" if row.get("explanation_candidate") else ""
     return f"{format_value(rate)} vs {format_value(row.get('explanation_pool_rate'))}{star}"
 
@@ -354,7 +356,7 @@ def _lead(row: Mapping) -> str:
 def _interval(row: Mapping) -> str:
     lift = row.get("shortcut_lift")
     if lift is None:
-        return "-"
+        return MISSING
     return f"{format_value(lift)} [{format_value(row.get('shortcut_low'))}, {format_value(row.get('shortcut_high'))}]"
 
 

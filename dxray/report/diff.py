@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dxray.catalog.diff import RunDiff
 from dxray.report.markup import badge, esc, fmt, pct, stat
+from dxray.text import MISSING
 
 
 def diff_section(diff: RunDiff) -> str:
@@ -48,7 +49,7 @@ def diff_section(diff: RunDiff) -> str:
             f"<span class='sub'>{esc(r['target_id'])}</span></td>"
             f'<td><span class="change {esc(r["change"].replace(" ", "-"))}">{esc(r["change"])}</span></td>'
             f"<td>{badge(r['verdict_before'])} → {badge(r['verdict_after'])}</td>"
-            f"<td>{'–' if shift is None else f'{shift:+.2f}'}</td><td>{shifts or '–'}</td></tr>"
+            f"<td>{MISSING if shift is None else f'{shift:+.2f}'}</td><td>{shifts or MISSING}</td></tr>"
         )
     table = (
         '<table class="list"><thead><tr><th>target</th><th>change</th><th>verdict</th>'

@@ -2,12 +2,14 @@
 
 Contract: every function returns a fragment of HTML in which any value that came from the
 catalog has gone through `esc` (`html.escape`, quotes included); class names, words and error
-texts are data, never markup. Missing numbers (None, NaN) read "–".
+texts are data, never markup. Missing numbers (None, NaN) read `dxray.text.MISSING`.
 """
 
 from __future__ import annotations
 
 import html
+
+from dxray.text import MISSING
 
 
 def esc(value) -> str:
@@ -16,17 +18,17 @@ def esc(value) -> str:
 
 
 def fmt(value, digits: int = 2) -> str:
-    """A number with `digits` decimals ("–" for None or NaN); other values escaped."""
+    """A number with `digits` decimals (MISSING for None or NaN); other values escaped."""
     if value is None or (isinstance(value, float) and value != value):
-        return "–"
+        return MISSING
     if isinstance(value, float):
         return f"{value:.{digits}f}"
     return esc(value)
 
 
 def pct(value) -> str:
-    """A share as a whole percentage ("–" for None)."""
-    return "–" if value is None else f"{100 * value:.0f}%"
+    """A share as a whole percentage (MISSING for None)."""
+    return MISSING if value is None else f"{100 * value:.0f}%"
 
 
 def probability(value, label: str = "p") -> str:

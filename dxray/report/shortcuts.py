@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dxray.report.markup import esc, fmt
 from dxray.report.queries import queries, query_rows
 from dxray.report.thumbnails import data_uri, thumbnail
+from dxray.text import MISSING
 
 SHOWN = 6  # images per strip
 
@@ -129,7 +130,7 @@ def shortcut_section(con, run_id: str, size: int) -> str:
         f"<tr><td><b>{esc(r['class_name'])}</b></td><td>{esc(r['attribute'])}</td>"
         f"<td><b>{fmt(r['lift'])}</b> <span class='sub'>[{fmt(r['low'])}, "
         f"{fmt(r['high'])}]</span></td><td>{esc(r['images'])}</td>"
-        f"<td>{fmt(r['with_object_lift'])}</td><td>{esc(r['explanation_verdict'] or '–')}</td></tr>"
+        f"<td>{fmt(r['with_object_lift'])}</td><td>{esc(r['explanation_verdict'] or MISSING)}</td></tr>"
         for r in findings
     )
     table = (

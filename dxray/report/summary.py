@@ -8,6 +8,7 @@ attributes (see markup.stat).
 from __future__ import annotations
 
 from dxray.report.markup import badge, esc, fmt, pct, stat
+from dxray.text import MISSING
 
 
 def header(run: dict, run_id: str, counts: dict) -> str:
@@ -31,7 +32,7 @@ def header(run: dict, run_id: str, counts: dict) -> str:
         ("targets × seeds", f'<b data-stat="seeds">{counts["seeds"]}</b>'),
     ]
     status = run.get("status") or "unknown"
-    cells = "".join(f"<div><dt>{k}</dt><dd>{v or '–'}</dd></div>" for k, v in meta)
+    cells = "".join(f"<div><dt>{k}</dt><dd>{v or MISSING}</dd></div>" for k, v in meta)
     error = f'<p class="run-error">{esc(run["error"])}</p>' if run.get("error") else ""
     return (
         f'<header><div class="eyebrow">dxray audit report</div>'
@@ -96,7 +97,7 @@ def summary(counts: dict, targets: list[dict], probes: dict[str, list[dict]]) ->
                 f"<td>{badge(t['verdict'])}</td>"
                 f'<td><div class="bar"><i style="width:{100 * fraction:.0f}%"></i></div>'
                 f"{pct(fraction)} <span class='sub'>({t['n_spurious']}/{t['judged']})</span></td>"
-                f"<td>{fmt(t['mean_probability'])}</td><td>{chips or '–'}</td></tr>"
+                f"<td>{fmt(t['mean_probability'])}</td><td>{chips or MISSING}</td></tr>"
             )
         table = (
             '<table class="list"><thead><tr><th>class</th><th>verdict</th>'

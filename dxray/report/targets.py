@@ -11,6 +11,7 @@ import json
 
 from dxray.report.markup import badge, esc, fmt, pct, probability
 from dxray.report.thumbnails import data_uri, thumbnail
+from dxray.text import MISSING
 
 
 def _words(words_json: str | None, limit: int = 4) -> tuple[str, str]:
@@ -124,7 +125,7 @@ def probe_table(targets: list[dict], probes: dict[str, list[dict]]) -> str:
         for n in names:
             p = rates.get(n)
             if p is None:
-                cells.append('<td class="heat">–</td>')
+                cells.append(f'<td class="heat">{MISSING}</td>')
                 continue
             if p["rate"] > 0:
                 style = (
