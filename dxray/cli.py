@@ -77,9 +77,10 @@ def main() -> None:
     except Exception as err:  # noqa: BLE001 - the one place that turns errors into a line
         if _debug:
             raise
-        text = str(err).strip().splitlines()
+        from dxray.text import first_line
+
         typer.secho(
-            f"error: {type(err).__name__}: {text[0] if text else ''}".rstrip(": "),
+            f"error: {type(err).__name__}: {first_line(err)}",
             fg=typer.colors.RED,
             err=True,
         )

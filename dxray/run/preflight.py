@@ -22,6 +22,7 @@ from typing import Any
 
 from dxray.spec.model import AuditSpec, SpecError
 from dxray.spec.unit_csv import read_units
+from dxray.text import first_line
 
 # A hub id as the Hugging Face hub writes it ("name" or "org/name"); anything else is a path.
 _HUB_ID = re.compile(r"\w[\w.-]*(/\w[\w.-]*)?")
@@ -113,7 +114,7 @@ def check_safetensors(what: str, file: Path) -> None:
         with safe_open(os.fspath(file), framework="pt") as handle:
             handle.keys()
     except Exception as err:  # noqa: BLE001 - safetensors raises its own error types
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        reason = first_line(err)
         raise PreflightError(
             f"{what} file {file} is truncated or corrupt ({reason}): download or save it again"
         ) from None

@@ -20,6 +20,7 @@ from dxray.explain.optimize import explain
 from dxray.judge.verdict import verdicts
 from dxray.run.targets import TARGET_KEYS, objective_for
 from dxray.spec.model import AuditSpec
+from dxray.text import first_line
 
 # Fault injection for tests: a worker whose process finds this file absent creates it and dies
 # mid-batch, once. Ray must restart the actor and retry the batch.
@@ -170,7 +171,7 @@ class AuditWorker(ModelHost):
 
 
 def _error_row(row: dict[str, Any], err: Exception, worker: str) -> dict[str, Any]:
-    text = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+    text = f"{type(err).__name__}: {first_line(err)}"
     empty = dict.fromkeys(
         ("steps", "objective_value", "probability", "converged", "words", "prompt_vectors"),
         None,
