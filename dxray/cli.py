@@ -245,8 +245,9 @@ def eval_(
 
     import yaml
 
+    from dxray.eval.reads import latest_run, run_row
     from dxray.eval.report import format_text
-    from dxray.eval.runner import evaluate, latest_run, result_json, run_row, write_eval
+    from dxray.eval.runner import evaluate, result_json, write_eval
     from dxray.report.page import write_report
     from dxray.spec.model import AuditSpec, SpecError
     from dxray.spec.parse import load_spec
@@ -301,8 +302,9 @@ def score(
     Example: dxray score catalogs/salient-imagenet
     """
     from dxray.eval.labels import score_run
+    from dxray.eval.reads import latest_run
     from dxray.eval.report import format_text
-    from dxray.eval.runner import latest_run, result_json, write_eval
+    from dxray.eval.runner import result_json, write_eval
     from dxray.report.page import write_report
 
     try:

@@ -8,9 +8,14 @@ a catalog) and scores it against the zoo's measured truth (`dxray.toyworld.truth
 - classes.py   class level: the contexts/cues the class's explanations carry (attribute
                probes, effect sizes) vs the classifier's measured reliance on them;
 - images.py    how natural explanation images are: the oracle's reading, scene statistics;
-- runner.py    the orchestration (audits, pixel-space baseline, ablations, catalog tables);
+- specs.py     the audits an evaluation runs, as specs (main audit, fixed release, probes);
+- reads.py     what it reads from a catalog: runs, an audit's rows, stored images;
+- baseline.py  DiffExplainer vs pixel-space activation maximisation on the same targets;
+- labels.py    `dxray score`: a run's unit verdicts vs the human labels stored with it;
+- runner.py    the orchestration (audits, scoring, ablations, writing the eval tables);
 - report.py    the evaluation's tables, as text for the terminal, and the headline line
                (the HTML page's evaluation section is dxray/report/evaluation.py).
 
-Everything but runner.py is pure computation over rows and tensors: no Ray, no files.
+metrics, neurons, classes, images and report are pure computation over rows and tensors:
+no Ray, no files.
 """

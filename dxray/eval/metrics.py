@@ -17,6 +17,8 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+SUCCESS_PROB = 0.9  # a class explanation "succeeds" when the classifier gives it p >= this
+
 
 @dataclass(frozen=True)
 class Agreement:

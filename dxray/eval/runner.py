@@ -1,6 +1,7 @@
 """`dxray eval`: audit a toy world's classifier (or read an audit) and score it against the
-zoo's ground truth. This module does the I/O and the runs; the scoring is in neurons.py,
-classes.py, images.py and metrics.py.
+zoo's ground truth. This module runs the audits and writes the results; what it reads from a
+catalog is in reads.py, the audits' specs in specs.py, the pixel-space baseline in
+baseline.py, and the scoring in neurons.py, classes.py, images.py and metrics.py.
 
 One evaluation, in order:
 1. the main audit: every class and every unit the truth labels (the zoo's units.csv), with
@@ -20,7 +21,6 @@ the main audit's run id.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import time
@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from dxray.eval.baseline import compare_baseline
 from dxray.eval.classes import (
     FindingRule,
     attach_shortcuts,
@@ -39,14 +40,15 @@ from dxray.eval.classes import (
     truth_class_rows,
     unit_findings,
 )
-from dxray.eval.images import oracle_reading, statistics_distance
-from dxray.eval.metrics import Agreement, confusion_rows, median
+from dxray.eval.metrics import SUCCESS_PROB, Agreement, confusion_rows, median
 from dxray.eval.neurons import (
     any_object_verdicts,
     neuron_agreement,
     neuron_rows,
     unit_verdicts,
 )
+from dxray.eval.reads import decode_png, query, read_run, run_row, stored_images
+from dxray.eval.specs import classes_only, eval_spec, object_probes
 from dxray.judge.verdict import Thresholds, verdict
 from dxray.spec.model import AuditSpec
 from dxray.spec.parse import with_overrides
@@ -60,7 +62,6 @@ ABLATIONS: dict[str, dict[str, object]] = {
     "vectors=8": {"engine.n_vectors": 8},
 }
 ABLATION_SEEDS = (0,)  # one seed per ablation audit: six audits cost ~20 CPU minutes
-SUCCESS_PROB = 0.9
 
 
 @dataclass
@@ -92,53 +93,6 @@ class EvalResult:
             if (m["section"], m["setting"], m["metric"]) == (section, setting, metric):
                 return math.nan if m["value"] is None else m["value"]
         return math.nan
-
-
-# ---------------------------------------------------------------------------------------------
-# Reading an audit
-# ---------------------------------------------------------------------------------------------
-
-
-def _query(catalog: str | Path, query: str, params: list) -> list[dict]:
-    from dxray.catalog.views import connect
-
-    cursor = connect(catalog, read_only=True).execute(query, params)
-    names = [d[0] for d in cursor.description]
-    return [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
-
-
-def latest_run(catalog: str | Path) -> str:
-    """The newest finished run of a catalog."""
-    rows = _query(
-        catalog,
-        "SELECT run_id FROM runs WHERE status = 'finished' ORDER BY created_at DESC LIMIT 1",
-        [],
-    )
-    if not rows:
-        raise ValueError(f"{catalog} has no finished run: run `dxray audit <spec>` first")
-    return rows[0]["run_id"]
-
-
-def run_row(catalog: str | Path, run_id: str) -> dict:
-    """The `runs` row of one run (its spec is `spec_yaml`)."""
-    run = _query(catalog, "SELECT * FROM runs WHERE run_id = ?", [run_id])
-    if not run:
-        known = [r["run_id"] for r in _query(catalog, "SELECT run_id FROM runs", [])]
-        raise ValueError(f"{catalog} has no run {run_id!r}; its runs: {known or 'none'}")
-    return run[0]
-
-
-def read_run(catalog: str | Path, run_id: str) -> tuple[list[dict], list[dict], dict]:
-    """(audit rows, probe rows, runs row) of one run."""
-    run = run_row(catalog, run_id)
-    audit = _query(catalog, "SELECT * EXCLUDE (probe_scores) FROM audit WHERE run_id = ?", [run_id])
-    probes = _query(
-        catalog,
-        "SELECT target_id, kind, class_name, seed, probe, presence FROM probe_scores "
-        "WHERE run_id = ?",
-        [run_id],
-    )
-    return audit, probes, run
 
 
 # ---------------------------------------------------------------------------------------------
@@ -237,7 +191,7 @@ class Interventions:
         out: dict[tuple[str, int], str] = {}
         for start in range(0, len(rows), 64):
             chunk = rows[start : start + 64]
-            images = torch.stack([_decode_png(r["png"]) for r in chunk])
+            images = torch.stack([decode_png(r["png"]) for r in chunk])
             masks = object_masks(self.segmenter, images, self.queries)
             units = [(r["layer"], int(r["channel"])) for r in chunk]
             calls = [j.verdict for j in judge_units(self.classifier, images, masks, units)]
@@ -245,209 +199,6 @@ class Interventions:
                 {(r["target_id"], int(r["seed"])): c for r, c in zip(chunk, calls, strict=True)}
             )
         return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Specs
-# ---------------------------------------------------------------------------------------------
-
-
-def eval_spec(spec: AuditSpec, zoo: str | Path, *, seeds: int, catalog: str | Path) -> AuditSpec:
-    """`spec`, aimed at the zoo's truth: the zoo's models (generator, classifier, segmenter,
-    wherever its manifest says they are), every class, every truth unit (and no others),
-    `seeds` seeds, results in `catalog`. Engine and judge settings stay the spec's."""
-    from dxray.toyworld.zoo import zoo_part
-
-    if seeds < 1:
-        raise ValueError(f"seeds must be >= 1; got {seeds}")
-    units_csv = zoo_part(zoo, "truth") / "units.csv"
-    if not units_csv.is_file():
-        raise FileNotFoundError(f"{units_csv} is missing: write it with `dxray zoo truth {zoo}`")
-    return with_overrides(
-        spec,
-        **{
-            "generator.source": str(zoo_part(zoo, "generator")),
-            "classifier": {"source": str(zoo_part(zoo, "classifier"))},
-            "segmenter": {"source": str(zoo_part(zoo, "segmenter"))},
-            "targets.classes": "all",
-            "targets.units.top_k": 0,
-            "targets.units.units": [],
-            "targets.units.layer": "penultimate",
-            "targets.units.csv": str(units_csv.resolve()),
-            "targets.seeds": list(range(seeds)),
-            "judge.probes": list(
-                dict.fromkeys([*spec.judge.probes, *factor_probes(zoo), *object_probes(spec, zoo)])
-            ),
-            # The shortcut test on the world's own contexts and cues (every world's, tuned on
-            # none): contexts as scenes, cues as overlays, in the world's caption grammar.
-            "shortcuts.enabled": True,
-            "shortcuts.attributes": world_vocabulary(zoo),
-            "output.catalog": str(catalog),
-            "output.run_id": None,
-        },
-    )
-
-
-def world_vocabulary(zoo: str | Path) -> list:
-    """The shortcut test's vocabulary for the zoo's world (`attribute_vocabulary`)."""
-    from dxray.toyworld.scenes import attribute_vocabulary
-    from dxray.toyworld.zoo import zoo_world
-
-    return attribute_vocabulary(zoo_world(zoo))
-
-
-def factor_probes(zoo: str | Path) -> list[str]:
-    """A probe for every context and cue of the zoo's world ("water", "a watermark")."""
-    return [e if isinstance(e, str) else e["name"] for e in world_vocabulary(zoo)]
-
-
-def object_probes(spec: AuditSpec, zoo: str | Path) -> list[str]:
-    """The judge's object query of every class of the zoo's world."""
-    from dxray.toyworld.data import class_names
-    from dxray.toyworld.zoo import zoo_world
-
-    return [spec.judge.object_query(name) for name in class_names(zoo_world(zoo))]
-
-
-def classes_only(spec: AuditSpec, classifier: str | Path) -> AuditSpec:
-    """`spec` with another classifier, auditing its classes only."""
-    return with_overrides(
-        spec,
-        **{
-            "classifier": {"source": str(classifier)},
-            "targets.units.top_k": 0,
-            "targets.units.units": [],
-            "targets.units.csv": None,
-            "output.run_id": None,
-        },
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# The pixel-space baseline
-# ---------------------------------------------------------------------------------------------
-
-
-def _decode_png(data: bytes) -> torch.Tensor:
-    import numpy as np
-    from PIL import Image
-
-    array = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=np.float32) / 255.0
-    return torch.from_numpy(array).permute(2, 0, 1)
-
-
-def stored_images(catalog: str | Path, run_id: str, kind: str) -> list[dict]:
-    """The usable (run, target, seed) rows of one kind with their latest stored image ("png"),
-    in (class, target, seed) order."""
-    return _query(
-        catalog,
-        "SELECT a.target_id, a.class_index, a.class_name, a.layer, a.channel, a.seed, "
-        "a.probability, a.steps, i.png "
-        "FROM audit a JOIN images i USING (run_id, target_id, seed) "
-        "WHERE a.run_id = ? AND a.kind = ? AND a.ok "
-        "QUALIFY row_number() OVER (PARTITION BY a.target_id, a.seed "
-        "ORDER BY i.created_at DESC) = 1 ORDER BY a.class_index, a.target_id, a.seed",
-        [run_id, kind],
-    )
-
-
-def class_images(catalog: str | Path, run_id: str) -> tuple[list[dict], torch.Tensor]:
-    """The class targets' stored images of a run (usable rows), in (class, seed) order."""
-    rows = stored_images(catalog, run_id, "class")
-    if not rows:
-        raise ValueError(f"run {run_id} has no class images to compare")
-    return rows, torch.stack([_decode_png(r.pop("png")) for r in rows])
-
-
-def _image_metrics(
-    classifier, images: torch.Tensor, class_index: torch.Tensor, reading: dict, real
-) -> dict[str, float]:
-    """Classifier probability, the oracle's `reading` of the images, statistics distance."""
-    with torch.no_grad():
-        logits = classifier.outputs(images.to(classifier.device, classifier.dtype), []).logits
-    prob = logits.float().softmax(1).cpu().gather(1, class_index[:, None])[:, 0]
-    return {
-        "mean_probability": float(prob.mean()),
-        "success_rate": float((prob >= SUCCESS_PROB).float().mean()),
-        "oracle_object_recognised": float(reading["object_recognised"].float().mean()),
-        "oracle_object_prob": float(reading["object_prob"].mean()),
-        "oracle_context_confidence": float(reading["context_confidence"].mean()),
-        "statistics_distance": statistics_distance(images, real),
-    }
-
-
-def oracle_planted_rates(world, rows: Sequence[Mapping], reading: dict) -> dict:
-    """For each planted tie "class-factor": the share of the class's explanation images in
-    which the oracle sees the factor (`reading`: `oracle_reading` of those images), and the
-    share among the other classes' images."""
-    from dxray.toyworld.data import context_names, cue_names
-
-    contexts, cues = context_names(world), cue_names(world)
-    out = {}
-    for tie in world.correlations:
-        if tie.context is not None:
-            seen = reading["context"] == contexts.index(tie.context)
-        else:
-            seen = reading["cue"] == cues.index(tie.cue)
-        mine = torch.tensor([r["class_name"] == tie.class_name for r in rows])
-        out[f"{tie.name}:oracle_rate"] = float(seen[mine].float().mean()) if mine.any() else None
-        others = ~mine
-        out[f"{tie.name}:oracle_other_rate"] = (
-            float(seen[others].float().mean()) if others.any() else None
-        )
-    return out
-
-
-def compare_baseline(
-    spec: AuditSpec, classifier, catalog: str | Path, run_id: str, zoo: str | Path, world, progress
-) -> dict[str, dict[str, float]]:
-    """DiffExplainer's class images (from the catalog) vs pixel-space activation maximisation
-    on the same class targets and seeds, with the engine's iteration budget and stop rule;
-    both judged the same way (`classifier`: the spec's, loaded). Also real held-out scenes, as
-    the scale's reference."""
-    from dxray.explain.baseline import BaselineConfig, activation_maximisation
-    from dxray.models.classifier_io import load_classifier
-    from dxray.run.targets import objective_for
-    from dxray.toyworld.data import sample_specs, scene_labels
-    from dxray.toyworld.scenes import render_batch
-    from dxray.toyworld.zoo import zoo_part
-
-    rows, diffusion = class_images(catalog, run_id)
-    oracle = load_classifier(zoo_part(zoo, "oracle"))
-    class_index = torch.tensor([int(r["class_index"]) for r in rows])
-    engine = spec.engine
-    config = BaselineConfig(
-        iterations=engine.iterations,
-        stop_prob=engine.stop_prob,
-        stop_patience=engine.stop_patience,
-    )
-    objectives = [objective_for(spec, {**r, "kind": "class"}) for r in rows]
-    progress(f"pixel-space baseline: {len(rows)} class targets, {config.iterations} iterations")
-    started = time.perf_counter()
-    baseline = activation_maximisation(
-        classifier, objectives, seeds=[int(r["seed"]) for r in rows], config=config
-    )
-    seconds = time.perf_counter() - started
-    pixel = (baseline.images * 255).round() / 255  # stored as 8-bit, like the diffusion images
-    real_specs = sample_specs(world, 400, seed=12345, mode="unbiased")
-    real, _, _ = render_batch(world, real_specs)
-    held_specs = sample_specs(world, len(rows), seed=54321, mode="unbiased")
-    held_out, _, _ = render_batch(world, held_specs)
-    held_index = torch.from_numpy(scene_labels(world, held_specs).object).long()
-    out = {}
-    for method, images, index in (
-        ("diffexplainer", diffusion, class_index),
-        ("pixel-am", pixel, class_index),
-        ("real-scenes", held_out, held_index),
-    ):
-        reading = oracle_reading(oracle, images, index)
-        out[method] = _image_metrics(classifier, images, index, reading, real)
-        if method == "diffexplainer":
-            out["planted"] = oracle_planted_rates(world, rows, reading)
-    out["diffexplainer"]["median_iterations"] = median([float(r["steps"]) for r in rows])
-    out["pixel-am"]["median_iterations"] = median([float(s) for s in baseline.steps.tolist()])
-    out["pixel-am"]["seconds_per_target"] = seconds / len(rows)
-    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -645,7 +396,7 @@ def _score_shortcuts(
     class rows (made from the truth if no explanation was probed), the agreement
     ("classes"/"shortcuts", default run only) and the counts and cost ("shortcuts"/`setting`:
     found = relied-on pairs found, false = findings on pairs not relied on)."""
-    found_rows = _query(catalog, "SELECT * FROM class_shortcuts WHERE run_id = ?", [run_id])
+    found_rows = query(catalog, "SELECT * FROM class_shortcuts WHERE run_id = ?", [run_id])
     if not found_rows:
         return classes
     rows = classes or truth_class_rows(class_truth, rule)
@@ -706,12 +457,12 @@ def _stage_cost(catalog: str | Path, run_id: str, found_rows: Sequence[Mapping])
 
     from dxray.run.shortcuts import pool_plan, vocabulary_plan, with_object_plan
 
-    images = _query(
+    images = query(
         catalog,
         "SELECT render_id, variant, status, seconds FROM shortcut_images WHERE run_id = ?",
         [run_id],
     )
-    pool = _query(
+    pool = query(
         catalog,
         "SELECT render_id, 'pool' AS variant, status, seconds, object_presence "
         "FROM shortcut_pool WHERE run_id = ?",
