@@ -2,7 +2,7 @@
 written twice, and checked field by field by one checker whose every error names the file, the
 field path and what is allowed, with a "did you mean" for a near miss.
 
-    data = yaml.load(text, Loader=StrictLoader)      # a key written twice is an error
+    data = read_yaml(path, what="the audit spec", error=SpecError)   # strict: no key twice
     check = Checker("audit.yaml", error=SpecError)   # path-based checks
     check.number(value, "engine.lr", lo=0, open_lo=True)
     top = Section(data, "", check, allowed=["name", "engine"], required={"name": "an id"})
@@ -15,6 +15,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Mapping, Sequence
 from math import isfinite
+from pathlib import Path
 from re import Pattern
 from typing import Any
 
@@ -34,6 +35,17 @@ class StrictLoader(yaml.SafeLoader):
                 )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(path: Path, *, what: str, error: type[Exception] = ValueError) -> Any:
+    """The data of a YAML file read with `StrictLoader`; an unreadable or malformed file raises
+    `error` naming the file and `what` it was meant to be."""
+    try:
+        return yaml.load(Path(path).read_text(), Loader=StrictLoader)
+    except OSError as err:
+        raise error(f"{path}: cannot read {what} ({err.strerror})") from err
+    except yaml.YAMLError as err:
+        raise error(f"{path}: not valid YAML: {err}") from err
 
 
 def suggest(word: Any, allowed: Sequence[Any], n: int = 1, cutoff: float = 0.6) -> str:

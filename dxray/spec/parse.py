@@ -19,8 +19,6 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-import yaml
-
 from dxray.spec.model import (
     _SLUG,
     _SLUG_RULE,
@@ -49,7 +47,7 @@ from dxray.spec.model import (
     UnitTargets,
 )
 from dxray.spec.unit_csv import read_units, unit_csv_path
-from dxray.yamlio import Checker, Section, StrictLoader, suggest
+from dxray.yamlio import Checker, Section, read_yaml, suggest
 from dxray.yamlio import kind as _kind
 
 
@@ -69,12 +67,7 @@ def _section(
 def load_spec(path: str | Path) -> AuditSpec:
     """Read and validate an audit spec YAML file."""
     path = Path(path)
-    try:
-        data = yaml.load(path.read_text(), Loader=StrictLoader)
-    except OSError as err:
-        raise SpecError(f"{path}: cannot read the audit spec ({err.strerror})") from err
-    except yaml.YAMLError as err:
-        raise SpecError(f"{path}: not valid YAML: {err}") from err
+    data = read_yaml(path, what="the audit spec", error=SpecError)
     spec = parse_spec(data, str(path))
     spec = dataclasses.replace(spec, source_path=path.resolve())
     csv_path = unit_csv_path(spec)

@@ -20,10 +20,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from dxray.yamlio import Checker, suggest
-from dxray.yamlio import StrictLoader as _StrictLoader
+from dxray.yamlio import Checker, read_yaml, suggest
 
 WORLDS_DIR = Path(__file__).parent / "worlds"
 IMAGE_SIZES = (32, 48, 64)
@@ -259,12 +256,7 @@ def load_world(path: str | Path) -> World:
                 + _suggest(path.name, names)
             )
         path = bundled
-    try:
-        data = yaml.load(path.read_text(), Loader=_StrictLoader)
-    except OSError as e:
-        raise WorldConfigError(f"{path}: cannot read world config ({e.strerror})") from e
-    except yaml.YAMLError as e:
-        raise WorldConfigError(f"{path}: not valid YAML: {e}") from e
+    data = read_yaml(path, what="world config", error=WorldConfigError)
     return World.from_dict(data, source=str(path))
 
 
