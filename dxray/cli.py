@@ -501,7 +501,7 @@ def zoo_train(
     if "generator" in chosen:
         import shutil
 
-        from dxray.toyworld.train_generator import train_generator
+        from dxray.toyworld.generator_training import train_generator
 
         scratch = out / ".generator-training"  # checkpoint.pt: large, resumable, not committed
         report = train_generator(
