@@ -3,8 +3,9 @@
 # 15 minutes in all): continue the toy generator's training, train the toy segmenter, then
 # time the explain engine at SD1.5 scale with whatever time is left.
 #
-# Run from the repository root on the GPU machine with the wheels of docs/BENCHMARKS.md in
-# .wheels/ and OUT set to a folder that comes back; TOTAL_S is this script's wall budget.
+# Run from the repository root on the GPU machine with the wheels of docs/BENCHMARKS.md (typer's
+# included: the training goes through `dxray zoo train`) in .wheels/ and OUT set to a folder
+# that comes back; TOTAL_S is this script's wall budget.
 # Every stage has its own timeout, so a failing stage costs its time and no more.
 set -u
 OUT=${OUT:?set OUT}
@@ -20,16 +21,18 @@ left() { echo $(( TOTAL_S - ($(date +%s) - t0) )); }
 } > "$OUT/setup.log" 2>&1
 export PYTHONPATH=/tmp/site:$PWD
 
-# 1. Generator: warm start from the committed export, UNet stage, CUDA graphs.
-mkdir -p /tmp/toy && cp -r dxray/toyworld/zoo/default/generator /tmp/toy/
-timeout $((GEN_S + 90)) python3 -m dxray.toyworld.train_generator --out /tmp/toy \
-  --device cuda --seconds "$GEN_S" --cuda-graphs > "$OUT/generator.log" 2>&1
+# 1. Generator: warm start from the committed export (copied where `dxray zoo train` keeps its
+#    training state), UNet stage, CUDA graphs; the result is copied to /tmp/toy/generator.
+mkdir -p /tmp/toy/.generator-training
+cp -r dxray/toyworld/zoo/default/generator /tmp/toy/.generator-training/
+timeout $((GEN_S + 90)) python3 -m dxray.cli zoo train --out /tmp/toy --parts generator \
+  --device cuda --generator-seconds "$GEN_S" --generator-cuda-graphs > "$OUT/generator.log" 2>&1
 echo "generator rc $? at $(( $(date +%s) - t0 )) s" >> "$OUT/setup.log"
 tar -C /tmp/toy -cf - generator | split -b 15m - "$OUT/generator.tar."
 
 # 2. Segmenter: from scratch, bf16 autocast, batch 128.
-timeout $((SEG_S + 60)) python3 -m dxray.toyworld.train_segmenter /tmp/seg --device cuda \
-  --seconds "$SEG_S" --steps 100000 > "$OUT/segmenter.log" 2>&1
+timeout $((SEG_S + 60)) python3 -m dxray.cli zoo train --out /tmp/seg --parts segmenter \
+  --device cuda --segmenter-seconds "$SEG_S" --segmenter-steps 100000 > "$OUT/segmenter.log" 2>&1
 echo "segmenter rc $? at $(( $(date +%s) - t0 )) s" >> "$OUT/setup.log"
 [ -d /tmp/seg/segmenter ] && tar -C /tmp/seg -cf "$OUT/segmenter.tar" segmenter
 

@@ -1,14 +1,15 @@
 """Train the toy zoo's classifiers on CPU: the audited classifier, its "fixed" release, and the
 oracle that judges images. Scenes are rendered on the fly; everything is seeded.
 
-    OMP_NUM_THREADS=1 python -m dxray.toyworld.train_classifier --out /tmp/zoo_classifiers
+    dxray zoo train --out /tmp/zoo --parts classifiers --threads 1
 
 trains all three into --out (classifier/, classifier-fixed/, oracle/), then measures the ground
-truth of both checkpoints (truth/, truth-fixed/) and the gates (gates.json). From python:
+truth of both checkpoints (truth/, truth-fixed/) and the gates (gates.json): that is
+`train_zoo_classifiers`. One at a time, from python:
 
-    train_classifier(world, "zoo/classifier", mode="biased")
-    train_classifier(world, "zoo/classifier-fixed", mode="fixed")
-    train_oracle(world, "zoo/oracle")
+    train_classifier(world, "zoo/classifier", ToyClassifierConfig(mode="biased"))
+    train_classifier(world, "zoo/classifier-fixed", ToyClassifierConfig(mode="fixed"))
+    train_oracle(world, "zoo/oracle", ToyOracleConfig())
 
 Each directory is a dxray classifier (`load_classifier(dir)`) plus `training.json`: seed,
 steps, wall time, final loss and accuracies.
@@ -16,7 +17,6 @@ steps, wall time, final loss and accuracies.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
@@ -38,6 +38,7 @@ from dxray.toyworld.data import (
     scene_labels,
 )
 from dxray.toyworld.nets import gaussian_blur, oracle_cnn, oracle_output_names, toy_cnn
+from dxray.toyworld.records import write_record
 from dxray.toyworld.scenes import SceneSpec, render_batch
 from dxray.toyworld.truth import (
     accuracy,
@@ -49,13 +50,69 @@ from dxray.toyworld.truth import (
     oracle_accuracy,
     write_truth,
 )
-from dxray.toyworld.world import World, load_world
+from dxray.toyworld.world import World
 
 TRAINING_FILE = "training.json"
 CLASSIFIER_FACTORY = "dxray.toyworld.nets:toy_cnn"
 ORACLE_FACTORY = "dxray.toyworld.nets:oracle_cnn"
 
 Progress = Callable[[str], None] | None
+
+
+@dataclass
+class ToyClassifierConfig:
+    """The audited classifier's size and recipe. Defaults: the zoo's classifier.
+
+    `mode`: "biased" trains on the world's planted correlations, "fixed" on them minus those
+    its fixed release removes. `hide_object`: fraction of training scenes drawn without their
+    object, label kept, like photos where the object is too small or hidden to see; it makes
+    the planted contexts and cues carry the class on their own (0: the world's scenes as they
+    are). `eval_n` unbiased scenes measure the accuracy after training (0: skip).
+    """
+
+    mode: Literal["biased", "fixed"] = "biased"
+    steps: int = 800
+    batch: int = 128
+    lr: float = 1e-2
+    width: int = 16
+    hidden: int = 64
+    hide_object: float = 0.0
+    eval_n: int = 2000
+
+    def __post_init__(self):
+        if self.mode not in ("biased", "fixed"):
+            raise ValueError(f"mode must be 'biased' or 'fixed', got {self.mode!r}")
+        if not 0.0 <= self.hide_object < 1.0:
+            raise ValueError(f"hide_object must be in [0, 1), got {self.hide_object}")
+        if self.steps < 1 or self.batch < 1:
+            raise ValueError(
+                f"steps and batch must be >= 1, got steps={self.steps}, batch={self.batch}"
+            )
+
+
+@dataclass
+class ToyOracleConfig:
+    """The oracle's size and recipe. Defaults: the zoo's oracle.
+
+    It trains on augmented unbiased scenes plus `context_only_frac` object-free ones, with cues
+    drawn at `cue_frac` instead of their (rare) base rates so the cue head sees enough of them.
+    `eval_n` scenes measure its accuracy after training (0: skip).
+    """
+
+    steps: int = 1500
+    batch: int = 128
+    lr: float = 1e-2
+    width: int = 16
+    hidden: int = 96
+    context_only_frac: float = 0.2
+    cue_frac: float = 0.4
+    eval_n: int = 2000
+
+    def __post_init__(self):
+        if self.steps < 1 or self.batch < 2:
+            raise ValueError(
+                f"need steps >= 1 and batch >= 2, got steps={self.steps}, batch={self.batch}"
+            )
 
 
 @dataclass
@@ -117,46 +174,26 @@ def _reporter(progress: Progress, name: str, steps: int):
     return report
 
 
-def _write_record(out_dir: Path, record: TrainRecord) -> None:
-    (out_dir / TRAINING_FILE).write_text(json.dumps(asdict(record), indent=2) + "\n")
-
-
 def train_classifier(
     world: World,
     out_dir: str | Path,
+    config: ToyClassifierConfig | None = None,
     *,
-    mode: Literal["biased", "fixed"] = "biased",
-    steps: int = 800,
-    batch: int = 128,
-    lr: float = 1e-2,
-    width: int = 16,
-    hidden: int = 64,
     seed: int = 0,
-    hide_object: float = 0.0,
-    eval_n: int = 2000,
     progress: Progress = print,
 ) -> Trained:
-    """Train the audited classifier on `mode` scenes ("biased": the world's planted
-    correlations; "fixed": minus those its fixed release removes) and save it to `out_dir`.
-
-    `hide_object`: fraction of training scenes drawn without their object, label kept, like
-    photos where the object is too small or hidden to see. It makes the planted contexts and
-    cues carry the class on their own; 0 trains on the world's scenes as they are.
-    `eval_n` unbiased scenes measure the accuracy afterwards (0: skip).
-    """
-    # 1. Check inputs
-    if mode not in ("biased", "fixed"):
-        raise ValueError(f"mode must be 'biased' or 'fixed', got {mode!r}")
-    if not 0.0 <= hide_object < 1.0:
-        raise ValueError(f"hide_object must be in [0, 1), got {hide_object}")
-    if steps < 1 or batch < 1:
-        raise ValueError(f"steps and batch must be >= 1, got steps={steps}, batch={batch}")
+    """Train the audited classifier of `config` (default: the zoo's) on `config.mode` scenes
+    and save it to `out_dir`, with its training record."""
+    # 1. Inputs (the config checked itself)
+    config = config or ToyClassifierConfig()
+    mode, steps, batch, lr = config.mode, config.steps, config.batch, config.lr
+    hide_object, eval_n = config.hide_object, config.eval_n
     out_dir = Path(out_dir)
     started = time.perf_counter()
 
     # 2. Seeded model and optimiser
     torch.manual_seed(seed)
-    kwargs = {"num_classes": len(world.classes), "width": width, "hidden": hidden}
+    kwargs = {"num_classes": len(world.classes), "width": config.width, "hidden": config.hidden}
     model = toy_cnn(**kwargs)
     pre = preprocessing(world)
     report = _reporter(progress, f"classifier[{mode}]", steps)
@@ -253,7 +290,7 @@ def _save(out_dir: Path, model, pre, names, *, started, evaluate, progress, labe
         torch_version=torch.__version__,
         evaluation=evaluation,
     )
-    _write_record(out_dir, trained)
+    write_record(out_dir / TRAINING_FILE, asdict(trained))
     if progress is not None:
         progress(f"{label}: saved {out_dir} in {wall:.0f}s; {evaluation}")
     return Trained(model, out_dir, trained)
@@ -301,24 +338,19 @@ def _oracle_specs(world: World, batch: int, seed: int, context_only_frac: float,
 def train_oracle(
     world: World,
     out_dir: str | Path,
+    config: ToyOracleConfig | None = None,
     *,
-    steps: int = 1500,
-    batch: int = 128,
-    lr: float = 1e-2,
-    width: int = 16,
-    hidden: int = 96,
     seed: int = 0,
-    context_only_frac: float = 0.2,
-    cue_frac: float = 0.4,
-    eval_n: int = 2000,
     progress: Progress = print,
 ) -> Trained:
-    """Train the oracle (object incl. none, context, cue incl. none) on augmented unbiased and
-    context-only scenes, and save it to `out_dir` as a classifier whose outputs are the three
-    heads' logits concatenated (`oracle_output_names`); read it with `nets.oracle_predict`."""
-    # 1. Check inputs
-    if steps < 1 or batch < 2:
-        raise ValueError(f"need steps >= 1 and batch >= 2, got steps={steps}, batch={batch}")
+    """Train the oracle of `config` (default: the zoo's; object incl. none, context, cue incl.
+    none) on augmented unbiased and context-only scenes, and save it to `out_dir` as a
+    classifier whose outputs are the three heads' logits concatenated (`oracle_output_names`);
+    read it with `nets.oracle_predict`."""
+    # 1. Inputs (the config checked itself)
+    config = config or ToyOracleConfig()
+    steps, batch, lr, eval_n = config.steps, config.batch, config.lr, config.eval_n
+    context_only_frac, cue_frac = config.context_only_frac, config.cue_frac
     out_dir = Path(out_dir)
     started = time.perf_counter()
 
@@ -329,8 +361,8 @@ def train_oracle(
         "num_classes": n_cls,
         "num_contexts": n_ctx,
         "num_cues": n_cue,
-        "width": width,
-        "hidden": hidden,
+        "width": config.width,
+        "hidden": config.hidden,
     }
     model = oracle_cnn(**kwargs)
     pre = preprocessing(world)
@@ -391,27 +423,30 @@ def train_oracle(
 def train_zoo_classifiers(
     world: World,
     out: str | Path,
+    classifier: ToyClassifierConfig | None = None,
+    oracle: ToyOracleConfig | None = None,
     *,
-    steps: int = 800,
-    oracle_steps: int = 1500,
     seed: int = 0,
-    hide_object: float = 0.0,
     truth_n: int = 500,
     gate_n: int = 2000,
     progress: Progress = print,
 ) -> dict:
     """Train the classifier, its fixed release and the oracle into `out`, then write the ground
-    truth of both checkpoints and the gates. Returns the gates and the training records."""
+    truth of both checkpoints (`truth_n` scenes a measurement) and the gates (`gate_n` scenes
+    an accuracy). Both releases follow `classifier` (default: the zoo's), with its `mode` set
+    to "biased" and "fixed" in turn; the oracle follows `oracle`. Returns the gates and the
+    training records."""
     out = Path(out)
-    common = {"steps": steps, "seed": seed, "hide_object": hide_object, "progress": progress}
+    classifier = classifier or ToyClassifierConfig()
+    common = {"seed": seed, "progress": progress}
     records = {
-        "classifier": train_classifier(world, out / "classifier", mode="biased", **common),
+        "classifier": train_classifier(
+            world, out / "classifier", replace(classifier, mode="biased"), **common
+        ),
         "classifier-fixed": train_classifier(
-            world, out / "classifier-fixed", mode="fixed", **common
+            world, out / "classifier-fixed", replace(classifier, mode="fixed"), **common
         ),
-        "oracle": train_oracle(
-            world, out / "oracle", steps=oracle_steps, seed=seed, progress=progress
-        ),
+        "oracle": train_oracle(world, out / "oracle", oracle, **common),
     }
     classifier = load_classifier(out / "classifier")
     fixed = load_classifier(out / "classifier-fixed")
@@ -455,39 +490,3 @@ def train_zoo_classifiers(
             + describe(gates_table(gates), ["name", "value", "op", "threshold", "passed"])
         )
     return summary
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m dxray.toyworld.train_classifier",
-        description="Train the toy zoo's classifier, its fixed release and the oracle; write "
-        "ground truth and gates. Example: --world default --out /tmp/zoo_classifiers",
-    )
-    parser.add_argument("--world", default="default", help="bundled world name or YAML path")
-    parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--steps", type=int, default=800, help="classifier training steps")
-    parser.add_argument("--oracle-steps", type=int, default=1500)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--hide-object", type=float, default=0.0, help="see train_classifier (default 0: off)"
-    )
-    parser.add_argument("--truth-n", type=int, default=500, help="scenes per truth measurement")
-    parser.add_argument("--gate-n", type=int, default=2000, help="scenes per accuracy gate")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    summary = train_zoo_classifiers(
-        load_world(args.world),
-        args.out,
-        steps=args.steps,
-        oracle_steps=args.oracle_steps,
-        seed=args.seed,
-        hide_object=args.hide_object,
-        truth_n=args.truth_n,
-        gate_n=args.gate_n,
-    )
-    return 0 if summary["all_passed"] else 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,6 +1,7 @@
 """Train the toy world's segmenter: a small CLIPSeg that finds objects, contexts and cues by name.
 
-    python -m dxray.toyworld.train_segmenter /tmp/zoo_segmenter --world default
+    dxray zoo train --out /tmp/zoo --parts segmenter --world default
+    train_segmenter(world, "/tmp/zoo", ToySegmenterConfig(), steps=1500)  # from python
 
 The judge asks the segmenter "is a circle here?" (object_query: "a circle"), and the probes ask
 "water?" and "a watermark?". The toy segmenter learns exactly those questions from rendered
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import json
 import math
-import platform
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -39,6 +39,7 @@ from dxray.models.build import build_tokenizer
 from dxray.models.segmenter import Segmenter
 from dxray.toyworld.data import class_names, colour_names, context_names, cue_names, sample_specs
 from dxray.toyworld.gates import Gate, check
+from dxray.toyworld.records import library_versions, write_record
 from dxray.toyworld.scenes import SceneSpec, caption_words, render_batch
 from dxray.toyworld.world import World
 
@@ -378,18 +379,19 @@ class SegmenterTrainReport:
 def train_segmenter(
     world: World,
     out_dir: str | Path,
-    *,
     config: ToySegmenterConfig | None = None,
+    *,
+    seed: int = 0,
     device: str | torch.device = "cpu",
+    progress: Callable[[dict], None] | None = None,
     steps: int | None = None,
     seconds: float | None = None,
     batch_size: int | None = None,
-    seed: int = 0,
-    progress: Callable[[dict], None] | None = None,
     init: str | Path | None = None,
     save_every: int | None = None,
 ) -> SegmenterTrainReport:
-    """Train the toy CLIPSeg on `world` and save it to `<out_dir>/segmenter`.
+    """Train the toy CLIPSeg of `config` (default: the zoo's) on `world` and save it to
+    `<out_dir>/segmenter`.
 
     `init`: a saved toy segmenter to continue from (same config): its weights start the run,
     the optimiser and schedule start afresh, and its record is kept in the new report. Use
@@ -455,12 +457,12 @@ def train_segmenter(
             final_loss=losses[-1][1] if losses else math.nan,
             losses=list(losses),
             config=asdict(config),
-            versions=_versions(),
+            versions=library_versions("dxray", "torch", "transformers", "numpy", "python"),
             world=world.name,
             init=earlier,
             partial=partial,
         )
-        (path / TRAIN_FILE).write_text(json.dumps(report.to_dict(), indent=2))
+        write_record(path / TRAIN_FILE, report.to_dict())
         return report
 
     # 3. Train: fresh scenes every step
@@ -511,20 +513,6 @@ def _lr_factor(step: int, done: float, warmup_steps: int) -> float:
     """Linear warm-up over `warmup_steps`, then cosine from 1 to 0.05 as `done` goes 0 -> 1."""
     warm = min(1.0, (step + 1) / max(1, warmup_steps))
     return warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, done))))
-
-
-def _versions() -> dict:
-    import transformers
-
-    import dxray
-
-    return {
-        "dxray": getattr(dxray, "__version__", "unknown"),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -662,61 +650,3 @@ def segmenter_gates(
         score = presence_accuracy(segmenter, images, queries, present)
         gate(f"{kind}_presence_accuracy", score.balanced, accuracy_threshold)
     return rows
-
-
-# ---------------------------------------------------------------------------------------------
-# Entry point
-# ---------------------------------------------------------------------------------------------
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    import argparse
-
-    from dxray.toyworld.world import load_world
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("out_dir")
-    parser.add_argument("--world", default="default", help="bundled world name or YAML path")
-    parser.add_argument("--steps", type=int, default=None)
-    parser.add_argument("--seconds", type=float, default=None)
-    parser.add_argument("--batch-size", type=int, default=None)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--init", default=None, help="a saved toy segmenter to continue from")
-    parser.add_argument("--save-every", type=int, default=None, help="also save every N steps")
-    parser.add_argument(
-        "--extra-object-negatives",
-        type=int,
-        default=ToySegmenterConfig.extra_object_negatives,
-        help="object queries per scene beyond the first, each naming an absent class",
-    )
-    args = parser.parse_args(argv)
-    world = load_world(args.world)
-    report = train_segmenter(
-        world,
-        args.out_dir,
-        config=ToySegmenterConfig(extra_object_negatives=args.extra_object_negatives),
-        save_every=args.save_every,
-        device=args.device,
-        steps=args.steps,
-        seconds=args.seconds,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        init=args.init,
-        progress=lambda p: print(
-            f"step {p['step']:5d}  loss {p['loss']:.4f}  lr {p['lr']:.2e}  {p['elapsed']:.0f}s",
-            flush=True,
-        ),
-    )
-    print(f"trained {report.steps} steps in {report.seconds:.0f}s -> {report.path}")
-    from dxray.models.segmenter import load_segmenter
-
-    segmenter = load_segmenter(report.path, device=args.device)
-    gates = segmenter_gates(segmenter, world)
-    for g in gates:
-        print(f"{g.name:28s} {g.value:.4f}  >= {g.threshold}  {'pass' if g.passed else 'FAIL'}")
-    return 0 if all(g.passed for g in gates) else 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

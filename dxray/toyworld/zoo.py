@@ -281,8 +281,8 @@ def generator_gates(
     - with a `segmenter`: its object presence on the same generated images (the ones it
       judges in an audit), against what the oracle sees in them (balanced accuracy >= 0.9).
     """
+    from dxray.toyworld.generator_training import sample_captions
     from dxray.toyworld.nets import oracle_predict
-    from dxray.toyworld.train_generator import sample_captions
 
     classes, contexts = class_names(world), context_names(world)
     specs = [

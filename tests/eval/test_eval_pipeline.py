@@ -16,17 +16,23 @@ from dxray.spec.model import AuditSpec
 
 @pytest.fixture(scope="module")
 def small_zoo(tmp_path_factory):
-    from dxray.toyworld.train_classifier import train_classifier, train_oracle
+    from dxray.toyworld.train_classifier import (
+        ToyClassifierConfig,
+        ToyOracleConfig,
+        train_classifier,
+        train_oracle,
+    )
     from dxray.toyworld.world import load_world
     from dxray.toyworld.zoo import build_tiny_zoo, write_zoo_truth
 
     root = build_tiny_zoo(tmp_path_factory.mktemp("small-zoo"))
     world = load_world("default")
     shutil.rmtree(root / "classifier")
-    kw = dict(steps=40, batch=32, width=4, hidden=8, eval_n=0, progress=None)
-    train_classifier(world, root / "classifier", **kw)
-    train_classifier(world, root / "classifier-fixed", mode="fixed", **kw)
-    train_oracle(world, root / "oracle", **kw)
+    kw = dict(steps=40, batch=32, width=4, hidden=8, eval_n=0)
+    train_classifier(world, root / "classifier", ToyClassifierConfig(**kw), progress=None)
+    fixed = ToyClassifierConfig(mode="fixed", **kw)
+    train_classifier(world, root / "classifier-fixed", fixed, progress=None)
+    train_oracle(world, root / "oracle", ToyOracleConfig(**kw), progress=None)
     write_zoo_truth(root, n=16, k=2)
     return root
 

@@ -1,6 +1,6 @@
 """The toy classifier zoo: training plumbing, the unit ranking, ground truth and gates.
 
-The real zoo is trained by `python -m dxray.toyworld.train_classifier` (minutes); here every
+The real zoo is trained by `dxray zoo train --parts classifiers` (minutes); here every
 model is either trained for a few steps (plumbing only) or built by hand so that the right
 answer is known.
 """
@@ -23,7 +23,13 @@ from dxray.toyworld.nets import (
     oracle_predict,
     toy_cnn,
 )
-from dxray.toyworld.train_classifier import TRAINING_FILE, train_classifier, train_oracle
+from dxray.toyworld.train_classifier import (
+    TRAINING_FILE,
+    ToyClassifierConfig,
+    ToyOracleConfig,
+    train_classifier,
+    train_oracle,
+)
 from dxray.toyworld.truth import (
     CLASS_TRUTH_SCHEMA,
     NEURON_TRUTH_SCHEMA,
@@ -52,16 +58,14 @@ def images(world):
 
 
 def _tiny_classifier(world, path, seed=0):
-    return train_classifier(
-        world, path, steps=3, batch=8, width=4, hidden=8, seed=seed, eval_n=0, progress=None
-    )
+    config = ToyClassifierConfig(steps=3, batch=8, width=4, hidden=8, eval_n=0)
+    return train_classifier(world, path, config, seed=seed, progress=None)
 
 
 def test_tiny_classifier_run_saves_and_loads_with_identical_logits(world, images, tmp_path):
     lines = []
-    trained = train_classifier(
-        world, tmp_path / "c", steps=3, batch=8, width=4, hidden=8, eval_n=0, progress=lines.append
-    )
+    config = ToyClassifierConfig(steps=3, batch=8, width=4, hidden=8, eval_n=0)
+    trained = train_classifier(world, tmp_path / "c", config, progress=lines.append)
     loaded = load_classifier(tmp_path / "c")
 
     assert loaded.class_names == class_names(world)
@@ -88,21 +92,22 @@ def test_training_is_deterministic_by_seed(world, tmp_path):
 
 
 def test_fixed_mode_and_bad_mode(world, tmp_path):
-    kwargs = dict(steps=1, batch=4, width=4, hidden=8, eval_n=0, progress=None)
-    trained = train_classifier(world, tmp_path / "f", mode="fixed", **kwargs)
+    kwargs = dict(steps=1, batch=4, width=4, hidden=8, eval_n=0)
+    fixed = ToyClassifierConfig(mode="fixed", **kwargs)
+    trained = train_classifier(world, tmp_path / "f", fixed, progress=None)
     assert trained.record.mode == "fixed"
     with pytest.raises(ValueError, match="mode"):
-        train_classifier(world, tmp_path / "x", mode="unbiased", steps=1, progress=None)
-    hidden = train_classifier(world, tmp_path / "h", hide_object=0.5, **kwargs)
+        train_classifier(world, tmp_path / "x", ToyClassifierConfig(mode="unbiased", steps=1))
+    hide = ToyClassifierConfig(hide_object=0.5, **kwargs)
+    hidden = train_classifier(world, tmp_path / "h", hide, progress=None)
     assert hidden.record.data_options == {"hide_object": 0.5}
     with pytest.raises(ValueError, match="hide_object"):
-        train_classifier(world, tmp_path / "x", hide_object=1.0, steps=1, progress=None)
+        train_classifier(world, tmp_path / "x", ToyClassifierConfig(hide_object=1.0, steps=1))
 
 
 def test_tiny_oracle_run_saves_and_loads(world, images, tmp_path):
-    trained = train_oracle(
-        world, tmp_path / "o", steps=2, batch=8, width=4, hidden=8, eval_n=0, progress=None
-    )
+    config = ToyOracleConfig(steps=2, batch=8, width=4, hidden=8, eval_n=0)
+    trained = train_oracle(world, tmp_path / "o", config, progress=None)
     oracle = load_classifier(tmp_path / "o")
     assert oracle.class_names == oracle_output_names(world)
     assert oracle.num_classes == len(class_names(world)) + 1 + len(context_names(world)) + 2

@@ -13,7 +13,7 @@ import torch
 from dxray.models.build import build_tokenizer
 from dxray.models.generator import load_generator
 from dxray.toyworld import caption_words
-from dxray.toyworld.train_generator import (
+from dxray.toyworld.generator_training import (
     CHECKPOINT,
     ToyGeneratorConfig,
     few_step_timesteps,
@@ -32,7 +32,7 @@ def trained(world, tmp_path_factory):
     report = train_generator(
         world,
         out,
-        arch=ToyGeneratorConfig.tiny(),
+        ToyGeneratorConfig.tiny(),
         max_steps=4,
         batch_size=8,
         pool_size=POOL,
@@ -106,7 +106,7 @@ def test_resume_continues_where_it_stopped(world, tmp_path):
     config = ToyGeneratorConfig.tiny()
     # one tokenizer for both runs: build_tokenizer's ids differ from call to call
     tokenizer = build_tokenizer(caption_words(world), max_length=config.max_length)
-    kwargs = dict(arch=config, batch_size=8, pool_size=POOL, log_every=1)
+    kwargs = dict(config=config, batch_size=8, pool_size=POOL, log_every=1)
     first = train_generator(world, tmp_path / "a", max_steps=3, tokenizer=tokenizer, **kwargs)
     assert first.steps["unet"] == 3 and not first.resumed
     after_3 = _checkpoint(tmp_path / "a")
@@ -135,7 +135,7 @@ def test_resume_continues_where_it_stopped(world, tmp_path):
 
 def test_resume_from_the_exported_generator_alone(world, tmp_path):
     # A GPU machine returns the export (small), not checkpoint.pt (weights + Adam + EMA).
-    kwargs = dict(arch=ToyGeneratorConfig.tiny(), batch_size=8, pool_size=POOL)
+    kwargs = dict(config=ToyGeneratorConfig.tiny(), batch_size=8, pool_size=POOL)
     first = train_generator(world, tmp_path, max_steps=3, **kwargs)
     exported = load_generator(first.generator_dir)
     (tmp_path / CHECKPOINT).unlink()
@@ -149,18 +149,18 @@ def test_resume_from_the_exported_generator_alone(world, tmp_path):
 
 def test_resume_refuses_another_config(world, tmp_path):
     kwargs = dict(batch_size=8, pool_size=POOL, max_steps=1)
-    train_generator(world, tmp_path, arch=ToyGeneratorConfig.tiny(), **kwargs)
+    train_generator(world, tmp_path, ToyGeneratorConfig.tiny(), **kwargs)
     other = replace(ToyGeneratorConfig.tiny(), text_layers=2)
     with pytest.raises(ValueError, match="text_layers"):
-        train_generator(world, tmp_path, arch=other, **kwargs)
-    train_generator(world, tmp_path, arch=other, resume=False, **kwargs)  # afresh: fine
+        train_generator(world, tmp_path, other, **kwargs)
+    train_generator(world, tmp_path, other, resume=False, **kwargs)  # afresh: fine
 
 
 def test_vae_loss_goes_down(world, tmp_path):
     config = replace(ToyGeneratorConfig.tiny(), vae_steps=40, tiny_decoder_steps=0, vae_lr=3e-3)
     # pool = batch: the VAE sees (nearly) one fixed batch of 16 scenes, over and over
     report = train_generator(
-        world, tmp_path, arch=config, max_steps=0, batch_size=16, pool_size=16, log_every=1
+        world, tmp_path, config, max_steps=0, batch_size=16, pool_size=16, log_every=1
     )
     losses = [loss for _, loss in report.losses["vae"]]
     assert len(losses) == 40
@@ -169,7 +169,7 @@ def test_vae_loss_goes_down(world, tmp_path):
 
 
 def test_seconds_zero_exports_without_training(world, tmp_path):
-    kwargs = dict(arch=ToyGeneratorConfig.tiny(), batch_size=8, pool_size=POOL)
+    kwargs = dict(config=ToyGeneratorConfig.tiny(), batch_size=8, pool_size=POOL)
     report = train_generator(world, tmp_path, seconds=0, **kwargs)
     # nothing trained, and the VAE stage stays open for the next session
     assert report.steps == {"vae": 0, "tiny_decoder": 0, "unet": 0}

@@ -109,3 +109,20 @@ def test_zoo_train_cli_trains_and_continues_a_segmenter(tmp_path):
 def test_zoo_train_cli_refuses_unknown_parts(tmp_path):
     result = CliRunner().invoke(app, ["zoo", "train", "--out", str(tmp_path), "--parts", "vae"])
     assert result.exit_code != 0 and "unknown part(s) ['vae']" in result.output
+
+
+def test_zoo_train_cli_trains_a_tiny_generator_and_its_samples(tmp_path):
+    args = ["zoo", "train", "--out", str(tmp_path), "--parts", "generator"]
+    args += ["--generator-preset", "tiny", "--generator-max-steps", "2"]
+    args += ["--generator-batch-size", "4", "--generator-pool-size", "16"]
+    result = CliRunner().invoke(app, [*args, "--generator-sample-steps", "1"])
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "generator" / "dxray_train.json").read_text())
+    assert record["steps"]["unet"] == 2 and record["arch"]["unet_channels"] == [16, 32]
+    assert (tmp_path / ".generator-training" / "samples.png").is_file()
+
+
+def test_zoo_train_cli_checks_every_config_before_training(tmp_path):
+    result = CliRunner().invoke(app, ["zoo", "train", "--out", str(tmp_path), "--hide-object", "1"])
+    assert result.exit_code == 2 and "hide_object must be in [0, 1)" in result.output
+    assert not (tmp_path / "classifier").exists()
