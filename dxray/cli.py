@@ -670,7 +670,7 @@ def zoo_train(
     def given(**values):  # the options set, so that the configs' defaults fill the rest
         return {k: v for k, v in values.items() if v is not None}
 
-    from dxray.toyworld.generator_training import ToyGeneratorConfig
+    from dxray.toyworld.generator_training.config import ToyGeneratorConfig
     from dxray.toyworld.train_classifier import ToyClassifierConfig, ToyOracleConfig
     from dxray.toyworld.train_segmenter import ToySegmenterConfig
 
@@ -716,7 +716,8 @@ def zoo_train(
     if "generator" in chosen:
         import shutil
 
-        from dxray.toyworld.generator_training import train_generator, write_sample_grid
+        from dxray.toyworld.generator_training.loop import train_generator
+        from dxray.toyworld.generator_training.samples import write_sample_grid
 
         scratch = out / ".generator-training"  # checkpoint.pt: large, resumable, not committed
         report = train_generator(

@@ -370,15 +370,3 @@ def _first_tensor(output) -> Tensor | None:
             if found is not None:
                 return found
     return None
-
-
-def __getattr__(name: str):
-    # Temporary, for dxray/toyworld alone: zoo.py and train_classifier.py still import
-    # load_classifier and save_classifier from here, and toyworld is being changed elsewhere
-    # right now. Everything else imports them from dxray.models.classifier_io; delete this once
-    # toyworld does too. Lazy, because classifier_io imports this module.
-    if name in ("load_classifier", "save_classifier"):
-        from dxray.models import classifier_io
-
-        return getattr(classifier_io, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dxray.models.classifier import Preprocessing, load_classifier, save_classifier
+from dxray.models.classifier import Preprocessing
+from dxray.models.classifier_io import load_classifier, save_classifier
 from dxray.toyworld.data import (
     class_names,
     cue_names,

@@ -281,7 +281,7 @@ def generator_gates(
     - with a `segmenter`: its object presence on the same generated images (the ones it
       judges in an audit), against what the oracle sees in them (balanced accuracy >= 0.9).
     """
-    from dxray.toyworld.generator_training import sample_captions
+    from dxray.toyworld.generator_training.samples import sample_captions
     from dxray.toyworld.nets import oracle_predict
 
     classes, contexts = class_names(world), context_names(world)
@@ -350,7 +350,7 @@ def check_zoo(
     (a check alone leaves the zoo's files as they are: a committed zoo stays clean). Parts are
     found with `zoo_part` (shared ones included); `world` defaults to `zoo_world(zoo)`. The
     segmenter and generator gates are skipped when the zoo has no such part."""
-    from dxray.models.classifier import load_classifier
+    from dxray.models.classifier_io import load_classifier
     from dxray.models.generator import load_generator
     from dxray.models.segmenter import load_segmenter
     from dxray.toyworld.train_segmenter import segmenter_gates
@@ -414,7 +414,7 @@ def write_zoo_truth(
     `zoo_part`) and write it into the zoo's own truth/ and truth-fixed/ (Parquet, units.csv,
     and truth.json: what was measured, with which n, seed and k). `world` defaults to
     `zoo_world(zoo)`. Returns the folders written."""
-    from dxray.models.classifier import load_classifier
+    from dxray.models.classifier_io import load_classifier
     from dxray.toyworld.truth import compute_truth, write_truth
 
     zoo = Path(zoo)
@@ -460,7 +460,8 @@ def build_tiny_zoo(root: str | Path, world: World | None = None) -> Path:
     formats, built in seconds: for tests and smoke runs of the platform, not for verdicts.
     A bundled world is named in the zoo's zoo.json, so `zoo_world` finds it."""
     from dxray.models.build import GeneratorArch, build_generator
-    from dxray.models.classifier import Preprocessing, save_classifier
+    from dxray.models.classifier import Preprocessing
+    from dxray.models.classifier_io import save_classifier
     from dxray.toyworld.nets import toy_cnn
     from dxray.toyworld.train_segmenter import ToySegmenterConfig, build_toy_segmenter
     from dxray.toyworld.world import default_world

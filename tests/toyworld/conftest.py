@@ -2,7 +2,7 @@
 
 import pytest
 
-from dxray.toyworld import default_world
+from dxray.toyworld.world import default_world
 
 
 @pytest.fixture(scope="module")

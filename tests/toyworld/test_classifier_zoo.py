@@ -15,7 +15,7 @@ from torch import nn
 from dxray.models.classifier import Classifier, Preprocessing
 from dxray.models.classifier_io import load_classifier
 from dxray.models.units import rank_units
-from dxray.toyworld import class_names, context_names, render_batch, sample_specs
+from dxray.toyworld.data import class_names, context_names, sample_specs
 from dxray.toyworld.nets import (
     gaussian_blur,
     oracle_cnn,
@@ -23,6 +23,7 @@ from dxray.toyworld.nets import (
     oracle_predict,
     toy_cnn,
 )
+from dxray.toyworld.scenes import render_batch
 from dxray.toyworld.train_classifier import (
     TRAINING_FILE,
     ToyClassifierConfig,

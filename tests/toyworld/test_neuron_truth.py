@@ -10,7 +10,8 @@ from dxray.models.classifier import Classifier, Preprocessing
 from dxray.models.classifier_io import load_classifier
 from dxray.run.targets import expand_targets
 from dxray.spec.parse import load_spec
-from dxray.toyworld import class_names, render_batch
+from dxray.toyworld.data import class_names
+from dxray.toyworld.scenes import render_batch
 from dxray.toyworld.train_classifier import ToyClassifierConfig, train_classifier
 from dxray.toyworld.truth import (
     NEURON_TRUTH_SCHEMA,

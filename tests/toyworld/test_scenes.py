@@ -6,23 +6,24 @@ import numpy as np
 import pytest
 import torch
 
-from dxray.toyworld import (
-    SceneSpec,
-    caption,
-    caption_words,
+from dxray.toyworld.data import (
     class_names,
     context_names,
     context_probs,
     cue_probs,
-    default_world,
-    load_world,
-    render,
-    render_batch,
     sample_specs,
     scene_labels,
 )
-from dxray.toyworld.scenes import _pixel_centres, shape_mask
-from dxray.toyworld.world import SHAPES
+from dxray.toyworld.scenes import (
+    SceneSpec,
+    _pixel_centres,
+    caption,
+    caption_words,
+    render,
+    render_batch,
+    shape_mask,
+)
+from dxray.toyworld.world import SHAPES, default_world, load_world
 
 
 def _spec(**kw) -> SceneSpec:

@@ -12,15 +12,12 @@ import torch
 
 from dxray.models.build import build_tokenizer
 from dxray.models.generator import load_generator
-from dxray.toyworld import caption_words
-from dxray.toyworld.generator_training import (
-    CHECKPOINT,
-    ToyGeneratorConfig,
-    few_step_timesteps,
-    min_snr_weights,
-    sample_captions,
-    train_generator,
-)
+from dxray.toyworld.generator_training.checkpoints import CHECKPOINT
+from dxray.toyworld.generator_training.config import ToyGeneratorConfig
+from dxray.toyworld.generator_training.loop import train_generator
+from dxray.toyworld.generator_training.losses import few_step_timesteps, min_snr_weights
+from dxray.toyworld.generator_training.samples import sample_captions
+from dxray.toyworld.scenes import caption_words
 
 POOL = 64  # scenes rendered per run: enough for plumbing, fast
 
@@ -89,7 +86,8 @@ def test_exported_weights_are_the_ema(trained):
 
 
 def test_latent_scaling_factor_is_measured(trained, world):
-    from dxray.toyworld import render_batch, sample_specs
+    from dxray.toyworld.data import sample_specs
+    from dxray.toyworld.scenes import render_batch
 
     report, _ = trained
     gen = load_generator(report.generator_dir)

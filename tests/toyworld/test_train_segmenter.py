@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from dxray.models.segmenter import load_segmenter
-from dxray.toyworld import class_names, context_names, cue_names, render_batch
+from dxray.toyworld.data import class_names, context_names, cue_names
+from dxray.toyworld.scenes import render_batch
 from dxray.toyworld.train_segmenter import (
     TRAIN_FILE,
     Gate,

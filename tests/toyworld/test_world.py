@@ -5,8 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dxray.toyworld import World, WorldConfigError, default_world, load_world
-from dxray.toyworld.world import WORLDS_DIR
+from dxray.toyworld.world import WORLDS_DIR, World, WorldConfigError, default_world, load_world
 
 
 def _write(tmp_path: Path, data: dict, name: str = "world.yaml") -> Path:

@@ -9,10 +9,10 @@ from typer.testing import CliRunner
 from dxray.cli import app
 from dxray.models.build import GeneratorArch, build_generator
 from dxray.models.classifier import Classifier, Preprocessing
-from dxray.toyworld import default_world
 from dxray.toyworld.data import class_names
 from dxray.toyworld.nets import oracle_cnn
 from dxray.toyworld.scenes import caption_words
+from dxray.toyworld.world import default_world
 from dxray.toyworld.zoo import GateRow, format_gates, generator_gates
 
 

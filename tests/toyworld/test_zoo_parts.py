@@ -10,8 +10,10 @@ import yaml
 from dxray.models.classifier_io import load_classifier
 from dxray.run.targets import expand_targets
 from dxray.spec.parse import load_spec
-from dxray.toyworld import caption_words, class_names, load_world
+from dxray.toyworld.data import class_names
+from dxray.toyworld.scenes import caption_words
 from dxray.toyworld.truth import NEURON_TRUTH_SCHEMA, UNITS_FILE, read_truth
+from dxray.toyworld.world import load_world
 from dxray.toyworld.zoo import (
     DEFAULT_ZOO,
     GATES_FILE,

@@ -1,9 +1,7 @@
 """Train the toy world's generator: VAE, tiny decoder, then text encoder + UNet. Resumable.
 
-    dxray zoo train --out zoo --parts generator --device cuda --generator-seconds 360 \
-        --generator-cuda-graphs
-    dxray zoo train --out /tmp/zoo --parts generator --generator-preset tiny \
-        --generator-max-steps 20  # CPU
+    dxray zoo train --out zoo --parts generator --device cuda --generator-seconds 360         --generator-cuda-graphs
+    dxray zoo train --out /tmp/zoo --parts generator --generator-preset tiny         --generator-max-steps 20  # CPU
 
     train_generator(world, "out", ToyGeneratorConfig.tiny(), max_steps=20)  # from python
 
@@ -36,30 +34,3 @@ Modules: `config` (sizes and recipe), `pool` (the scenes), `losses` (one per sta
 (what the engine sees), `checkpoints` (state, checkpoint, export), `stage` (one stage's steps),
 `loop` (`train_generator`: the stages in order).
 """
-
-from dxray.toyworld.generator_training.checkpoints import CHECKPOINT, GENERATOR_DIR, TRAIN_FILE
-from dxray.toyworld.generator_training.config import STAGES, ToyGeneratorConfig
-from dxray.toyworld.generator_training.loop import GeneratorTrainReport, train_generator
-from dxray.toyworld.generator_training.losses import few_step_timesteps, min_snr_weights
-from dxray.toyworld.generator_training.samples import (
-    sample_captions,
-    sample_grid,
-    save_image_grid,
-    write_sample_grid,
-)
-
-__all__ = [
-    "CHECKPOINT",
-    "GENERATOR_DIR",
-    "STAGES",
-    "TRAIN_FILE",
-    "GeneratorTrainReport",
-    "ToyGeneratorConfig",
-    "few_step_timesteps",
-    "min_snr_weights",
-    "sample_captions",
-    "sample_grid",
-    "save_image_grid",
-    "train_generator",
-    "write_sample_grid",
-]
