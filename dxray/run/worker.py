@@ -11,6 +11,8 @@ import json
 import os
 import socket
 import time
+from collections import Counter
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -55,6 +57,23 @@ class AuditWorker(ModelHost):
     def __init__(self, spec: dict, *, device: str | None = None, threads: int = 1):
         super().__init__(spec, device=device, threads=threads)
         self.config = self.spec.engine.to_explain_config()
+        # Seconds spent per stage over this worker's batches ("explain" includes the engine's
+        # final full-VAE render); what benchmarks/gpu_audit.py splits a target's cost by.
+        self.stage_seconds: Counter[str] = Counter()
+
+    @contextmanager
+    def _stage(self, name: str):
+        """Time one stage of a batch; on a GPU, up to the end of its queued kernels."""
+        cuda = self.generator.device.type == "cuda"
+        if cuda:
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            if cuda:
+                torch.cuda.synchronize()
+            self.stage_seconds[name] += time.perf_counter() - started
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = [
@@ -83,9 +102,11 @@ class AuditWorker(ModelHost):
             raise RuntimeError("injected failure (" + FAIL_TARGETS_ENV + ")")
         started = time.perf_counter()
         objectives = [objective_for(self.spec, row) for row in rows]
-        result = explain(
-            self.generator, self.classifier, objectives, [int(r["seed"]) for r in rows], self.config
-        )
+        with self._stage("explain"):
+            result = explain(
+                self.generator, self.classifier, objectives, [int(r["seed"]) for r in rows],
+                self.config,
+            )  # fmt: skip
         seconds = (time.perf_counter() - started) / len(rows)
         images = result.images
         judge = self.spec.judge
@@ -95,12 +116,14 @@ class AuditWorker(ModelHost):
         ]
         with torch.no_grad():
             device_images = images.to(self.segmenter.device, self.segmenter.dtype)
-            seg = self.segmenter.segment(device_images, [q or "" for q in queries])
-            probes = (
-                self.segmenter.probe(device_images, list(judge.probes)).float().cpu()
-                if judge.probes
-                else None
-            )
+            with self._stage("segment"):
+                seg = self.segmenter.segment(device_images, [q or "" for q in queries])
+            with self._stage("probes"):
+                probes = (
+                    self.segmenter.probe(device_images, list(judge.probes)).float().cpu()
+                    if judge.probes
+                    else None
+                )
         presence = seg.presence.float().cpu()
         calls = verdicts(presence, judge.thresholds())
         judged_by = ["presence"] * len(rows)
@@ -113,9 +136,17 @@ class AuditWorker(ModelHost):
             if r["kind"] == "unit" and (queries[i] is not None or judge.remove == "all")
         ]
         if units and judge.units == "intervention":
-            judged_units = self._judge_units(images, seg.masks, rows, units)
+            with self._stage("intervention"):
+                judged_units = self._judge_units(images, seg.masks, rows, units)
             for i, judgement in zip(units, judged_units, strict=True):
                 calls[i], kept[i], judged_by[i] = judgement.verdict, judgement.kept, "intervention"
+        with self._stage("encode"):  # rows, PNGs of the images and masks
+            return self._rows(rows, result, seconds, queries, presence, calls, judged_by, kept,
+                              probes, images, seg)  # fmt: skip
+
+    def _rows(self, rows, result, seconds, queries, presence, calls, judged_by, kept, probes,
+              images, seg) -> list[dict[str, Any]]:  # fmt: skip
+        judge = self.spec.judge
         out = []
         for i, row in enumerate(rows):
             judged = queries[i] is not None or judged_by[i] == "intervention"
