@@ -3,10 +3,12 @@ names what is wrong and what to do, raised before Ray starts and before anything
 
     check_before_models(spec)   # the unit CSV, the catalog folder, every local model file
 
-Checked here: the unit CSV exists and reads (`dxray.spec.read_units`); the catalog is a folder this
-process can create files in; each model source (classifier, generator, segmenter) that is a
-local path exists, and each `.safetensors` file in it has a whole header and body (a truncated
-download or copy fails here, naming the file, instead of deep inside a loader or a Ray worker).
+Checked here: the unit CSV exists and reads (`dxray.spec.unit_csv.read_units`); the catalog
+is a folder this process can create files in; each model source that is a local path exists
+(the classifier always; the generator and segmenter when Ray runs embedded, since a cluster's
+workers may see paths the driver cannot), and each `.safetensors` file in it has a whole header
+and body (a truncated download or copy fails here, naming the file, instead of deep inside a
+loader or a Ray worker).
 What needs the models (units in range, classes by name) is checked right after the classifier
 loads, by `dxray.run.pipeline.plan`. Hub ids and `torchvision:`/`timm:` names are left to the
 loaders, which say how to fetch them.
@@ -39,12 +41,16 @@ def check_before_models(spec: AuditSpec) -> None:
     work; returns quietly otherwise. Writes nothing."""
     read_units(spec)  # the unit CSV exists and reads
     check_catalog_writable(Path(spec.output.catalog))
-    for what, source in (
-        ("classifier", spec.classifier.source),
-        ("generator", spec.generator.source),
-        ("segmenter", spec.segmenter.source),
-        ("tiny decoder", spec.generator.tiny_decoder),
-    ):
+    models = [("classifier", spec.classifier.source)]  # the driver loads it to plan the run
+    # The workers load the others. On a cluster they may read paths this driver cannot see
+    # (a volume mounted on the GPU nodes only), so only an embedded run checks them here.
+    if spec.ray.address is None and not os.environ.get("RAY_ADDRESS"):
+        models += [
+            ("generator", spec.generator.source),
+            ("segmenter", spec.segmenter.source),
+            ("tiny decoder", spec.generator.tiny_decoder),
+        ]
+    for what, source in models:
         if source is not None:
             check_model_source(what, source)
 

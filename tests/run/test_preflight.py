@@ -117,3 +117,16 @@ def test_an_unexpected_error_is_one_line_and_debug_shows_the_traceback(
         cli.main()
     assert not isinstance(raised.value, SystemExit)
     monkeypatch.setattr(cli, "_debug", False)
+
+
+def test_on_a_cluster_only_the_classifier_is_checked_on_the_driver(tiny_spec, tmp_path):
+    # The workers load the generator and segmenter, maybe from a volume this driver lacks.
+    gone = str(tmp_path / "only-on-the-gpu-nodes")
+    spec = {**tiny_spec, "generator": gone, "segmenter": gone}
+    check_before_models(AuditSpec.from_dict({**spec, "ray": {"address": "ray://head:10001"}}))
+    with pytest.raises(PreflightError, match="does not exist"):
+        check_before_models(AuditSpec.from_dict(spec))
+    with pytest.raises(PreflightError, match="classifier"):
+        check_before_models(
+            AuditSpec.from_dict({**spec, "classifier": gone, "ray": {"address": "auto"}})
+        )
