@@ -141,47 +141,41 @@ class AuditWorker(ModelHost):
             for i, judgement in zip(units, judged_units, strict=True):
                 calls[i], kept[i], judged_by[i] = judgement.verdict, judgement.kept, "intervention"
         with self._stage("encode"):  # rows, PNGs of the images and masks
-            return self._rows(rows, result, seconds, queries, presence, calls, judged_by, kept,
-                              probes, images, seg)  # fmt: skip
-
-    def _rows(self, rows, result, seconds, queries, presence, calls, judged_by, kept, probes,
-              images, seg) -> list[dict[str, Any]]:  # fmt: skip
-        judge = self.spec.judge
-        out = []
-        for i, row in enumerate(rows):
-            judged = queries[i] is not None or judged_by[i] == "intervention"
-            probe_scores = (
-                {q: float(probes[i, j]) for j, q in enumerate(judge.probes)}
-                if probes is not None
-                else {}
-            )
-            out.append(
-                {
-                    **row,
-                    "status": result.status[i],
-                    "error": result.errors[i],
-                    "steps": int(result.steps[i]),
-                    "objective_value": _finite(result.objective[i]),
-                    "probability": _finite(result.probability[i]),
-                    "converged": result.status[i] == "converged",
-                    "words": json.dumps(result.words[i]),
-                    "prompt_vectors": result.vectors[i].flatten().tolist(),
-                    "vector_shape": list(result.vectors[i].shape),
-                    "seconds": seconds,
-                    "worker": self.name,
-                    "object_query": queries[i],
-                    "presence": float(presence[i]) if queries[i] is not None else None,
-                    "verdict": calls[i] if judged else None,
-                    "judged_by": judged_by[i] if judged else None,
-                    "kept": kept[i],
-                    "probe_scores": json.dumps(probe_scores),
-                    "png": png(images[i]),
-                    "mask_png": png(seg.masks[i].float().cpu()[None])
-                    if queries[i] is not None
-                    else None,
-                }
-            )
-        return out
+            out = []
+            for i, row in enumerate(rows):
+                judged = queries[i] is not None or judged_by[i] == "intervention"
+                probe_scores = (
+                    {q: float(probes[i, j]) for j, q in enumerate(judge.probes)}
+                    if probes is not None
+                    else {}
+                )
+                out.append(
+                    {
+                        **row,
+                        "status": result.status[i],
+                        "error": result.errors[i],
+                        "steps": int(result.steps[i]),
+                        "objective_value": _finite(result.objective[i]),
+                        "probability": _finite(result.probability[i]),
+                        "converged": result.status[i] == "converged",
+                        "words": json.dumps(result.words[i]),
+                        "prompt_vectors": result.vectors[i].flatten().tolist(),
+                        "vector_shape": list(result.vectors[i].shape),
+                        "seconds": seconds,
+                        "worker": self.name,
+                        "object_query": queries[i],
+                        "presence": float(presence[i]) if queries[i] is not None else None,
+                        "verdict": calls[i] if judged else None,
+                        "judged_by": judged_by[i] if judged else None,
+                        "kept": kept[i],
+                        "probe_scores": json.dumps(probe_scores),
+                        "png": png(images[i]),
+                        "mask_png": png(seg.masks[i].float().cpu()[None])
+                        if queries[i] is not None
+                        else None,
+                    }
+                )
+            return out
 
     def _judge_units(
         self, images: torch.Tensor, own_masks: torch.Tensor, rows: list[dict], index: list[int]
