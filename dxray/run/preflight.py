@@ -17,19 +17,16 @@ loaders, which say how to fetch them.
 from __future__ import annotations
 
 import os
-import re
 import uuid
 from pathlib import Path
 from typing import Any
 
+from dxray.models.classifier_sources.hf import is_hub_id
 from dxray.spec.model import AuditSpec, SpecError
 from dxray.spec.unit_csv import read_units
 from dxray.text import first_line
 
-# A hub id as the Hugging Face hub writes it ("name" or "org/name"); anything else is a path.
-_HUB_ID = re.compile(r"\w[\w.-]*(/\w[\w.-]*)?")
 _SCHEMES = ("hf:", "torchvision:", "timm:")
-_MODEL_SUFFIXES = (".safetensors", ".pt", ".pth", ".ts", ".torchscript", ".json", ".bin")
 
 
 class PreflightError(SpecError):
@@ -83,17 +80,15 @@ def check_catalog_writable(root: Path) -> None:
 
 
 def model_path(source: Any) -> Path | None:
-    """The local path a model source names, or None for a hub id or a named constructor."""
+    """The local path a model source names, or None for a hub id ("org/name", as the
+    classifier loader reads one) or a named constructor ("torchvision:resnet50")."""
     if isinstance(source, dict):
         source = source.get("source")
     text = str(source)
     if text.startswith(_SCHEMES):
         return None
     path = Path(text).expanduser()
-    if path.exists():
-        return path
-    looks_like_hub_id = _HUB_ID.fullmatch(text) and not text.lower().endswith(_MODEL_SUFFIXES)
-    return None if looks_like_hub_id else path
+    return path if path.exists() or not is_hub_id(text) else None
 
 
 def check_model_source(what: str, source: Any) -> None:

@@ -127,7 +127,8 @@ def scan(
         hash_checkpoints(ready, root / HASH_CACHE_FILE, write=not dry_run)
 
         # 4. Which are audited already: one chain entry per distinct content, first seen first
-        runs = audited_runs(root, spec)
+        history = finished_runs(root, spec)
+        runs = first_run_per_content(history)
         chain: list[Checkpoint] = []
         first: dict[str, Checkpoint] = {}
         for ckpt in ready:
@@ -159,7 +160,7 @@ def scan(
         #    checkpoint rewritten in place against its own previous content
         audited_chain = [(ckpt, runs[ckpt.sha256]) for ckpt in chain if ckpt.sha256 in runs]
         result.diffs = write_missing_diffs(root, audited_chain, say)
-        rewritten = previous_contents(audited_chain, finished_runs(root, spec))
+        rewritten = previous_contents(audited_chain, history)  # runs of this scan: new content
         result.diffs += write_rewrite_diffs(root, rewritten, say)
     finally:
         if lock is not None:
@@ -218,11 +219,10 @@ def _settings_hash(spec: AuditSpec) -> str:
     return with_overrides(spec, **{_source_key(spec): _PLACEHOLDER}).spec_hash()
 
 
-def audited_runs(catalog: Path, spec: AuditSpec) -> dict[str, str]:
-    """classifier sha256 -> run id, for the catalog's finished runs made with `spec`'s settings
-    (the earliest when there are several)."""
+def first_run_per_content(history: list[FinishedRun]) -> dict[str, str]:
+    """classifier sha256 -> run id: the earliest finished run of each content in `history`."""
     found: dict[str, str] = {}
-    for run in finished_runs(catalog, spec):
+    for run in history:
         found.setdefault(run.sha256, run.run_id)
     return found
 
