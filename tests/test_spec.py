@@ -360,3 +360,21 @@ def test_to_yaml_writes_every_field():
     assert data["output"]["catalog"] == "catalogs/t"
     assert data["targets"]["seeds"] == [0]
     assert AuditSpec.from_dict(data) == spec
+
+
+def test_the_unit_csv_is_parsed_once_per_version(tmp_path, monkeypatch):
+    from dxray.spec import unit_csv
+
+    calls = []
+    real = unit_csv.read_unit_csv
+    monkeypatch.setattr(unit_csv, "read_unit_csv", lambda p: calls.append(p) or real(p))
+    unit_csv._read_version.cache_clear()
+    (tmp_path / "units.csv").write_text("class_index,feature_index\n0,1\n")
+    spec = _spec(tmp_path, targets={"units": {"layer": "avgpool", "csv": "units.csv"}})
+    first = read_units(spec)
+    assert read_units(spec) is first and len(calls) == 1  # loading and planning share one read
+    import os
+
+    (tmp_path / "units.csv").write_text("class_index,feature_index\n0,1\n1,2\n")
+    os.utime(tmp_path / "units.csv", ns=(1, 10**18))  # a new version, whatever the clock
+    assert len(read_units(spec).units) == 2 and len(calls) == 2
