@@ -31,7 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dxray.catalog.writer import CatalogWriter  # noqa: E402
-from dxray.run.pipeline import _split  # noqa: E402
+from dxray.run.pipeline import split_rows  # noqa: E402
 from dxray.run.targets import expand_targets  # noqa: E402
 from dxray.run.worker import AuditWorker  # noqa: E402
 from dxray.spec.model import AuditSpec  # noqa: E402
@@ -82,19 +82,18 @@ def audit_spec(sources: dict, args, catalog: Path) -> AuditSpec:
     """Class targets, and unit targets owned by classes as Salient ImageNet's are (a unit CSV:
     the intervention removes the class's own object)."""
     if args.arch == "sd15":
-        classes, layer, channels = list(range(args.classes)), "layer4", 2048
+        n_classes, layer, channels = args.classes, "layer4", 2048
     else:  # the tiny zoo: its 5 classes, its classifier's penultimate layer
-        classes, layer, channels = "all", "penultimate", 8
+        n_classes, layer, channels = 5, "penultimate", 8
     units = catalog.parent / f"{catalog.name}-units.csv"
-    pairs = [(u % max(1, len(classes) if classes != "all" else 5), (7 * u) % channels)
-             for u in range(args.units)]  # fmt: skip
+    pairs = [(u % n_classes, (7 * u) % channels) for u in range(args.units)]
     units.write_text("class_index,feature_index\n" + "".join(f"{c},{f}\n" for c, f in pairs))
     return AuditSpec.from_dict(
         {
             "name": "gpu-audit",
             **sources,
             "targets": {
-                "classes": classes,
+                "classes": list(range(n_classes)),
                 "units": {"csv": str(units), "layer": layer},
                 "seeds": [0],
             },
@@ -137,7 +136,7 @@ def run(args) -> dict:
             statuses.update(r["status"] for r in out)
             steps += [r["steps"] for r in out]
             write_started = time.perf_counter()
-            writer.write_batch("gpu-audit", *_split(out))
+            writer.write_batch("gpu-audit", *split_rows(out))
             worker.stage_seconds["write"] += time.perf_counter() - write_started
         wall = time.perf_counter() - started
     n = len(rows)

@@ -465,7 +465,7 @@ def catalog_check(
     for item in broken:
         typer.echo(f"unreadable: {item.path} ({item.reason})")
     if not broken:
-        files = len(list(catalog.glob("*/run_id=*/part-*.parquet")))
+        files = len(health.committed_files(catalog))
         typer.echo(
             f"{catalog}: {files} files, all readable" + (" (every row read)" if deep else "")
         )

@@ -82,11 +82,16 @@ def readable(paths: list[Path], root: str | os.PathLike) -> list[Path]:
     return kept
 
 
+def committed_files(root: str | os.PathLike) -> list[Path]:
+    """Every committed Parquet file of every table of the catalog, in path order (what
+    `writer.part_files` lists per table, before leaving out the unreadable ones)."""
+    return sorted(Path(root).glob("*/run_id=*/part-*.parquet"))
+
+
 def broken_files(root: str | os.PathLike, *, deep: bool = False) -> list[BrokenFile]:
     """Every committed Parquet file of the catalog that does not read, in path order."""
-    base = Path(root)
     found = []
-    for path in sorted(base.glob("*/run_id=*/part-*.parquet")):
+    for path in committed_files(root):
         problem = file_problem(path, deep=deep)
         if problem is not None:
             found.append(BrokenFile(path, problem))

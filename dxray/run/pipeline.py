@@ -171,7 +171,7 @@ def _run_locked(spec, writer, run_id, targets, sha, class_names, lock, progress,
             started_ray = ensure_ray(spec)
         if todo:
             for rows in _execute(spec, AuditWorker, todo, spec.engine.batch_size):
-                explanations, verdicts, images = _split(rows)
+                explanations, verdicts, images = split_rows(rows)
                 writer.write_batch(run_id, explanations, verdicts, images)
                 lock.heartbeat()
                 summary.statuses.update(r["status"] for r in explanations)
@@ -334,7 +334,8 @@ def _loopback_only() -> None:
     ray_constants.ENABLE_RAY_CLUSTER = False
 
 
-def _split(rows: list[dict]) -> tuple[list[dict], list[dict], list[dict]]:
+def split_rows(rows: list[dict]) -> tuple[list[dict], list[dict], list[dict]]:
+    """A worker batch's rows as the catalog's (explanations, verdicts, images) rows."""
     explanations, verdicts, images = [], [], []
     for row in rows:
         key = {k: row[k] for k in ("run_id", "target_id", "seed")}

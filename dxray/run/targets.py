@@ -109,7 +109,6 @@ def expand_targets(
         objective = repr(objective_for(spec, target))
         for seed in spec.targets.seeds:
             rows.append({"run_id": run_id, **target, "objective": objective, "seed": seed})
-    assert all(tuple(row) == TARGET_KEYS for row in rows[:1])  # the one declaration holds
     return rows
 
 
