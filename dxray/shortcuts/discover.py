@@ -32,7 +32,8 @@ import torch
 from torch import Tensor
 
 from dxray.explain import prompt as sp
-from dxray.explain.sampler import SamplerConfig, decode, draw_noise, sample
+from dxray.explain.sampler import SamplerConfig
+from dxray.shortcuts.render import render_conditions
 
 
 @torch.no_grad()
@@ -51,13 +52,8 @@ def render_pool(
     layout = sp.layout(tok, template, n_vectors)
     vectors = torch.stack([sp.init_random(te, n_vectors, int(s)) for s in seeds])
     cond = sp.encode(te, layout, vectors)
-    noise = draw_noise(generator.latent_shape, config.steps, [int(s) for s in seeds])
-    uncond = sp.encode_text(te, tok, [""])
-    latents = sample(
-        generator, cond, noise.to(device=cond.device, dtype=cond.dtype), config, uncond
-    )
-    images = decode(generator, latents, tiny=False)
-    return vectors.float().cpu(), images.float().cpu()
+    images = render_conditions(generator, cond, seeds, config, sp.encode_text(te, tok, [""]))
+    return vectors.float().cpu(), images
 
 
 @dataclass(frozen=True)

@@ -42,10 +42,23 @@ def render_text(
     images = []
     for i in range(0, len(prompts), batch_size):
         cond = encode_text(te, tok, list(prompts[i : i + batch_size]))
-        noise = draw_noise(generator.latent_shape, config.steps, list(seeds[i : i + batch_size]))
-        latents = sample(generator, cond, noise.to(cond.dtype), config, uncond)
-        images.append(decode(generator, latents, tiny=tiny).float().cpu())
+        images.append(render_conditions(generator, cond, seeds[i : i + batch_size], config,
+                                        uncond, tiny=tiny))  # fmt: skip
     return torch.cat(images)
+
+
+def render_conditions(
+    generator, cond: Tensor, seeds: Sequence[int], config: SamplerConfig, uncond: Tensor,
+    *, tiny: bool = False,
+) -> Tensor:  # fmt: skip
+    """Images [N, 3, H, W] in [0, 1] (float32, CPU) of text-encoder conditions `cond` [N, L, d],
+    row i with noise seed `seeds[i]`: the engine's sampler, then the decoder. No optimisation;
+    text prompts (`render_text`) and soft prompts (`discover.render_pool`) both end here."""
+    noise = draw_noise(generator.latent_shape, config.steps, [int(s) for s in seeds])
+    noise = noise.to(device=cond.device, dtype=cond.dtype)
+    return (
+        decode(generator, sample(generator, cond, noise, config, uncond), tiny=tiny).float().cpu()
+    )
 
 
 @dataclass
