@@ -158,15 +158,12 @@ def audit(
 
 def _exit_for(summary) -> None:
     """Say a run that is not finished, and exit 1 when targets failed (cron and CI notice)."""
-    from dxray.catalog.writer import CatalogWriter
-
     if summary.status == "finished":
         return
-    row = CatalogWriter(summary.catalog).latest_run(summary.run_id) or {}
     if summary.status == "partial":
-        typer.secho(f"run {summary.run_id} is partial: {row.get('error')}", fg="yellow")
+        typer.secho(f"run {summary.run_id} is partial: {summary.error}", fg="yellow")
         return
-    typer.secho(f"run {summary.run_id} failed: {row.get('error')}", fg="red", err=True)
+    typer.secho(f"run {summary.run_id} failed: {summary.error}", fg="red", err=True)
     raise typer.Exit(1)
 
 
@@ -378,7 +375,9 @@ def diff(
 
 
 def _nats(value) -> str:
-    return "-" if value is None else f"{value:.2f}"
+    from dxray.text import MISSING
+
+    return MISSING if value is None else f"{value:.2f}"
 
 
 @bench_app.command("scale")

@@ -52,6 +52,7 @@ class AuditSummary:
     seconds: float = 0.0
     shortcuts: ShortcutSummary | None = None  # the class-shortcut test, when the spec has it
     status: str = "running"  # at the end: finished | partial | failed (see `_outcome`)
+    error: str | None = None  # with partial or failed: what is left and what to do
 
     @property
     def computed(self) -> int:
@@ -188,8 +189,8 @@ def _run_locked(spec, writer, run_id, targets, sha, class_names, lock, progress,
         if started_ray:
             stop_ray()
     summary.seconds = time.perf_counter() - started
-    summary.status, error = _outcome(writer, run_id, targets)
-    writer.finish_run(run_id, summary.status, wall_seconds=summary.seconds, error=error)
+    summary.status, summary.error = _outcome(writer, run_id, targets)
+    writer.finish_run(run_id, summary.status, wall_seconds=summary.seconds, error=summary.error)
     return summary
 
 
