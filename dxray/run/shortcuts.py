@@ -386,7 +386,9 @@ def _rendered(writer: CatalogWriter, run_id: str, plan: list[Render]) -> list[di
 
 
 def _latest(writer, run_id, table: str, wanted: set[str], columns) -> list[dict]:
-    """Per render id in `wanted`: its latest row, a usable one before an error."""
+    """Per render id in `wanted`: its latest row, a usable one before an error; in render id
+    order, so that the bootstrap's resamples (drawn by index) do not depend on the order of
+    the catalog's files, whose names are random."""
     best: dict[str, dict] = {}
     for path in part_files(writer.root, table, run_id):
         for row in pq.read_table(path, columns=list(columns)).to_pylist():
@@ -397,7 +399,7 @@ def _latest(writer, run_id, table: str, wanted: set[str], columns) -> list[dict]
             held = best.get(key)
             if held is None or rank > (held["status"] != "error", held["created_at"]):
                 best[key] = row
-    return list(best.values())
+    return [best[key] for key in sorted(best)]
 
 
 def _candidates(writer, run_id, wanted: set[str], attributes, sc) -> list[dict]:

@@ -136,3 +136,28 @@ def test_the_cli_says_what_was_found_and_what_was_skipped(capsys):
     assert "findings: circle <- water (+2.7 nats)" in out
     assert "single out: star <- a watermark (88%)" in out
     assert "attribute [3] skipped" in err and "brick: 2 usable images" in err
+
+
+def test_scoring_reads_renders_in_a_fixed_order_whatever_the_files_are_called(
+    tmp_path, monkeypatch
+):
+    """The bootstrap resamples by index: rows must not come in the order of the catalog's files,
+    whose names are random (two evaluations differed in an interval's second decimal)."""
+    from dxray.catalog.writer import CatalogWriter
+    from dxray.run import shortcuts
+
+    writer = CatalogWriter(tmp_path)
+    for batch in (["r3", "r1"], ["r2", "r0"]):
+        rows = [
+            {"render_id": r, "variant": "object_free", "scene": "water", "prompt": "water",
+             "seed": 0, "status": "kept"} for r in batch
+        ]  # fmt: skip
+        writer.write("shortcut_images", rows, "run")
+    columns = ("render_id", "status", "created_at")
+    wanted = {"r0", "r1", "r2", "r3"}
+    forward = shortcuts._latest(writer, "run", "shortcut_images", wanted, columns)
+    real = shortcuts.part_files
+    monkeypatch.setattr(shortcuts, "part_files", lambda *a: list(reversed(real(*a))))
+    backward = shortcuts._latest(writer, "run", "shortcut_images", wanted, columns)
+    assert [r["render_id"] for r in forward] == [r["render_id"] for r in backward]
+    assert [r["render_id"] for r in forward] == ["r0", "r1", "r2", "r3"]
