@@ -47,7 +47,8 @@ SELECT
     b.status, b.error, b.status NOT IN ('error', 'nan') AS ok, b.attempts,
     b.steps, b.objective_value, b.probability, b.converged, b.words, b.seconds, b.worker,
     b.created_at,
-    v.object_query, v.presence, v.verdict, v.judged_by, v.kept, v.probe_scores,
+    v.object_query, v.presence, v.verdict, v.judged_by, v.kept,
+    v.activation, v.activation_without_objects, v.probe_scores,
     s.run_id IS NOT NULL AS has_image
 FROM best AS b
 LEFT JOIN latest_verdict AS v USING (run_id, target_id, seed)

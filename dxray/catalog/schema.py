@@ -83,6 +83,9 @@ VERDICTS = pa.schema(
         # presence) or "intervention" (units: does the unit survive removing the objects)
         pa.field("judged_by", pa.string()),
         pa.field("kept", pa.float64()),  # intervention: share of the unit's activation kept
+        # intervention: the unit's activation on its image, and with the objects removed
+        pa.field("activation", pa.float64()),
+        pa.field("activation_without_objects", pa.float64()),
         pa.field("probe_scores", pa.map_(pa.string(), pa.float64())),  # probe -> presence
         _required("created_at", TIMESTAMP),
     ]

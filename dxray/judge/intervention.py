@@ -32,6 +32,8 @@ from dxray.judge.verdict import Verdict
 class UnitJudgement:
     verdict: Verdict
     kept: float | None  # share of the activation that survives the removal; None if silent
+    before: float | None = None  # the unit's activation on its explanation image
+    after: float | None = None  # ... and once the objects are removed
 
 
 @torch.no_grad()
@@ -83,10 +85,11 @@ def judge_units(
         before = float(full[layer][i, channel])
         after = float(cut[layer][i, channel])
         if before <= floor:
-            out.append(UnitJudgement("uncertain", None))
+            out.append(UnitJudgement("uncertain", None, before, after))
         elif bool(masks[i].all()):
-            out.append(UnitJudgement("uncertain", after / before))
+            out.append(UnitJudgement("uncertain", after / before, before, after))
         else:
             kept = after / before
-            out.append(UnitJudgement("spurious" if kept >= keep else "core", kept))
+            verdict = "spurious" if kept >= keep else "core"
+            out.append(UnitJudgement(verdict, kept, before, after))
     return out

@@ -38,7 +38,16 @@ from dxray.spec.unit_csv import read_units
 log = logging.getLogger("dxray.audit")
 STALE_LOCK_HOURS = 6.0  # a lock whose audit has written nothing for this long is taken over
 
-VERDICT_KEYS = ("object_query", "presence", "verdict", "judged_by", "kept", "probe_scores")
+VERDICT_KEYS = (
+    "object_query",
+    "presence",
+    "verdict",
+    "judged_by",
+    "kept",
+    "activation",
+    "activation_without_objects",
+    "probe_scores",
+)
 IMAGE_KEYS = ("png", "mask_png")
 
 

@@ -128,6 +128,8 @@ class AuditWorker(ModelHost):
         calls = verdicts(presence, judge.thresholds())
         judged_by = ["presence"] * len(rows)
         kept: list[float | None] = [None] * len(rows)
+        before: list[float | None] = [None] * len(rows)  # the unit's activation, objects in
+        after: list[float | None] = [None] * len(rows)  # ... and removed
         # A unit listed for no class has no object of its own: only removing every class's
         # object can judge it.
         units = [
@@ -140,6 +142,7 @@ class AuditWorker(ModelHost):
                 judged_units = self._judge_units(images, seg.masks, rows, units)
             for i, judgement in zip(units, judged_units, strict=True):
                 calls[i], kept[i], judged_by[i] = judgement.verdict, judgement.kept, "intervention"
+                before[i], after[i] = judgement.before, judgement.after
         with self._stage("encode"):  # rows, PNGs of the images and masks
             out = []
             for i, row in enumerate(rows):
@@ -168,6 +171,8 @@ class AuditWorker(ModelHost):
                         "verdict": calls[i] if judged else None,
                         "judged_by": judged_by[i] if judged else None,
                         "kept": kept[i],
+                        "activation": before[i],
+                        "activation_without_objects": after[i],
                         "probe_scores": json.dumps(probe_scores),
                         "png": png(images[i]),
                         "mask_png": png(seg.masks[i].float().cpu()[None])
@@ -214,6 +219,8 @@ def _error_row(row: dict[str, Any], err: Exception, worker: str) -> dict[str, An
         "verdict": None,
         "judged_by": None,
         "kept": None,
+        "activation": None,
+        "activation_without_objects": None,
         "probe_scores": json.dumps({}),
         "png": None,
         "mask_png": None,

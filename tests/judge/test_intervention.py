@@ -45,6 +45,9 @@ def test_a_unit_is_spurious_when_it_survives_removing_the_object(scene):
     assert got[0].kept == pytest.approx(0.0) and got[1].kept == pytest.approx(1.0)
     assert got[2].kept is None  # silent on its own image: nothing to compare
     assert got[3].kept == pytest.approx(0.3)
+    # The activations that decided it travel with the verdict (the report shows them).
+    assert (got[3].before, got[3].after) == (pytest.approx(1.0), pytest.approx(0.3))
+    assert (got[1].before, got[1].after) == (pytest.approx(1.0), pytest.approx(1.0))
     # The cut-off decides: at keep 0.25, unit 3 is spurious.
     assert judge_units(clf, image, masks, units, keep=0.25)[3].verdict == "spurious"
 
