@@ -1,12 +1,14 @@
 -- Checkpoint diff: every target (class or unit) of two runs, matched by target_id.
 -- Parameters: $from_run, $to_run, $threshold (smallest |probe rate shift| to list).
 --
--- change:
+-- change, for units (their verdict is by intervention, see target_summary):
 --   "new spurious"  the verdict became spurious (from core, uncertain, or no verdict)
 --   "resolved"      spurious -> core
 --   "changed"       any other change (e.g. spurious -> uncertain: not confirmed resolved)
---   "unchanged"     the same verdict
---   "added"/"removed"  the target is in only one of the two runs
+-- for classes (whether the class's explanation shows its object; not a shortcut verdict:
+-- class shortcuts that appeared or vanished are catalogs/shortcut_diff.sql's):
+--   "changed"       object_in_explanation differs
+-- for both: "unchanged"; "added"/"removed" (the target is in only one of the two runs)
 WITH
 before AS (SELECT * FROM target_summary WHERE run_id = $from_run),
 after AS (SELECT * FROM target_summary WHERE run_id = $to_run),
@@ -31,11 +33,17 @@ SELECT
     coalesce(after.class_name, before.class_name) AS class_name,
     coalesce(after.layer, before.layer) AS layer,
     coalesce(after.channel, before.channel) AS channel,
+    coalesce(after.unit, before.unit) AS unit,
     before.verdict AS verdict_before,
     after.verdict AS verdict_after,
+    before.object_in_explanation AS object_before,
+    after.object_in_explanation AS object_after,
     CASE
         WHEN before.run_id IS NULL THEN 'added'
         WHEN after.run_id IS NULL THEN 'removed'
+        WHEN after.kind = 'class' THEN
+            CASE WHEN before.object_in_explanation IS NOT DISTINCT FROM
+                      after.object_in_explanation THEN 'unchanged' ELSE 'changed' END
         WHEN before.verdict IS NOT DISTINCT FROM after.verdict THEN 'unchanged'
         WHEN after.verdict = 'spurious' THEN 'new spurious'
         WHEN before.verdict = 'spurious' AND after.verdict = 'core' THEN 'resolved'
@@ -43,6 +51,10 @@ SELECT
     END AS change,
     before.spurious_fraction AS spurious_fraction_before,
     after.spurious_fraction AS spurious_fraction_after,
+    before.object_shown_fraction AS object_shown_fraction_before,
+    after.object_shown_fraction AS object_shown_fraction_after,
+    before.mean_kept AS kept_before,
+    after.mean_kept AS kept_after,
     before.mean_probability AS probability_before,
     after.mean_probability AS probability_after,
     after.mean_probability - before.mean_probability AS probability_shift,

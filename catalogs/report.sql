@@ -18,14 +18,16 @@ FROM runs
 WHERE run_id = $run_id;
 
 -- name: counts
--- Headline numbers. `spurious_classes` counts classes whose majority verdict is spurious;
--- `judged_classes` those with any verdict (the denominator of "% spurious").
+-- Headline numbers of the explanations. Class explanations: whether the image optimised for
+-- the class shows its object (not a shortcut verdict: the class-shortcut test's findings are
+-- `class_shortcuts`); units: their verdict by intervention.
 SELECT
     count(*) FILTER (WHERE kind = 'class') AS classes,
-    count(*) FILTER (WHERE kind = 'class' AND verdict IS NOT NULL) AS judged_classes,
-    count(*) FILTER (WHERE kind = 'class' AND verdict = 'spurious') AS spurious_classes,
-    count(*) FILTER (WHERE kind = 'class' AND verdict = 'core') AS core_classes,
-    count(*) FILTER (WHERE kind = 'class' AND verdict = 'uncertain') AS uncertain_classes,
+    count(*) FILTER (WHERE kind = 'class' AND object_in_explanation IS NOT NULL)
+        AS judged_classes,
+    count(*) FILTER (WHERE object_in_explanation = 'shown') AS object_shown_classes,
+    count(*) FILTER (WHERE object_in_explanation = 'absent') AS object_absent_classes,
+    count(*) FILTER (WHERE object_in_explanation = 'unclear') AS object_unclear_classes,
     count(*) FILTER (WHERE kind = 'unit') AS units,
     count(*) FILTER (WHERE kind = 'unit' AND verdict = 'spurious') AS spurious_units,
     coalesce(sum(seeds), 0) AS seeds,
@@ -35,16 +37,17 @@ FROM target_summary
 WHERE run_id = $run_id;
 
 -- name: targets
--- Targets in report order: the most spurious first, then by class index.
+-- Targets in report order: spurious units first (the share of their activation kept,
+-- largest first), then by class index.
 SELECT *
 FROM target_summary
 WHERE run_id = $run_id
-ORDER BY spurious_fraction DESC NULLS LAST, mean_presence NULLS LAST, class_index NULLS LAST,
+ORDER BY spurious_fraction DESC NULLS LAST, mean_kept DESC NULLS LAST, class_index NULLS LAST,
          target_id;
 
 -- name: seeds
 SELECT target_id, seed, status, error, ok, attempts, probability, presence, verdict,
-       object_query, words, steps
+       judged_by, kept, activation, activation_without_objects, object_query, words, steps
 FROM audit
 WHERE run_id = $run_id
 ORDER BY target_id, seed;

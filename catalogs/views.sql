@@ -78,10 +78,20 @@ SELECT
 FROM probe_scores
 GROUP BY run_id, target_id, probe;
 
--- Per run and target (class or unit), over its seeds. `verdict` is the majority of the judged
--- seeds with a tie -> "uncertain" (as dxray.judge.aggregate); null when no seed was judged.
--- `spurious_fraction` = spurious seeds / judged seeds. `top_probes`: up to three probes with
--- the highest non-zero rate (ties by name), as [{probe, rate}]; null when none is present.
+-- Per run and target (class or unit), over its seeds. Classes and units answer different
+-- questions, so each kind fills its own columns and leaves the other's null:
+--   units   `verdict`: core / spurious / uncertain, by intervention (remove the objects from
+--           the unit's image, measure it again: spurious when it keeps at least the spec's
+--           judge.keep share), the majority of the judged seeds with a tie -> "uncertain" (as
+--           dxray.judge.aggregate); `spurious_fraction` = spurious seeds / judged seeds;
+--           `mean_activation`, `mean_activation_without_objects`, `mean_kept` (share kept).
+--   classes `object_in_explanation`: does the class's explanation (the image optimised for
+--           the class) show the class's object? 'shown' / 'absent' / 'unclear' (majority of
+--           the judged seeds, tie -> 'unclear'); `object_shown_fraction`. This is not a
+--           shortcut verdict: a class that relies on a shortcut usually still paints its
+--           object. Shortcuts are the class-shortcut test's (`class_shortcuts`).
+-- `unit` is "layer:channel" for units. `top_probes`: up to three probes with the highest
+-- non-zero rate (ties by name), as [{probe, rate}]; null when none is present.
 CREATE OR REPLACE VIEW target_summary AS
 WITH counts AS (
     SELECT
@@ -100,7 +110,10 @@ WITH counts AS (
         count(*) FILTER (WHERE ok AND verdict = 'spurious') AS n_spurious,
         count(*) FILTER (WHERE ok AND verdict = 'uncertain') AS n_uncertain,
         avg(probability) FILTER (WHERE ok AND NOT isnan(probability)) AS mean_probability,
-        avg(presence) FILTER (WHERE ok) AS mean_presence
+        avg(presence) FILTER (WHERE ok) AS mean_presence,
+        avg(activation) FILTER (WHERE ok) AS mean_activation,
+        avg(activation_without_objects) FILTER (WHERE ok) AS mean_activation_without_objects,
+        avg(kept) FILTER (WHERE ok) AS mean_kept
     FROM audit
     GROUP BY run_id, target_id
 ),
@@ -111,25 +124,38 @@ top AS (
     FROM probe_rates
     WHERE rate > 0
     GROUP BY run_id, target_id
+),
+majority AS (
+    SELECT
+        *,
+        CASE
+            WHEN judged = 0 THEN NULL
+            WHEN n_core > greatest(n_spurious, n_uncertain) THEN 'core'
+            WHEN n_spurious > greatest(n_core, n_uncertain) THEN 'spurious'
+            ELSE 'uncertain'
+        END AS majority
+    FROM counts
 )
 SELECT
-    c.*,
-    CASE WHEN c.judged > 0 THEN c.n_spurious / c.judged END AS spurious_fraction,
-    CASE
-        WHEN c.judged = 0 THEN NULL
-        WHEN c.n_core > greatest(c.n_spurious, c.n_uncertain) THEN 'core'
-        WHEN c.n_spurious > greatest(c.n_core, c.n_uncertain) THEN 'spurious'
-        ELSE 'uncertain'
-    END AS verdict,
+    c.* EXCLUDE (majority),
+    CASE WHEN c.kind = 'unit' THEN c.layer || ':' || c.channel END AS unit,
+    CASE WHEN c.kind = 'unit' THEN c.majority END AS verdict,
+    CASE WHEN c.kind = 'unit' AND c.judged > 0 THEN c.n_spurious / c.judged END
+        AS spurious_fraction,
+    CASE WHEN c.kind = 'class' THEN
+        CASE c.majority WHEN 'core' THEN 'shown' WHEN 'spurious' THEN 'absent'
+                        WHEN 'uncertain' THEN 'unclear' END
+    END AS object_in_explanation,
+    CASE WHEN c.kind = 'class' AND c.judged > 0 THEN c.n_core / c.judged END
+        AS object_shown_fraction,
     t.top_probes
-FROM counts AS c
+FROM majority AS c
 LEFT JOIN top AS t USING (run_id, target_id);
 
-CREATE OR REPLACE VIEW class_summary AS
-SELECT * EXCLUDE (layer, channel) FROM target_summary WHERE kind = 'class';
-
 CREATE OR REPLACE VIEW unit_summary AS
-SELECT * FROM target_summary WHERE kind = 'unit';
+SELECT * EXCLUDE (object_in_explanation, object_shown_fraction)
+FROM target_summary
+WHERE kind = 'unit';
 
 -- Human labels of the audited units (the spec's unit CSV), the latest written per unit, and
 -- each beside the run's verdict on that unit: "where does dxray disagree with the crowd".
@@ -180,11 +206,36 @@ SELECT * EXCLUDE (latest)
 FROM (SELECT *, max(score_id) OVER (PARTITION BY run_id) AS latest FROM raw_shortcut_candidates)
 WHERE score_id = latest;
 
+-- Per run and class: what its explanation shows (see target_summary) and, from the
+-- class-shortcut test, the attributes it relies on without its object. `shortcuts`: the
+-- findings' attributes, largest lift first (empty list: tested, none found; null: the run has
+-- no shortcut test). `relies_on_shortcut`: at least one finding (null when not tested).
+CREATE OR REPLACE VIEW class_summary AS
+WITH tested AS (
+    SELECT run_id, class_index,
+           list(attribute ORDER BY lift DESC, attribute) FILTER (WHERE finding) AS found
+    FROM shortcuts
+    WHERE method = 'object_free' AND class_index IS NOT NULL
+    GROUP BY run_id, class_index
+)
+SELECT
+    s.run_id, s.target_id, s.class_index, s.class_name, s.objective, s.object_query,
+    s.seeds, s.failed, s.judged,
+    s.n_core AS n_object_shown, s.n_spurious AS n_object_absent, s.n_uncertain AS n_unclear,
+    s.object_in_explanation, s.object_shown_fraction,
+    s.mean_probability, s.mean_presence, s.top_probes,
+    CASE WHEN t.run_id IS NOT NULL THEN coalesce(t.found, []) END AS shortcuts,
+    CASE WHEN t.run_id IS NOT NULL THEN len(coalesce(t.found, [])) > 0 END
+        AS relies_on_shortcut
+FROM target_summary AS s
+LEFT JOIN tested AS t USING (run_id, class_index)
+WHERE s.kind = 'class';
+
 -- The bias report in one view: per class and attribute, the object-free lift (does the class
 -- fire on the attribute without its object?) and its interval, whether that is a finding,
 -- what the attribute adds beside the class's own object, whether the class's object-free
 -- explanation singled it out (`candidate`; `confirmed`: a candidate that is also a finding),
--- and the class's explanation verdict.
+-- and whether the class's own explanation shows its object (`object_in_explanation`).
 --   SELECT class_name, attribute, lift FROM class_shortcuts WHERE finding
 CREATE OR REPLACE VIEW class_shortcuts AS
 WITH beside AS (
@@ -201,7 +252,7 @@ SELECT
     b.with_object_lift, b.with_object_low, b.with_object_high, b.with_object_images,
     e.candidate, e.rate AS explanation_rate, e.pool_rate,
     coalesce(e.candidate AND f.finding, false) AS confirmed,
-    c.verdict AS explanation_verdict, c.mean_probability, c.top_probes
+    c.object_in_explanation, c.object_shown_fraction, c.mean_probability, c.top_probes
 FROM shortcuts AS f
 LEFT JOIN beside AS b USING (run_id, class_index, attribute)
 LEFT JOIN shortcut_candidates AS e USING (run_id, class_index, attribute)

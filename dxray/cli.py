@@ -2,7 +2,7 @@
 
 \b
   dxray audit pipelines/toy.yaml                  run (or resume) an audit on Ray
-  dxray sql catalogs/toy "SELECT * FROM class_summary"
+  dxray sql catalogs/toy "SELECT class_name, attribute, lift FROM class_shortcuts WHERE finding"
   dxray report catalogs/toy --out report.html     one self-contained HTML file
   dxray score catalogs/salient-imagenet           unit verdicts vs the crowd's labels
   dxray diff catalogs/toy --from RUN_A --to RUN_B what changed between two checkpoints
@@ -152,7 +152,7 @@ def audit(
         f"run {summary.run_id}: {summary.computed} computed, {summary.skipped} already in the "
         f"catalog, {summary.total} in all, {summary.seconds:.0f} s -> {summary.catalog}"
     )
-    _echo_shortcuts(summary)
+    _echo_answer(summary)
     _exit_for(summary)
 
 
@@ -167,22 +167,24 @@ def _exit_for(summary) -> None:
     raise typer.Exit(1)
 
 
-def _echo_shortcuts(summary) -> None:
-    """The shortcut test's outcome, for `audit` and `demo`."""
+def _echo_answer(summary) -> None:
+    """What the run found, findings first (`dxray.catalog.findings`), for `audit` and `demo`:
+    the class-shortcut findings, the spurious units, then the leads, apart."""
+    from dxray.catalog.findings import read_answer
+    from dxray.catalog.views import connect
+
     sc = summary.shortcuts
-    if sc is None:
-        return
-    for problem in sc.problems + sc.notes:
+    for problem in (sc.problems + sc.notes) if sc is not None else []:
         typer.secho(f"shortcuts: {problem}", fg=typer.colors.YELLOW, err=True)
-    kept = sc.statuses.get("kept", 0)
-    found = ", ".join(f"{c} <- {a} (+{lift:.1f} nats)" for c, a, lift in sc.findings) or "none"
-    typer.echo(
-        f"class shortcuts: {sc.renders} images ({sc.rendered} rendered now, {kept} usable); "
-        f"findings: {found}"
-    )
-    if sc.candidates:
-        leads = ", ".join(f"{c} <- {a} ({100 * rate:.0f}%)" for c, a, rate in sc.candidates)
-        typer.echo(f"object-free explanations single out: {leads}")
+    con = connect(summary.catalog, read_only=True)
+    try:
+        answer = read_answer(con, summary.run_id)
+    finally:
+        con.close()
+    typer.echo("")
+    colours = {"finding": typer.colors.RED, "unit": typer.colors.RED, "lead": None}
+    for kind, line in answer.tagged_lines():
+        typer.secho(line, fg=colours.get(kind), bold=kind == "head")
 
 
 @app.command()
@@ -196,7 +198,7 @@ def sql(
     """Query a catalog with DuckDB SQL, read-only. Views: runs, explanations, verdicts, images,
     audit, class_summary, unit_summary, probe_rates (see catalogs/views.sql).
 
-    Example: dxray sql catalogs/toy "SELECT class_name, verdict, spurious_fraction FROM class_summary"
+    Example: dxray sql catalogs/toy "SELECT class_name, shortcuts FROM class_summary"
     """
     from dxray.catalog.sql import SqlRefused, run_sql
 
@@ -361,17 +363,22 @@ def diff(
         con.close()
     for key, value in result.summary.items():
         typer.echo(f"{key}: {value}")
-    for row in result.rows:
-        if row["change"] != "unchanged":
-            typer.echo(
-                f"  {row['target_id']:<32} {row['change']:<12} "
-                f"{row.get('verdict_before')} -> {row.get('verdict_after')}"
-            )
+    # What a release cares about first: shortcuts, then units, then class explanations.
     for row in result.shortcuts.to_pylist() if result.shortcuts is not None else []:
         typer.echo(
             f"  shortcut {row['class_name']} <- {row['attribute']}: {row['change']}, lift "
             f"{_nats(row['lift_before'])} -> {_nats(row['lift_after'])}"
         )
+    for row in sorted(result.rows, key=lambda r: r["kind"] != "unit"):
+        if row["change"] == "unchanged":
+            continue
+        if row["kind"] == "unit":
+            what = f"unit {row['unit']}" + (f" ({row['class_name']})" if row["class_name"] else "")
+            before, after = row["verdict_before"], row["verdict_after"]
+        else:
+            what = f"class {row['class_name']} explanation, object"
+            before, after = row["object_before"], row["object_after"]
+        typer.echo(f"  {what}: {row['change']}, {before} -> {after}")
 
 
 def _nats(value) -> str:
@@ -797,10 +804,11 @@ def zoo_truth(
 DEMO_SPEC = Path("pipelines/toy.yaml")
 # {run}: the demo's run id. A catalog keeps every run; an edited spec is a new run beside the old.
 DEMO_QUERIES = (
-    "SELECT class_name, verdict, spurious_fraction, mean_probability FROM class_summary "
-    "WHERE run_id = '{run}'",
     "SELECT class_name, attribute, round(lift, 2) AS lift, round(low, 2) AS low, "
     "round(high, 2) AS high FROM class_shortcuts WHERE run_id = '{run}' AND finding",
+    "SELECT class_name, shortcuts, object_in_explanation FROM class_summary WHERE run_id = '{run}'",
+    "SELECT unit, class_name, verdict, round(mean_kept, 2) AS kept FROM unit_summary "
+    "WHERE run_id = '{run}'",
     "SELECT target_id, probe, rate FROM probe_rates WHERE run_id = '{run}' AND rate >= 0.5 "
     "ORDER BY rate DESC",
     "SELECT run_id, status, count(*) FROM explanations GROUP BY ALL",
@@ -818,7 +826,6 @@ def demo(
     """
     import logging
 
-    from dxray.catalog.sql import run_sql
     from dxray.report.page import write_report
     from dxray.run.pipeline import run_audit
     from dxray.spec.model import SpecError
@@ -843,17 +850,13 @@ def demo(
         f"audit {summary.run_id}: {summary.total} targets ({summary.computed} computed now, "
         f"{summary.skipped} already in the catalog) in {summary.seconds:.0f} s"
     )
-    _echo_shortcuts(summary)
+    _echo_answer(summary)
+    typer.echo("")
     typer.echo(f"catalog: {summary.catalog}")
     typer.echo(f"report:  {report}")
     typer.echo("explore it with SQL, e.g.:")
-    queries = [q.format(run=summary.run_id) for q in DEMO_QUERIES]
-    for query in queries:
-        typer.echo(f'  .venv/bin/dxray sql {summary.catalog} "{query}"')
-    typer.echo("")
-    typer.echo(run_sql(summary.catalog, queries[0], "table", limit=20))
-    if summary.shortcuts is not None:
-        typer.echo(run_sql(summary.catalog, queries[1], "table", limit=20))
+    for query in DEMO_QUERIES:
+        typer.echo(f'  .venv/bin/dxray sql {summary.catalog} "{query.format(run=summary.run_id)}"')
 
 
 if __name__ == "__main__":

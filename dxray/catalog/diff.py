@@ -1,10 +1,12 @@
 """Checkpoint diff: how the verdicts of two audit runs differ, target by target.
 
 The typical use: audit checkpoint A, retrain to remove a bias, audit checkpoint B, then ask
-which classes stopped being spurious ("resolved"), which started ("new spurious"), and how
-each class's probability and attribute-probe rates moved; and which class shortcuts
-appeared or vanished, with their lifts before and after. The queries are catalogs/diff.sql
-and catalogs/shortcut_diff.sql.
+which class shortcuts appeared or vanished, with their lifts before and after; which units
+became spurious ("new spurious") or stopped ("resolved"); and how each class's explanation,
+probability and attribute-probe rates moved. The words mean what they mean everywhere in
+dxray: a class's shortcut is a finding of the class-shortcut test; a unit's verdict is by
+intervention; whether a class's explanation shows its object is neither. The queries are
+catalogs/diff.sql and catalogs/shortcut_diff.sql.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ SHORTCUT_CHANGES = ("appeared", "vanished", "kept")
 @dataclass
 class RunDiff:
     """One row per target of either run (see catalogs/diff.sql for the columns), plus a
-    summary: the runs compared, counts per change, spurious classes before and after."""
+    summary: the runs compared, counts per change, classes with a shortcut finding and
+    spurious units before and after."""
 
     from_run: str
     to_run: str
@@ -60,6 +63,15 @@ def _run_info(con: duckdb.DuckDBPyConnection, run_id: str) -> dict:
     return info
 
 
+def _classes_with_findings(con: duckdb.DuckDBPyConnection, run_id: str) -> int:
+    """How many classes of the run have a class-shortcut finding (0 without the test)."""
+    return con.sql(
+        "SELECT count(DISTINCT class_index) FROM class_shortcuts WHERE run_id = $run_id "
+        "AND finding",
+        params={"run_id": run_id},
+    ).fetchall()[0][0]
+
+
 def diff_runs(
     con: duckdb.DuckDBPyConnection, from_run: str, to_run: str, *, probe_threshold: float = 0.25
 ) -> RunDiff:
@@ -79,7 +91,7 @@ def diff_runs(
     changes = Counter(table.column("change").to_pylist())
     kinds = table.column("kind").to_pylist()
 
-    def count(column: str, value: str, kind: str = "class") -> int:
+    def count(column: str, value: str, kind: str) -> int:
         return sum(
             1
             for v, k in zip(table.column(column).to_pylist(), kinds, strict=True)
@@ -96,8 +108,8 @@ def diff_runs(
         "to_run": after,
         "targets": table.num_rows,
         "changes": {change: changes.get(change, 0) for change in CHANGES},
-        "spurious_classes_before": count("verdict_before", "spurious"),
-        "spurious_classes_after": count("verdict_after", "spurious"),
+        "classes_with_shortcuts_before": _classes_with_findings(con, from_run),
+        "classes_with_shortcuts_after": _classes_with_findings(con, to_run),
         "spurious_units_before": count("verdict_before", "spurious", "unit"),
         "spurious_units_after": count("verdict_after", "spurious", "unit"),
         "mean_abs_probability_shift": sum(shifts) / len(shifts) if shifts else None,

@@ -4,13 +4,16 @@ Made with the real writer, for tests, for trying the SQL, and for previewing the
 without running an audit (`python -m dxray.catalog.sample OUT_DIR`). The numbers are fixed
 so that tests can check views and diffs against values worked out by hand:
 
-run "ckpt-a" (the biased checkpoint) -> run "ckpt-b" (retrained):
-  class 0 circle    spurious (water)      -> core       "resolved"
-  class 1 square    core                  -> spurious   "new spurious" (a retried error in a)
-  class 2 star      spurious (watermark)  -> spurious   "unchanged"
-  class 3 triangle  core, seed 1 errors   -> core       "unchanged"
-  class 4 hexagon   core + uncertain (tie -> uncertain) -> core  "changed"
-  two units of layer "features.4", one of them diverges ("nan") in b.
+run "ckpt-a" (the biased checkpoint) -> run "ckpt-b" (retrained); whether each class's
+explanation shows its object:
+  class 0 circle    absent (water)        -> shown      "changed"
+  class 1 square    shown                 -> absent     "changed" (a retried error in a)
+  class 2 star      absent (watermark)    -> absent     "unchanged"
+  class 3 triangle  shown, seed 1 errors  -> shown      "unchanged"
+  class 4 hexagon   shown + doubtful (tie -> unclear) -> shown  "changed"
+  two units of layer "features.4", judged by intervention: 17 (ranked for circle) keeps 90-95%
+  of its activation without the objects in a (spurious) and 40-45% in b ("resolved"); 3 is
+  silent (uncertain) and diverges ("nan") in b.
 The shortcut test: circle <- water in a only, star <- a watermark in both, square <- grass in b
 only (SHORTCUT_LIFTS).
 """
@@ -346,6 +349,15 @@ def write_sample(
                     )
                     ranked = fields["class_index"] is not None
                     query = f"a {class_names[index].split(',')[0]}" if ranked else "a shape"
+                    judged = {"judged_by": "presence"}
+                    if fields["kind"] == "unit":  # by intervention: the share kept decides
+                        kept = None if verdict == "uncertain" else round(1.0 - presence, 2)
+                        judged = {
+                            "judged_by": "intervention",
+                            "kept": kept,
+                            "activation": 2.0,
+                            "activation_without_objects": None if kept is None else 2.0 * kept,
+                        }
                     verdicts.append(
                         {
                             "target_id": target_id,
@@ -355,6 +367,7 @@ def write_sample(
                             "verdict": verdict,
                             "probe_scores": probes,
                             "created_at": at,
+                            **judged,
                         }
                     )
                     png, mask = sample_images(index, presence, context, seed)

@@ -11,20 +11,36 @@ from dxray.report.markup import badge, esc, fmt, pct, stat
 from dxray.text import MISSING
 
 
+def _before_after(r: dict) -> str:
+    """A unit's verdict, or whether a class's explanation shows its object, before → after."""
+    if r["kind"] == "class":
+        return f"object {esc(r['object_before'] or MISSING)} → {esc(r['object_after'] or MISSING)}"
+    return f"{badge(r['verdict_before'])} → {badge(r['verdict_after'])}"
+
+
 def diff_section(diff: RunDiff) -> str:
     """The changes from `diff.from_run` to `diff.to_run`, the most alarming first."""
     s = diff.summary
     changes = s["changes"]
+    appeared, vanished = s["shortcuts"]["appeared"], s["shortcuts"]["vanished"]
     stats = "".join(
         [
-            stat("diff_resolved", changes["resolved"], "resolved", "spurious → core", "good"),
+            stat(
+                "diff_shortcuts_appeared",
+                appeared,
+                "shortcuts appeared",
+                "class ← attribute findings",
+                "bad" if appeared else "",
+            ),
+            stat("diff_shortcuts_vanished", vanished, "shortcuts vanished", "", "good"),
             stat(
                 "diff_new_spurious",
                 changes["new spurious"],
-                "new spurious",
-                "became spurious",
+                "units turned spurious",
+                "by intervention",
                 "bad" if changes["new spurious"] else "",
             ),
+            stat("diff_resolved", changes["resolved"], "units resolved", "spurious → core", "good"),
             stat("diff_changed", changes["changed"], "changed", "other moves"),
             stat("diff_unchanged", changes["unchanged"], "unchanged", ""),
         ]
@@ -38,7 +54,7 @@ def diff_section(diff: RunDiff) -> str:
     )
     rows = []
     for r in moved:
-        name = r["class_name"] if r["kind"] == "class" else f"{r['layer']}:{r['channel']}"
+        name = r["class_name"] if r["kind"] == "class" else r["unit"]
         shift = r["probability_shift"]
         shifts = "".join(
             f'<span class="chip">{esc(p["probe"])} {pct(p["before"])} → <b>{pct(p["after"])}</b></span>'
@@ -48,15 +64,15 @@ def diff_section(diff: RunDiff) -> str:
             f"<tr><td><b>{esc(name or r['target_id'])}</b> "
             f"<span class='sub'>{esc(r['target_id'])}</span></td>"
             f'<td><span class="change {esc(r["change"].replace(" ", "-"))}">{esc(r["change"])}</span></td>'
-            f"<td>{badge(r['verdict_before'])} → {badge(r['verdict_after'])}</td>"
+            f"<td>{_before_after(r)}</td>"
             f"<td>{MISSING if shift is None else f'{shift:+.2f}'}</td><td>{shifts or MISSING}</td></tr>"
         )
     table = (
-        '<table class="list"><thead><tr><th>target</th><th>change</th><th>verdict</th>'
+        '<table class="list"><thead><tr><th>target</th><th>change</th><th>before → after</th>'
         "<th>Δ mean p</th><th>probe rate shifts</th></tr></thead>"
         f"<tbody>{''.join(rows)}</tbody></table>"
         if rows
-        else '<p class="empty">No verdict changed.</p>'
+        else '<p class="empty">No unit verdict and no class explanation changed.</p>'
     )
     shortcut_rows = diff.shortcuts.to_pylist() if diff.shortcuts is not None else []
     if shortcut_rows:
@@ -78,8 +94,10 @@ def diff_section(diff: RunDiff) -> str:
         f'<p class="note">From run <code>{esc(diff.from_run)}</code> '
         f"(classifier sha256 <code>{esc((before.get('classifier_sha256') or '')[:12])}</code>) "
         f"to <code>{esc(diff.to_run)}</code> (<code>"
-        f"{esc((after.get('classifier_sha256') or '')[:12])}</code>). Spurious classes: "
-        f"{s['spurious_classes_before']} → {s['spurious_classes_after']}. Probe shifts of at "
-        f"least {pct(s['probe_threshold'])} are listed.</p>"
+        f"{esc((after.get('classifier_sha256') or '')[:12])}</code>). Classes with a shortcut "
+        f"finding: {s['classes_with_shortcuts_before']} → {s['classes_with_shortcuts_after']}; "
+        f"spurious units: {s['spurious_units_before']} → {s['spurious_units_after']}. A class "
+        "row says whether its explanation shows its object. Probe shifts of at least "
+        f"{pct(s['probe_threshold'])} are listed.</p>"
         f'<div class="stats">{stats}</div>{table}</section>'
     )

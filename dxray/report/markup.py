@@ -36,9 +36,13 @@ def probability(value, label: str = "p") -> str:
     return "" if value is None else f" · {label} <b>{fmt(value)}</b>"
 
 
+BADGES = ("core", "spurious", "uncertain", "shown", "absent", "unclear")
+
+
 def badge(verdict: str | None, text: str | None = None) -> str:
-    """A verdict's coloured badge (core, spurious, uncertain; anything else: "none")."""
-    kind = verdict if verdict in ("core", "spurious", "uncertain") else "none"
+    """A coloured badge: a unit's verdict (core, spurious, uncertain) or whether a class's
+    explanation shows its object (shown, absent, unclear); anything else: "none"."""
+    kind = verdict if verdict in BADGES else "none"
     label = text if text is not None else (verdict or "no verdict")
     return f'<span class="badge {kind}">{esc(label)}</span>'
 

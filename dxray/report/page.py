@@ -4,8 +4,10 @@ Contract: `render_report(con, run_id)` returns the whole page for a run of a con
 (`dxray.catalog.connect`); `write_report(root, out_html, run_id)` writes it atomically (a
 temporary file, then a rename). Everything is inline (the CSS of report.css, read from the
 package; images as base64 PNG data URIs), so the file can be mailed, attached to a review or
-opened offline; it needs no JavaScript. The sections are built by summary, diff, shortcuts,
-evaluation and targets; every catalog string in them is escaped.
+opened offline; it needs no JavaScript. The first screen is the answer (dxray.report.answer:
+the class-shortcut findings, the spurious units, then the leads apart); below it the diff, the
+shortcut test's evidence, the evaluation, the explanation galleries and the probes. Every
+catalog string is escaped.
 """
 
 from __future__ import annotations
@@ -17,14 +19,16 @@ from importlib import resources
 from pathlib import Path
 
 from dxray.catalog.diff import diff_runs
+from dxray.catalog.findings import read_answer, run_thresholds
 from dxray.catalog.views import connect
+from dxray.report.answer import answer_section
 from dxray.report.diff import diff_section
 from dxray.report.evaluation import evaluation_section
 from dxray.report.markup import esc
 from dxray.report.queries import queries, query_rows
 from dxray.report.shortcuts import shortcut_section
-from dxray.report.summary import header, legend, summary
-from dxray.report.targets import gallery, probe_table
+from dxray.report.summary import header, legend
+from dxray.report.targets import class_gallery, probe_table, unit_gallery
 from dxray.report.thumbnails import THUMB
 
 CSS_FILE = "report.css"
@@ -70,17 +74,20 @@ def render_report(
     evaluation = evaluation_section(con, run_id)
     shortcuts = shortcut_section(con, run_id, thumb_size)
 
+    answer = read_answer(con, run_id)
+    limits = run_thresholds(con, run_id)
+
     classes = [t for t in targets if t["kind"] == "class"]
     units = [t for t in targets if t["kind"] == "unit"]
     body = [
         header(run, run_id, counts),
-        legend(),
-        summary(counts, targets, probes),
+        answer_section(con, run_id, answer),
         diff_section(diff) if diff else "",
         shortcuts,
         evaluation,
-        gallery("Classes", "classes", classes, seeds, images, probes, thumb_size),
-        gallery("Hidden units", "units", units, seeds, images, probes, thumb_size),
+        legend() if classes or units else "",
+        unit_gallery(units, seeds, images, limits.keep, thumb_size),
+        class_gallery(classes, counts, seeds, images, limits, thumb_size),
         probe_table(targets, probes),
     ]
     made = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -91,10 +98,12 @@ def render_report(
         f"<title>{esc(title)}</title><style>\n{css()}</style></head><body><main>"
         + "".join(body)
         + f"<footer>Generated {esc(made)} by dxray {esc(run.get('dxray_version') or '')}"
-        " · class verdicts from the segmenter's object presence (core ≥ 0.5, spurious ≤ 0.2),"
-        " unit verdicts by removing the objects (spurious if the unit keeps half its activation;"
-        " the audit's judge.units) · "
-        "images outlined where the object mask is ≥ 0.5</footer></main></body></html>\n"
+        f" · this run's thresholds: a shortcut finding needs a lift of at least "
+        f"{limits.min_lift:g} nats with its {limits.confidence:.0%} interval above 0; a unit "
+        f"is spurious when it keeps at least {limits.keep:.0%} of its activation once the "
+        f"objects are removed; a class's explanation shows its object at presence ≥ "
+        f"{limits.core:g} (absent ≤ {limits.spurious:g}) · images outlined where the object "
+        "mask is ≥ 0.5</footer></main></body></html>\n"
     )
 
 

@@ -26,9 +26,12 @@ def _z(logits: Sequence[float], class_index: int) -> float:
     return logits[class_index] - sum(logits) / len(logits)
 
 
-def _strip(renders: Sequence[Mapping], pngs: Mapping[str, bytes], c: int, size: int) -> str:
+def strip(
+    renders: Sequence[Mapping], pngs: Mapping[str, bytes], c: int, size: int, shown: int = SHOWN
+) -> str:
+    """Up to `shown` renders as thumbnails, each with class `c`'s centred logit."""
     figures = []
-    for r in renders[:SHOWN]:
+    for r in renders[:shown]:
         png = pngs.get(r["render_id"])
         if png is None:
             continue
@@ -79,7 +82,7 @@ def _interleaved(renders: Sequence[Mapping]) -> list[Mapping]:
     return [v[i] for i in range(rounds) for v in by_scene.values() if i < len(v)]
 
 
-def _evidence(finding: Mapping, renders: Sequence[Mapping]) -> list[tuple[str, list[Mapping]]]:
+def evidence(finding: Mapping, renders: Sequence[Mapping]) -> list[tuple[str, list[Mapping]]]:
     """(caption, renders) strips that show a finding."""
     a, c = finding["attribute"], finding["class_index"]
     free = [r for r in renders if r["variant"] == "object_free"]
@@ -118,7 +121,7 @@ def shortcut_section(con, run_id: str, size: int) -> str:
         return ""
     findings = [r for r in rows if r["finding"]]
     renders = query_rows(con, q["shortcut_renders"], run_id)
-    strips = {(f["class_index"], f["attribute"]): _evidence(f, renders) for f in findings}
+    strips = {(f["class_index"], f["attribute"]): evidence(f, renders) for f in findings}
     wanted = sorted({r["render_id"] for s in strips.values() for _, rs in s for r in rs[:SHOWN]})
     pngs = {
         p["render_id"]: p["png"]
@@ -130,13 +133,14 @@ def shortcut_section(con, run_id: str, size: int) -> str:
         f"<tr><td><b>{esc(r['class_name'])}</b></td><td>{esc(r['attribute'])}</td>"
         f"<td><b>{fmt(r['lift'])}</b> <span class='sub'>[{fmt(r['low'])}, "
         f"{fmt(r['high'])}]</span></td><td>{esc(r['images'])}</td>"
-        f"<td>{fmt(r['with_object_lift'])}</td><td>{esc(r['explanation_verdict'] or MISSING)}</td></tr>"
+        f"<td>{fmt(r['with_object_lift'])}</td>"
+        f"<td>{esc(r['object_in_explanation'] or MISSING)}</td></tr>"
         for r in findings
     )
     table = (
         '<table class="list"><thead><tr><th>class</th><th>relies on</th>'
         "<th>lift [95% CI], nats</th><th>images</th><th>beside the object</th>"
-        f"<th>explanation verdict</th></tr></thead><tbody>{table}</tbody></table>"
+        f"<th>object in its explanation</th></tr></thead><tbody>{table}</tbody></table>"
         if findings
         else '<p class="empty">No class fires on an attribute of the vocabulary without its '
         "object.</p>"
@@ -155,7 +159,7 @@ def shortcut_section(con, run_id: str, size: int) -> str:
     cards = []
     for f in findings:
         parts = "".join(
-            f'<h4 class="sub">{esc(caption)}</h4>{_strip(rs, pngs, f["class_index"], size)}'
+            f'<h4 class="sub">{esc(caption)}</h4>{strip(rs, pngs, f["class_index"], size)}'
             for caption, rs in strips[(f["class_index"], f["attribute"])]
             if rs
         ) + _explanation(explained.get(f["class_index"]), pool, size)
@@ -176,7 +180,8 @@ def shortcut_section(con, run_id: str, size: int) -> str:
     ]
     if leads:
         cards.append(
-            "<h3>Leads of the object-free explanations that the test did not confirm</h3>"
+            "<h3>Leads, not findings: what the object-free explanations singled out and the "
+            "test did not confirm</h3>"
             + "".join(
                 f'<article class="target uncertain"><div class="info"><h4>'
                 f'{esc(e["class_name"])} ← {esc(a)}?</h4><div class="sub">singled out by '
@@ -192,7 +197,7 @@ def shortcut_section(con, run_id: str, size: int) -> str:
         for r in {r["attribute"]: r for r in rows if r["note"]}.values()
     )
     return (
-        '<section id="shortcuts"><h2>Class shortcuts</h2>'
+        '<section id="shortcuts"><h2>Class shortcuts: the evidence</h2>'
         '<p class="note">Does a class fire on an attribute <em>without its object</em>? Each '
         "attribute is rendered from text with no object; an image counts when the segmenter "
         "finds no class's object in it and finds the attribute. z is the class's centred "

@@ -1,13 +1,12 @@
-"""The top of the report: the run's header, the badge legend and the summary figures.
+"""The top of the report (the run's header) and the legend of the explanation galleries.
 
-Contract: pure functions of rows already read from catalogs/report.sql (`run`, `counts`,
-`targets`, `probes`); each returns escaped HTML. The summary's figures carry data-stat
-attributes (see markup.stat).
+Contract: pure functions of rows already read from catalogs/report.sql (`run`, `counts`);
+each returns escaped HTML. The answer below the header is dxray.report.answer.
 """
 
 from __future__ import annotations
 
-from dxray.report.markup import badge, esc, fmt, pct, stat
+from dxray.report.markup import badge, esc
 from dxray.text import MISSING
 
 
@@ -42,71 +41,15 @@ def header(run: dict, run_id: str, counts: dict) -> str:
 
 
 def legend() -> str:
-    """What the badges and the outline mean."""
+    """What the badges and the outline of the explanation galleries mean."""
     return (
         '<div class="legend">'
-        f"{badge('core')} the class's object is in the image"
-        f"{badge('spurious')} high score without the object"
-        f"{badge('uncertain')} partial or doubtful"
+        f"units: {badge('core')} loses its activation without the objects"
+        f"{badge('spurious')} keeps it on the background"
+        f"{badge('uncertain')} silent or nothing left to compare"
+        f" · class explanations: {badge('shown', 'shown')} the class's object is in the image"
+        f"{badge('absent', 'absent')} it is not"
         '<span class="badge failed">failed</span> error or diverged'
         '<span class="swatch"></span> segmenter object outline'
         "</div>"
-    )
-
-
-def summary(counts: dict, targets: list[dict], probes: dict[str, list[dict]]) -> str:
-    """The summary section: figures, then the most biased classes with their top probes."""
-    judged = counts["judged_classes"]
-    share = counts["spurious_classes"] / judged if judged else None
-    stats = "".join(
-        [
-            stat("classes", counts["classes"], "classes audited", f"{judged} with a verdict"),
-            stat(
-                "spurious_pct",
-                pct(share),
-                "spurious classes",
-                f"{counts['spurious_classes']} of {judged}",
-                "bad" if counts["spurious_classes"] else "",
-            ),
-            stat("core_classes", counts["core_classes"], "core classes", "object present"),
-            stat("uncertain_classes", counts["uncertain_classes"], "uncertain", "need a look"),
-            stat("units", counts["units"], "units audited", f"{counts['spurious_units']} spurious"),
-            stat(
-                "failed_seeds",
-                counts["failed_seeds"],
-                "failed seeds",
-                "error or NaN",
-                "warn" if counts["failed_seeds"] else "",
-            ),
-        ]
-    )
-    biased = [t for t in targets if t["kind"] == "class" and (t["spurious_fraction"] or 0) > 0][:8]
-    if biased:
-        rows = []
-        for t in biased:
-            top = sorted(probes.get(t["target_id"], []), key=lambda p: -p["rate"])[:3]
-            chips = "".join(
-                f'<span class="chip">{esc(p["probe"])} <b>{pct(p["rate"])}</b></span>'
-                for p in top
-                if p["rate"] > 0
-            )
-            fraction = t["spurious_fraction"]
-            rows.append(
-                f"<tr><td><b>{esc(t['class_name'] or t['target_id'])}</b>"
-                f'<div class="sub">class {esc(t["class_index"])}</div></td>'
-                f"<td>{badge(t['verdict'])}</td>"
-                f'<td><div class="bar"><i style="width:{100 * fraction:.0f}%"></i></div>'
-                f"{pct(fraction)} <span class='sub'>({t['n_spurious']}/{t['judged']})</span></td>"
-                f"<td>{fmt(t['mean_probability'])}</td><td>{chips or MISSING}</td></tr>"
-            )
-        table = (
-            '<table class="list"><thead><tr><th>class</th><th>verdict</th>'
-            "<th>spurious seeds</th><th>mean p</th><th>top probes (rate present)</th></tr>"
-            f"</thead><tbody>{''.join(rows)}</tbody></table>"
-        )
-    else:
-        table = '<p class="empty">No class has a spurious seed.</p>'
-    return (
-        f'<section><h2>Summary</h2><div class="stats">{stats}</div>'
-        f"<h3>Most biased classes</h3>{table}</section>"
     )

@@ -34,17 +34,40 @@ def _words(words_json: str | None, limit: int = 4) -> tuple[str, str]:
     return " ".join(short[:limit]) + (" …" if len(short) > limit else ""), " | ".join(full)
 
 
+def target_name(t: dict) -> str:
+    """A target's readable name: the class, or the unit as "layer:channel"."""
+    if t["kind"] == "class":
+        return t["class_name"] or t["target_id"]
+    return f"{t['layer']}:{t['channel']}"
+
+
 def _target_label(t: dict) -> tuple[str, str]:
     """(title, subtitle) of a target."""
     if t["kind"] == "class":
-        return t["class_name"] or t["target_id"], f"class {t['class_index']} · {t['objective']}"
-    title = f"{t['layer']}:{t['channel']}"
-    ranked = f" · ranked for {t['class_name']}" if t.get("class_name") else ""
-    return title, f"unit{ranked} · {t['objective']}"
+        return target_name(t), f"class {t['class_index']}"
+    ranked = f" · a top unit of {t['class_name']}" if t.get("class_name") else ""
+    return target_name(t), f"unit{ranked}"
 
 
-def _seed_figure(seed: dict, image: dict | None, size: int) -> str:
+def _target_badge(t: dict) -> str:
+    """A unit's verdict, or whether a class's explanation shows its object."""
+    if t["kind"] == "class":
+        return badge(t.get("object_in_explanation"))
+    return badge(t.get("verdict"))
+
+
+def _kept(kept: float | None, before: float | None, after: float | None) -> str:
+    """ "kept 82% (3.10 → 2.54)": a unit's activation on its image and without the objects."""
+    if before is None:
+        return "kept " + MISSING
+    return f"kept <b>{pct(kept)}</b> ({fmt(before)} → {fmt(after)})"
+
+
+def _seed_figure(seed: dict, image: dict | None, size: int, unit: bool) -> str:
+    mark_of = {"core": "shown", "spurious": "absent", "uncertain": "unclear"}
     verdict = seed["verdict"] if seed["ok"] else None
+    if not unit and verdict is not None:
+        verdict = mark_of.get(verdict, verdict)
     short, full = _words(seed["words"])
     if image is not None:
         uri = data_uri(thumbnail(image["png"], image["mask_png"], size))
@@ -60,54 +83,118 @@ def _seed_figure(seed: dict, image: dict | None, size: int) -> str:
     tone = verdict or ("failed" if not seed["ok"] else "none")
     mark = badge(verdict) if seed["ok"] else '<span class="badge failed">failed</span>'
     retried = f" · {seed['attempts']} tries" if seed["attempts"] > 1 else ""
+    if unit and seed.get("judged_by") == "intervention":
+        nums = _kept(seed["kept"], seed["activation"], seed["activation_without_objects"])
+    else:
+        nums = f"object <b>{fmt(seed['presence'])}</b>{probability(seed['probability'])}"
     return (
         f'<figure class="{tone}">{picture}<figcaption>'
         f'<div class="row">seed {esc(seed["seed"])} {mark}</div>'
-        f'<div class="nums">presence <b>{fmt(seed["presence"])}</b>'
-        f"{probability(seed['probability'])}"
-        f"{esc(retried)}</div>"
+        f'<div class="nums">{nums}{esc(retried)}</div>'
         f'<div class="words" title="{esc(full)}">{esc(short) or "&nbsp;"}</div>'
         "</figcaption></figure>"
     )
 
 
-def gallery(
-    title: str,
-    anchor: str,
-    targets: list[dict],
+def _card(t: dict, figures: str, lines: list[str]) -> str:
+    name, subtitle = _target_label(t)
+    top = [p for p in (t["top_probes"] or []) if p["rate"] > 0]
+    chips = "".join(
+        f'<span class="chip">{esc(p["probe"])} <b>{pct(p["rate"])}</b></span>' for p in top
+    )
+    tone = t["verdict"] if t["kind"] == "unit" else t.get("object_in_explanation")
+    return (
+        f'<article class="target {esc(tone or "none")}" data-target="{esc(t["target_id"])}">'
+        f'<div class="info"><h4>{esc(name)}</h4><div class="sub">{esc(subtitle)}</div>'
+        + "".join(lines)
+        + f'<div class="chips">{chips}</div></div><div class="seeds">{figures}</div></article>'
+    )
+
+
+def _figures(t: dict, seeds, images, size: int) -> str:
+    unit = t["kind"] == "unit"
+    return "".join(
+        _seed_figure(s, images.get((t["target_id"], s["seed"])), size, unit)
+        for s in seeds.get(t["target_id"], [])
+    )
+
+
+def unit_gallery(
+    units: list[dict],
     seeds: dict[str, list[dict]],
     images: dict[tuple[str, int], dict],
-    probes: dict[str, list[dict]],
+    keep: float,
     size: int,
 ) -> str:
-    """One card per target: its verdict and figures, and a thumbnail (or the failure) per seed."""
-    if not targets:
+    """One card per unit, shown by what decided its verdict: its activation on its image and
+    once the objects are removed, and the share kept against the threshold."""
+    if not units:
         return ""
     cards = []
-    for t in targets:
-        name, subtitle = _target_label(t)
-        top = [p for p in (t["top_probes"] or []) if p["rate"] > 0]
-        chips = "".join(
-            f'<span class="chip">{esc(p["probe"])} <b>{pct(p["rate"])}</b></span>' for p in top
-        )
-        figures = "".join(
-            _seed_figure(s, images.get((t["target_id"], s["seed"])), size)
-            for s in seeds.get(t["target_id"], [])
-        )
+    for t in units:
         failed = f" · {t['failed']} failed" if t["failed"] else ""
         cards.append(
-            f'<article class="target {esc(t["verdict"] or "none")}">'
-            f'<div class="info"><h4>{esc(name)}</h4><div class="sub">{esc(subtitle)}</div>'
-            f'<div class="row">{badge(t["verdict"])}'
-            f'<span class="sub">spurious {pct(t["spurious_fraction"])} '
-            f"of {esc(t['judged'])} judged{esc(failed)}</span></div>"
-            f'<div class="nums">presence <b>{fmt(t["mean_presence"])}</b>'
-            f"{probability(t['mean_probability'], 'mean p')}</div>"
-            f'<div class="sub">query “{esc(t["object_query"])}”</div>'
-            f'<div class="chips">{chips}</div></div>'
-            f'<div class="seeds">{figures}</div></article>'
+            _card(
+                t,
+                _figures(t, seeds, images, size),
+                [
+                    f'<div class="row">{_target_badge(t)}<span class="sub">spurious in '
+                    f"{esc(t['n_spurious'])} of {esc(t['judged'])} seeds{esc(failed)}</span>"
+                    "</div>",
+                    '<div class="nums">activation '
+                    f"<b>{fmt(t['mean_activation'])}</b> → <b>"
+                    f"{fmt(t['mean_activation_without_objects'])}</b> without the objects · "
+                    f"kept <b>{pct(t['mean_kept'])}</b> (spurious at ≥ {pct(keep)})</div>",
+                ],
+            )
         )
-    return f'<section id="{anchor}"><h2>{esc(title)}</h2>{"".join(cards)}</section>'
+    spurious = sum(1 for t in units if t["verdict"] == "spurious")
+    return (
+        '<section id="units"><h2>Hidden units</h2><p class="note">Each unit\'s explanation '
+        "image maximises the unit; the objects are then cut out of it and the unit measured "
+        f"again. {spurious} of {len(units)} keep at least {pct(keep)} of their activation on "
+        "what is left: spurious, driven by the background.</p>"
+        f"{''.join(cards)}</section>"
+    )
+
+
+def class_gallery(
+    classes: list[dict],
+    counts: dict,
+    seeds: dict[str, list[dict]],
+    images: dict[tuple[str, int], dict],
+    limits,
+    size: int,
+) -> str:
+    """One card per class: the images optimised for the class and whether they show its
+    object. Not a shortcut verdict (see the note on the page)."""
+    if not classes:
+        return ""
+    cards = []
+    for t in classes:
+        failed = f" · {t['failed']} failed" if t["failed"] else ""
+        cards.append(
+            _card(
+                t,
+                _figures(t, seeds, images, size),
+                [
+                    f'<div class="row">{_target_badge(t)}<span class="sub">object in '
+                    f"{esc(t['n_core'])} of {esc(t['judged'])} seeds{esc(failed)}</span></div>",
+                    f'<div class="nums">object <b>{fmt(t["mean_presence"])}</b>'
+                    f"{probability(t['mean_probability'], 'mean p')}</div>",
+                    f'<div class="sub">query “{esc(t["object_query"])}”</div>',
+                ],
+            )
+        )
+    return (
+        '<section id="classes"><h2>Class explanations</h2><p class="note">The image optimised '
+        "for each class, and whether the segmenter finds the class's object in it (shown at "
+        f"presence ≥ {limits.core:g}, absent at ≤ {limits.spurious:g}): "
+        f"{counts['object_shown_classes']} of {counts['judged_classes']} show it. An "
+        "explanation that paints the object can still hide a shortcut, which adds little beside "
+        "the object: what a class relies on is the class-shortcut test's answer, at the top."
+        f"</p>{''.join(cards)}</section>"
+    )
 
 
 def probe_table(targets: list[dict], probes: dict[str, list[dict]]) -> str:
@@ -138,16 +225,16 @@ def probe_table(targets: list[dict], probes: dict[str, list[dict]]) -> str:
                 f'title="mean presence {p["mean_presence"]:.2f} over {p["images"]} images">'
                 f"{pct(p['rate'])}</td>"
             )
-        name, _ = _target_label(t)
         rows.append(
-            f"<tr><td><b>{esc(name)}</b> <span class='sub'>{esc(t['target_id'])}</span></td>"
-            f"<td>{badge(t['verdict'])}</td>{''.join(cells)}</tr>"
+            f"<tr><td><b>{esc(target_name(t))}</b> <span class='sub'>{esc(t['target_id'])}"
+            f"</span></td><td>{_target_badge(t)}</td>{''.join(cells)}</tr>"
         )
     return (
         '<section id="probes"><h2>Attribute probes</h2>'
         '<p class="note">Share of a target\'s explanation images in which the segmenter finds '
-        "the attribute (presence ≥ 0.5). A high rate on a spurious class names what the "
-        "classifier looks at instead of the object.</p>"
-        f'<table class="list probes"><thead><tr><th>target</th><th>verdict</th>{head}</tr>'
+        "the attribute (presence ≥ 0.5): what the explanations show beside (or instead of) "
+        "the object. A rate is a description of the images, not a finding.</p>"
+        f'<table class="list probes"><thead><tr><th>target</th><th>unit verdict / object</th>'
+        f"{head}</tr>"
         f"</thead><tbody>{''.join(rows)}</tbody></table></section>"
     )

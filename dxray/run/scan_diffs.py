@@ -94,14 +94,15 @@ def _diff_line(rows: list[dict], from_run: str, to_run: str, path: Path) -> str:
     def named(change: str) -> str:
         hits = [r for r in rows if r["change"] == change]
         labels = [
-            r["target_id"] + (f" ({r['class_name']})" if r["class_name"] else "") for r in hits
+            (r.get("unit") or r["target_id"]) + (f" ({r['class_name']})" if r["class_name"] else "")
+            for r in hits
         ]
         return f"{len(hits)} {change}" + (f" [{', '.join(labels)}]" if labels else "")
 
     changed = sum(1 for r in rows if r["change"] == "changed")
     return (
-        f"diff  {from_run} -> {to_run}: {named('new spurious')}, {named('resolved')}, "
-        f"{changed} changed otherwise -> {path}"
+        f"diff  {from_run} -> {to_run}: units {named('new spurious')}, {named('resolved')}; "
+        f"{changed} other targets changed -> {path}"
     )
 
 

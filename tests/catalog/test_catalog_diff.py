@@ -21,19 +21,23 @@ def diff(root):
 
 
 def test_change_kinds(diff):
+    # Units by their intervention verdict; classes by whether their explanation shows the
+    # object, which is never called "spurious" (that word is the units' and the shortcuts').
     changes = {
-        t: (r["verdict_before"], r["verdict_after"], r["change"])
+        t: (r["verdict_before"], r["verdict_after"], r["object_before"], r["object_after"],
+            r["change"])
         for t, r in diff.by_target().items()
-    }
+    }  # fmt: skip
     assert changes == {
-        "class:0": ("spurious", "core", "resolved"),
-        "class:1": ("core", "spurious", "new spurious"),
-        "class:2": ("spurious", "spurious", "unchanged"),
-        "class:3": ("core", "core", "unchanged"),
-        "class:4": ("uncertain", "core", "changed"),
-        "unit:features.4:17:0": ("spurious", "core", "resolved"),
-        "unit:features.4:3:-": ("uncertain", "uncertain", "unchanged"),
+        "class:0": (None, None, "absent", "shown", "changed"),
+        "class:1": (None, None, "shown", "absent", "changed"),
+        "class:2": (None, None, "absent", "absent", "unchanged"),
+        "class:3": (None, None, "shown", "shown", "unchanged"),
+        "class:4": (None, None, "unclear", "shown", "changed"),
+        "unit:features.4:17:0": ("spurious", "core", None, None, "resolved"),
+        "unit:features.4:3:-": ("uncertain", "uncertain", None, None, "unchanged"),
     }
+    assert diff.by_target()["unit:features.4:17:0"]["unit"] == "features.4:17"
 
 
 def test_probability_and_probe_shifts(diff):
@@ -50,21 +54,25 @@ def test_probability_and_probe_shifts(diff):
         {"probe": "water", "before": 1.0, "after": 0.5, "shift": -0.5}
     ]
     assert rows["class:2"]["probe_shifts"] is None
-    assert rows["class:0"]["spurious_fraction_before"] == 1.0
-    assert rows["class:0"]["spurious_fraction_after"] == 0.0
+    assert rows["class:0"]["object_shown_fraction_before"] == 0.0
+    assert rows["class:0"]["object_shown_fraction_after"] == 1.0
+    assert rows["class:0"]["spurious_fraction_before"] is None  # a unit's word, not a class's
+    assert rows["unit:features.4:17:0"]["spurious_fraction_before"] == 1.0
 
 
 def test_summary(diff):
     s = diff.summary
     assert s["changes"] == {
-        "new spurious": 1,
-        "resolved": 2,
-        "changed": 1,
+        "new spurious": 0,
+        "resolved": 1,
+        "changed": 3,
         "unchanged": 3,
         "added": 0,
         "removed": 0,
     }
-    assert (s["spurious_classes_before"], s["spurious_classes_after"]) == (2, 2)
+    # circle <- water and star <- a watermark before; square <- grass and star after
+    assert (s["classes_with_shortcuts_before"], s["classes_with_shortcuts_after"]) == (2, 2)
+    assert "spurious_classes_before" not in s
     assert (s["spurious_units_before"], s["spurious_units_after"]) == (1, 0)
     assert s["from_run"]["classifier_sha256"] == "a1" * 32 and s["to_run"]["targets"] == 7
     assert diff.table.num_rows == s["targets"] == 7
@@ -86,8 +94,11 @@ def test_class_shortcuts_appear_vanish_and_stay_with_their_lifts(diff, root):
 
 def test_reverse_direction_swaps_resolved_and_new(root):
     rows = diff_runs(connect(root), "ckpt-b", "ckpt-a").by_target()
-    assert rows["class:0"]["change"] == "new spurious"
-    assert rows["class:1"]["change"] == "resolved"
+    assert rows["unit:features.4:17:0"]["change"] == "new spurious"
+    assert (rows["class:1"]["object_before"], rows["class:1"]["object_after"]) == (
+        "absent",
+        "shown",
+    )
     assert rows["class:1"]["probability_shift"] == pytest.approx(0.05)
 
 

@@ -15,7 +15,8 @@ from dxray.catalog.sql import SqlRefused, check_read_only, run_sql
 from dxray.catalog.views import connect
 
 QUERY = (
-    "SELECT run_id, class_name, verdict, spurious_fraction, mean_probability, top_probes "
+    "SELECT run_id, class_name, object_in_explanation, object_shown_fraction, mean_probability, "
+    "top_probes "
     "FROM class_summary ORDER BY run_id, class_index"
 )
 
@@ -42,16 +43,16 @@ def test_table_format(root):
     assert lines[0].split() == [
         "run_id",
         "class_name",
-        "verdict",
-        "spurious_fraction",
+        "object_in_explanation",
+        "object_shown_fraction",
         "mean_probability",
         "top_probes",
     ]
     assert set(lines[1]) <= {"-", " "}
-    assert lines[2].split()[:3] == ["ckpt-a", "circle", "spurious"]
+    assert lines[2].split()[:3] == ["ckpt-a", "circle", "absent"]
     assert len(lines) == 2 + 3 + 1 and lines[-1] == "(10 rows, first 3 shown)"
-    # columns line up: every row's verdict starts where the header's does
-    start = lines[0].index("verdict")
+    # columns line up: every row's value starts where the header's does
+    start = lines[0].index("object_in_explanation")
     assert all(line[start - 2 : start] == "  " for line in lines[2:5])
 
 
@@ -60,10 +61,10 @@ def test_csv_format(root, tmp_path):
     rows = list(csv.DictReader(out.read_text().splitlines()))
     assert len(rows) == 10
     circle = rows[0]
-    assert (circle["run_id"], circle["class_name"], circle["verdict"]) == (
+    assert (circle["run_id"], circle["class_name"], circle["object_in_explanation"]) == (
         "ckpt-a",
         "circle",
-        "spurious",
+        "absent",
     )
     assert float(circle["mean_probability"]) == pytest.approx(0.8)
     assert json.loads(circle["top_probes"]) == [{"probe": "water", "rate": 1.0}]
@@ -74,7 +75,7 @@ def test_csv_format(root, tmp_path):
 def test_json_format(root):
     rows = json.loads(run_sql(root, QUERY, "json"))
     assert len(rows) == 10 and rows[0]["class_name"] == "circle"
-    assert rows[0]["spurious_fraction"] == 1.0 and rows[-1]["top_probes"] is None
+    assert rows[0]["object_shown_fraction"] == 0.0 and rows[-1]["top_probes"] is None
     # maps become objects, timestamps ISO strings, blobs base64
     (row,) = json.loads(
         run_sql(

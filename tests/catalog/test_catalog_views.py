@@ -65,36 +65,50 @@ def test_runs_shows_the_latest_row(con):
 
 
 def test_class_summary_by_hand(con):
-    # ckpt-a, circle: presence 0.10 and 0.05 (both <= 0.2: spurious), probability 0.9 and 0.7,
-    # water 0.9 and 0.8 (both present), a watermark 0.1 and 0.2, grass 0.0 and 0.1.
+    # ckpt-a, circle: presence 0.10 and 0.05 (both <= 0.2: the object is absent from both of
+    # its explanations), probability 0.9 and 0.7, water 0.9 and 0.8 (both present), a
+    # watermark 0.1 and 0.2, grass 0.0 and 0.1; the shortcut test found water (2.4 nats).
     row = con.sql(
-        "SELECT seeds, failed, judged, n_core, n_spurious, n_uncertain, mean_probability, "
-        "mean_presence, spurious_fraction, verdict, top_probes FROM class_summary "
+        "SELECT seeds, failed, judged, n_object_shown, n_object_absent, n_unclear, "
+        "mean_probability, mean_presence, object_shown_fraction, object_in_explanation, "
+        "top_probes, shortcuts, relies_on_shortcut FROM class_summary "
         "WHERE run_id = 'ckpt-a' AND class_name = 'circle'"
     ).fetchall()
     assert len(row) == 1
-    seeds, failed, judged, core, spurious, uncertain, p, presence, fraction, verdict, top = row[0]
-    assert (seeds, failed, judged, core, spurious, uncertain) == (2, 0, 2, 0, 2, 0)
+    seeds, failed, judged, shown, absent, unclear, p, presence, fraction, obj, top, sc, relies = (
+        row[0]
+    )
+    assert (seeds, failed, judged, shown, absent, unclear) == (2, 0, 2, 0, 2, 0)
     assert p == pytest.approx(0.8) and presence == pytest.approx(0.075)
-    assert fraction == 1.0 and verdict == "spurious"
+    assert fraction == 0.0 and obj == "absent"
     assert top == [{"probe": "water", "rate": 1.0}]
+    assert (sc, relies) == (["water"], True)
+    # no word of the units' verdicts on a class row
+    columns = {r[0] for r in con.sql("DESCRIBE class_summary").fetchall()}
+    assert not columns & {"verdict", "spurious_fraction", "n_spurious", "n_core"}
+    # square in a: tested, its grass lift is under 1 nat -> no shortcut (an empty list, false)
+    assert one(
+        con,
+        "SELECT shortcuts, relies_on_shortcut FROM class_summary "
+        "WHERE run_id = 'ckpt-a' AND class_name = 'square'",
+    ) == ([], False)
 
 
 def test_class_summary_failed_seed_and_tie(con):
-    # triangle in a: seed 0 core (p 0.5), seed 1 an error -> judged 1, core, mean p over seed 0
+    # triangle in a: seed 0 shows it (p 0.5), seed 1 an error -> judged 1, mean p over seed 0
     triangle = one(
         con,
-        "SELECT seeds, failed, judged, verdict, mean_probability FROM class_summary "
-        "WHERE run_id = 'ckpt-a' AND class_index = 3",
+        "SELECT seeds, failed, judged, object_in_explanation, mean_probability "
+        "FROM class_summary WHERE run_id = 'ckpt-a' AND class_index = 3",
     )
-    assert triangle == (2, 1, 1, "core", pytest.approx(0.5))
-    # hexagon in a: one core (0.60), one uncertain (0.30): a tie -> uncertain, 0 spurious
+    assert triangle == (2, 1, 1, "shown", pytest.approx(0.5))
+    # hexagon in a: shown once (0.60), doubtful once (0.30): a tie -> unclear
     hexagon = one(
         con,
-        "SELECT verdict, spurious_fraction, mean_probability FROM class_summary "
-        "WHERE run_id = 'ckpt-a' AND class_index = 4",
+        "SELECT object_in_explanation, object_shown_fraction, mean_probability "
+        "FROM class_summary WHERE run_id = 'ckpt-a' AND class_index = 4",
     )
-    assert hexagon == ("uncertain", 0.0, pytest.approx(0.35))
+    assert hexagon == ("unclear", 0.5, pytest.approx(0.35))
 
 
 def test_audit_picks_the_successful_attempt(con):
@@ -123,6 +137,11 @@ def test_probe_rates_and_units(con):
         "WHERE run_id = 'ckpt-b' AND target_id = 'unit:features.4:3:-'",
     )
     assert unit == ("features.4", 3, None, "uncertain", 1)  # one seed diverged (nan)
+    assert one(
+        con,
+        "SELECT unit, verdict, spurious_fraction FROM unit_summary "
+        "WHERE run_id = 'ckpt-a' AND target_id = 'unit:features.4:17:0'",
+    ) == ("features.4:17", "spurious", 1.0)
 
 
 @pytest.mark.parametrize("make_folders", [False, True])
@@ -135,7 +154,8 @@ def test_empty_catalog_connects_with_typed_views(tmp_path, make_folders):
     for view in VIEWS:
         assert con.sql(f"SELECT count(*) FROM {view}").fetchall() == [(0,)], view
     columns = {r[0]: r[1] for r in con.sql("DESCRIBE class_summary").fetchall()}
-    assert columns["spurious_fraction"] == "DOUBLE" and columns["seeds"] == "BIGINT"
+    assert columns["object_shown_fraction"] == "DOUBLE" and columns["seeds"] == "BIGINT"
+    assert columns["shortcuts"] == "VARCHAR[]"
     assert {r[0]: r[1] for r in con.sql("DESCRIBE verdicts").fetchall()}["probe_scores"] == (
         "MAP(VARCHAR, DOUBLE)"
     )
@@ -166,14 +186,14 @@ def test_old_files_without_a_column_read_as_null(tmp_path):
 
 def test_class_shortcuts_is_the_bias_report_in_one_query(con):
     found = con.sql(
-        "SELECT run_id, class_name, attribute, lift, with_object_lift, explanation_verdict "
+        "SELECT run_id, class_name, attribute, lift, with_object_lift, object_in_explanation "
         "FROM class_shortcuts WHERE finding ORDER BY run_id, class_name"
     ).fetchall()
     assert found == [
-        ("ckpt-a", "circle", "water", 2.4, 0.3, "spurious"),
-        ("ckpt-a", "star", "a watermark", 2.0, 1.5, "spurious"),
-        ("ckpt-b", "square", "grass", 1.3, 0.2, "spurious"),
-        ("ckpt-b", "star", "a watermark", 2.1, 1.4, "spurious"),
+        ("ckpt-a", "circle", "water", 2.4, 0.3, "absent"),
+        ("ckpt-a", "star", "a watermark", 2.0, 1.5, "absent"),
+        ("ckpt-b", "square", "grass", 1.3, 0.2, "absent"),
+        ("ckpt-b", "star", "a watermark", 2.1, 1.4, "absent"),
     ]
     # square-grass in a: a lift, but under 1 nat: not a finding, and no with-object row
     row = one(
