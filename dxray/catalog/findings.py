@@ -99,8 +99,7 @@ class ShortcutFinding:
         if self.object_in_explanation == "shown":
             return (
                 f"Its own explanation paints the {name} ({seeds}), so that image does not "
-                f"show this shortcut: beside the object, {self.attribute} adds little; the "
-                "test finds it by asking without the object."
+                "show this shortcut: the test finds it by asking without the object."
             )
         if self.object_in_explanation == "absent":
             return (
