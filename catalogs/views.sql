@@ -13,34 +13,48 @@ QUALIFY row_number() OVER (
     PARTITION BY run_id ORDER BY updated_at DESC, (status <> 'running') DESC
 ) = 1;
 
--- Every row ever written, retries included: a failed attempt stays visible.
+-- Every row ever written, retries and resumed work included: a failed attempt stays visible.
 CREATE OR REPLACE VIEW runs_log AS SELECT * FROM raw_runs;
-CREATE OR REPLACE VIEW explanations AS SELECT * FROM raw_explanations;
-CREATE OR REPLACE VIEW verdicts AS SELECT * FROM raw_verdicts;
-CREATE OR REPLACE VIEW images AS SELECT * FROM raw_images;
+CREATE OR REPLACE VIEW explanations_log AS SELECT * FROM raw_explanations;
+CREATE OR REPLACE VIEW verdicts_log AS SELECT * FROM raw_verdicts;
+CREATE OR REPLACE VIEW images_log AS SELECT * FROM raw_images;
+
+-- The current rows: exactly one per (run, target, seed), whatever a resume rewrote (a
+-- retried target, or the rows of a file lost or quarantined and recomputed).
+-- explanations: the best attempt (a result over "nan" over "error", then the newest);
+-- verdicts and images: the newest.
+CREATE OR REPLACE VIEW explanations AS
+SELECT *
+FROM raw_explanations
+QUALIFY row_number() OVER (
+    PARTITION BY run_id, target_id, seed
+    ORDER BY CASE status WHEN 'error' THEN 2 WHEN 'nan' THEN 1 ELSE 0 END, created_at DESC
+) = 1;
+
+CREATE OR REPLACE VIEW verdicts AS
+SELECT *
+FROM raw_verdicts
+QUALIFY row_number() OVER (PARTITION BY run_id, target_id, seed ORDER BY created_at DESC) = 1;
+
+CREATE OR REPLACE VIEW images AS
+SELECT *
+FROM raw_images
+QUALIFY row_number() OVER (PARTITION BY run_id, target_id, seed ORDER BY created_at DESC) = 1;
 
 -- One row per (run, target, seed): the best attempt (a result over "nan" over "error", then
 -- the newest), its latest verdict, and whether an image was stored. `ok` marks a usable
 -- explanation (status "converged" or "max_iterations"); summaries count only those.
 CREATE OR REPLACE VIEW audit AS
 WITH best AS (
-    SELECT
-        * EXCLUDE (prompt_vectors, vector_shape),
-        count(*) OVER (PARTITION BY run_id, target_id, seed) AS attempts
-    FROM explanations
-    QUALIFY row_number() OVER (
-        PARTITION BY run_id, target_id, seed
-        ORDER BY CASE status WHEN 'error' THEN 2 WHEN 'nan' THEN 1 ELSE 0 END, created_at DESC
-    ) = 1
+    SELECT e.* EXCLUDE (prompt_vectors, vector_shape), n.attempts
+    FROM explanations AS e
+    JOIN (
+        SELECT run_id, target_id, seed, count(*) AS attempts
+        FROM raw_explanations GROUP BY ALL
+    ) AS n USING (run_id, target_id, seed)
 ),
-latest_verdict AS (
-    SELECT *
-    FROM verdicts
-    QUALIFY row_number() OVER (PARTITION BY run_id, target_id, seed ORDER BY created_at DESC) = 1
-),
-stored AS (
-    SELECT DISTINCT run_id, target_id, seed FROM images
-)
+latest_verdict AS (SELECT * FROM verdicts),
+stored AS (SELECT run_id, target_id, seed FROM images)
 SELECT
     b.run_id, b.target_id, b.kind, b.class_index, b.class_name, b.layer, b.channel,
     b.objective, b.seed,

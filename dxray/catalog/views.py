@@ -24,6 +24,9 @@ SQL_DIR = Path(__file__).resolve().parents[2] / "catalogs"
 VIEWS = (
     "runs",
     "runs_log",
+    "explanations_log",
+    "verdicts_log",
+    "images_log",
     "explanations",
     "verdicts",
     "images",

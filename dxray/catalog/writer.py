@@ -214,9 +214,24 @@ class CatalogWriter:
     def done_keys(self, run_id: str, retry: Iterable[str] = RETRY_STATUSES) -> set[tuple[str, int]]:
         """(target_id, seed) pairs of `run_id` that resume should skip: those with at least
         one explanations row whose status is not in `retry` (by default only "error" is
-        retried; pass ("error", "nan") to retry diverged targets too). Reads three columns."""
-        keys = self.usable_keys("explanations", run_id, ("target_id", "seed"), retry)
+        retried; pass ("error", "nan") to retry diverged targets too) and, when that row is a
+        result (converged, max_iterations), a verdict and an image: a key whose verdicts or
+        images file was lost (cut short, quarantined) is redone, so every table holds it
+        again. Reads key columns only."""
+        key = ("target_id", "seed")
+        keys = self.usable_keys("explanations", run_id, key, retry)
+        results = self.usable_keys("explanations", run_id, key, ("error", "nan"))  # images
+        keys -= results - (self._keys("verdicts", run_id) & self._keys("images", run_id))
         return {(target_id, int(seed)) for target_id, seed in keys}
+
+    def _keys(self, table_name: str, run_id: str) -> set[tuple[str, int]]:
+        """(target_id, seed) of every row of `table_name` (verdicts, images) of `run_id`."""
+        found = set()
+        for path in part_files(self.root, table_name, run_id):
+            table = pq.read_table(path, columns=["target_id", "seed"])
+            columns = (table.column("target_id").to_pylist(), table.column("seed").to_pylist())
+            found.update(zip(*columns, strict=True))
+        return found
 
     def usable_keys(
         self,

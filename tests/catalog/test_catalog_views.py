@@ -24,8 +24,11 @@ def test_view_counts(con):
     assert counts == {
         "runs": 2,  # latest row of each run
         "runs_log": 4,  # a start row and a finish row per run
-        "explanations": 29,  # 28 (target, seed) pairs + one retried error
-        "verdicts": 26,  # no verdict for the error in a and the nan in b
+        "explanations_log": 29,  # 28 (target, seed) pairs + one retried error
+        "verdicts_log": 26,  # no verdict for the error in a and the nan in b
+        "images_log": 26,
+        "explanations": 28,  # the current rows: one per (run, target, seed)
+        "verdicts": 26,
         "images": 26,
         "audit": 28,  # one row per (run, target, seed)
         "probe_scores": 78,  # 26 judged images x 3 probes
@@ -180,7 +183,7 @@ def test_old_files_without_a_column_read_as_null(tmp_path):
     table = pq.read_table(path)
     older = table.drop_columns(["worker"])  # as written before `worker` existed
     pq.write_table(older, path.with_name("part-0000.parquet"))
-    rows = connect(tmp_path).sql("SELECT worker FROM explanations ORDER BY worker").fetchall()
+    rows = connect(tmp_path).sql("SELECT worker FROM explanations_log ORDER BY worker").fetchall()
     assert rows == [("w1",), (None,)]
 
 
