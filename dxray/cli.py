@@ -193,10 +193,13 @@ def sql(
     query: str = typer.Argument(..., help="One read-only query (SELECT, WITH, DESCRIBE, ...)."),
     fmt: str = typer.Option("table", "--format", help="table | csv | json | parquet"),
     out: Path = typer.Option(None, help="Write the result here instead of printing it."),
-    limit: int = typer.Option(100, help="Rows shown by the table format."),
+    limit: int = typer.Option(100, min=1, help="Rows shown by the table format."),
 ) -> None:
-    """Query a catalog with DuckDB SQL, read-only. Views: runs, explanations, verdicts, images,
-    audit, class_summary, unit_summary, probe_rates (see catalogs/views.sql).
+    """Query a catalog with DuckDB SQL, read-only. Views: class_shortcuts (what each class
+    relies on), class_summary, unit_summary, audit, runs, probe_rates, shortcuts,
+    shortcut_images, shortcut_pool, shortcut_candidates, labels, label_agreement,
+    explanations, verdicts, images (and *_log: every row), eval_metrics, eval_neurons,
+    eval_classes (catalogs/views.sql; docs/PLATFORM.md).
 
     Example: dxray sql catalogs/toy "SELECT class_name, shortcuts FROM class_summary"
     """

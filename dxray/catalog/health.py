@@ -10,6 +10,12 @@ held (the explanations file is each batch's commit record).
     broken_files(root)              # [BrokenFile(path, reason)], footers only (fast)
     broken_files(root, deep=True)   # reads every row too: finds damage inside a file
     quarantine(root, files)         # moves them to <root>/_quarantine/, keeping their paths
+    leaving_out_damage(root, read)  # read(); if a damaged page stops it, find the file(s) by
+                                    # reading every row, leave them out (named), read again
+
+Damage inside a file whose footer is whole (a flipped page) only shows when its rows are
+decoded, so the footer check cannot see it; `leaving_out_damage` makes a query that hits it
+name the file and carry on without it, like a truncated file.
 
 The footer check is cached per (path, size, mtime), so a long-lived process checks each file once.
 """
@@ -19,9 +25,13 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
+import duckdb
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 log = logging.getLogger("dxray.catalog")
@@ -30,6 +40,12 @@ QUARANTINE_DIR = "_quarantine"  # readers list `<table>/run_id=*/part-*.parquet`
 
 _checked: dict[tuple[str, int, int], str | None] = {}  # (path, size, mtime_ns) -> reason
 _warned: set[str] = set()
+
+
+T = TypeVar("T")
+# What reading a damaged page raises: Arrow's errors, and DuckDB's wrapping of them when it
+# scans the Arrow dataset ("reading the stream registered as ... failed: IOError: ...").
+READ_ERRORS = (pa.ArrowException, OSError, duckdb.InvalidInputException, duckdb.IOException)
 
 
 @dataclass(frozen=True)
@@ -106,6 +122,34 @@ def quarantine(root: str | os.PathLike, files: list[BrokenFile]) -> list[Path]:
     for broken in files:
         target = base / QUARANTINE_DIR / broken.path.relative_to(base)
         target.parent.mkdir(parents=True, exist_ok=True)
+        n = 0
+        while target.exists():  # quarantined there before: keep both copies
+            n += 1
+            target = target.with_name(f"{broken.path.name}.{n}")
         shutil.move(broken.path, target)
         moved.append(target)
     return moved
+
+
+def leaving_out_damage(root: str | os.PathLike, read: Callable[[], T]) -> T:
+    """`read()`, and when it fails on a damaged file of the catalog at `root`: find every file
+    that does not read whole (`broken_files(deep=True)`), leave them out of every later read
+    of this process (each named once in a warning, as for a truncated file) and `read()` once
+    more. The error is raised as it is when no file is damaged (it was something else)."""
+    try:
+        return read()
+    except READ_ERRORS:
+        damaged = broken_files(root, deep=True)
+        if not damaged:
+            raise
+    for broken in damaged:
+        if str(broken.path) not in _warned:
+            _warned.add(str(broken.path))
+            log.warning(
+                "catalog file %s is damaged (%s) and is left out; `dxray catalog check %s "
+                "--deep --quarantine` moves it aside",
+                broken.path,
+                broken.reason,
+                root,
+            )
+    return read()

@@ -33,10 +33,19 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from dxray.catalog.health import leaving_out_damage
+from dxray.catalog.outputs import check_output
 from dxray.catalog.views import connect
 
 Format = Literal["table", "csv", "json", "parquet"]
 FORMATS = ("table", "csv", "json", "parquet")
+# What `out` may be called for each format, so that a result never overwrites a spec.
+OUT_SUFFIXES = {
+    "table": (".txt", ".text", ".md"),
+    "csv": (".csv", ".tsv", ".txt"),
+    "json": (".json", ".jsonl"),
+    "parquet": (".parquet", ".pq"),
+}
 
 # Keywords that change state somewhere: data, schema, settings, files, extensions, sessions.
 WRITE_KEYWORDS = frozenset(
@@ -97,15 +106,20 @@ def _keywords(query: str) -> list[str]:
 
 
 def query_table(root: str | os.PathLike, query: str) -> pa.Table:
-    """Vet `query` and run it on a locked, read-only connection to the catalog at `root`."""
+    """Vet `query` and run it on a locked, read-only connection to the catalog at `root`. A
+    file damaged inside is named and left out (`health.leaving_out_damage`)."""
     statement = check_read_only(query)
-    con = connect(root, read_only=True)
-    try:
-        return con.sql(statement).to_arrow_table()
-    except duckdb.PermissionException as err:
-        raise SqlRefused(f"catalog SQL cannot open files or extensions ({err})") from None
-    finally:
-        con.close()
+
+    def read() -> pa.Table:
+        con = connect(root, read_only=True)  # a fresh connection lists the files anew
+        try:
+            return con.sql(statement).to_arrow_table()
+        except duckdb.PermissionException as err:
+            raise SqlRefused(f"catalog SQL cannot open files or extensions ({err})") from None
+        finally:
+            con.close()
+
+    return leaving_out_damage(root, read)
 
 
 def run_sql(
@@ -126,6 +140,14 @@ def run_sql(
     """
     if fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {FORMATS}; got {fmt!r}")
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"limit is a number of rows >= 1, got {limit!r}")
+    if out is not None:
+        check_output(out, OUT_SUFFIXES[fmt])  # before the query runs
+    if not Path(root).is_dir():
+        raise FileNotFoundError(
+            f"no catalog at {root}: give the folder an audit wrote (output.catalog of its spec)"
+        )
     table = query_table(root, query)
     if fmt == "parquet":
         buffer = io.BytesIO()
@@ -139,7 +161,7 @@ def run_sql(
         rendered = to_text(table, limit=limit)
     if out is None:
         return rendered
-    out = Path(out)
+    out = check_output(out, OUT_SUFFIXES[fmt])
     if isinstance(rendered, bytes):
         out.write_bytes(rendered)
     else:

@@ -20,12 +20,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from dxray.eval.metrics import agreement, confusion_rows
-from dxray.eval.reads import query
+from dxray.eval.reads import query, run_row
 from dxray.eval.runner import EvalResult
 
 
 def agreement_rows(catalog: str | Path, run_id: str) -> list[dict]:
-    """The run's `label_agreement` rows."""
+    """The run's `label_agreement` rows (a run the catalog lacks is named as such)."""
+    run_row(catalog, run_id)  # "has no run 'x'; its runs: [...]"
     rows = query(
         catalog,
         "SELECT * FROM label_agreement WHERE run_id = ? ORDER BY class_index, rank, channel",

@@ -20,6 +20,8 @@ from pathlib import Path
 
 from dxray.catalog.diff import diff_runs
 from dxray.catalog.findings import read_answer, run_thresholds
+from dxray.catalog.health import leaving_out_damage
+from dxray.catalog.outputs import check_output
 from dxray.catalog.views import connect
 from dxray.report.answer import answer_section
 from dxray.report.diff import diff_section
@@ -115,15 +117,23 @@ def write_report(
     diff_from: str | None = None,
     thumb_size: int = THUMB,
 ) -> Path:
-    """Write the HTML report of one run of the catalog at `root` to `out_html`."""
-    con = connect(root, read_only=True)
-    try:
-        page = render_report(con, run_id, diff_from=diff_from, thumb_size=thumb_size)
-    finally:
-        con.close()
-    out = Path(out_html)
+    """Write the HTML report of one run of the catalog at `root` to `out_html` (an .html
+    file, not inside the catalog's folders: `dxray.catalog.outputs`)."""
+    out = check_output(out_html, (".html", ".htm"))
+
+    def render() -> str:
+        con = connect(root, read_only=True)  # a fresh connection lists the files anew
+        try:
+            return render_report(con, run_id, diff_from=diff_from, thumb_size=thumb_size)
+        finally:
+            con.close()
+
+    page = leaving_out_damage(root, render)  # a file damaged inside is named and left out
     out.parent.mkdir(parents=True, exist_ok=True)
     temp = out.with_name(f".{out.name}.tmp")
-    temp.write_text(page, encoding="utf-8")
-    os.replace(temp, out)
+    try:
+        temp.write_text(page, encoding="utf-8")
+        os.replace(temp, out)
+    finally:
+        temp.unlink(missing_ok=True)
     return out

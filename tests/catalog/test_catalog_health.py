@@ -2,6 +2,7 @@
 `dxray catalog check` finds it (the footer, or every row with --deep) and moves it aside."""
 
 import logging
+import random
 
 import pyarrow.parquet as pq
 import pytest
@@ -89,3 +90,37 @@ def test_deep_check_finds_damage_the_footer_check_cannot(root):
     deep = health.broken_files(root, deep=True)
     assert [b.path for b in deep] == [path]
     assert "OSError" in deep[0].reason
+
+
+def flip_inside(path, at=0.25, count=2000):
+    """Flip `count` bytes a quarter into the file: a damaged page, the footer whole."""
+    data = bytearray(path.read_bytes())
+    start = int(len(data) * at)
+    data[start : start + count] = bytes(b ^ 0xFF for b in data[start : start + count])
+    path.write_bytes(bytes(data))
+
+
+def test_damage_inside_a_file_is_named_and_left_out_by_sql_and_the_report(tmp_path, caplog):
+    root = tmp_path / "catalog"
+    write_sample(root)
+    # a file with several pages of blobs, so that the damage lands inside one
+    writer = CatalogWriter(root)
+    words = random.Random(0)  # compressible blobs: flipped pages no longer decompress
+    rows = [{"target_id": f"class:{i}", "seed": 9,
+             "png": " ".join(words.choice(["water", "sand", "snow"]) for _ in range(2000)).encode()}
+            for i in range(40)]  # fmt: skip
+    damaged = writer.write("images", rows, "ckpt-a")
+    flip_inside(damaged)
+    assert health.file_problem(damaged) is None  # the footer reads: the quick check passes
+    query = "SELECT count(*) AS n, sum(octet_length(png)) AS bytes FROM images_log"
+
+    with caplog.at_level(logging.WARNING, logger="dxray.catalog"):
+        result = CliRunner().invoke(app, ["sql", str(root), query, "--format", "json"])
+        report = CliRunner().invoke(app, ["report", str(root), "--out", str(tmp_path / "r.html")])
+    assert result.exit_code == 0, result.output
+    assert '"n": 26' in result.output  # the sample's images, without the damaged file's 40
+    assert str(damaged) in caplog.text and "--deep --quarantine" in caplog.text
+    assert report.exit_code == 0, report.output
+
+    moved = CliRunner().invoke(app, ["catalog", "check", str(root), "--deep", "--quarantine"])
+    assert moved.exit_code == 0 and not damaged.exists()
