@@ -30,6 +30,7 @@ from typing import Literal
 from dxray.yamlio import suggest
 
 SIMPLE_COLUMNS = ("class_index", "feature_index")
+MAX_CSV_BYTES = 64 << 20  # a unit CSV is read whole, before any model loads
 MTURK_COLUMNS = ("WorkerId", "Input.wordnet_id", "Input.class_index", "Input.feature_index",
                  "Input.feature_rank", "Answer.main", "Answer.confidence", "Answer.reasons")  # fmt: skip
 # Salient ImageNet's answers and what each says of the feature
@@ -74,8 +75,19 @@ def read_unit_csv(path: str | Path) -> UnitCsv:
     """Read either format (see the module docstring)."""
     path = Path(path)
     try:
+        size = path.stat().st_size
+        if size > MAX_CSV_BYTES:
+            raise UnitCsvError(
+                f"'{path}': {size:,} bytes is too large for a unit CSV (at most "
+                f"{MAX_CSV_BYTES:,}; Salient ImageNet's answers are ~2 MB)"
+            )
         with path.open(newline="", encoding="utf-8-sig") as file:
-            rows = list(csv.reader(file))
+            reader = csv.reader(file)
+            rows, starts, end = [], [], 0
+            for record in reader:  # a quoted cell may span lines: keep where each record starts
+                rows.append(record)
+                starts.append(end + 1)
+                end = reader.line_num
     except OSError as err:
         raise UnitCsvError(f"'{path}': cannot read the unit CSV ({err.strerror})") from err
     except (UnicodeDecodeError, csv.Error) as err:
@@ -83,8 +95,11 @@ def read_unit_csv(path: str | Path) -> UnitCsv:
     if not rows:
         raise UnitCsvError(f"'{path}' is empty: it needs a header line")
     header = [cell.strip() for cell in rows[0]]
+    body = list(zip(starts[1:], rows[1:], strict=True))
+    if not any(any(cell.strip() for cell in record) for _, record in body):
+        raise UnitCsvError(f"'{path}' has a header and no unit: add one row per unit")
     if all(c in header for c in MTURK_COLUMNS[2:6]):
-        return UnitCsv(path, "salient-imagenet", _salient(path, header, rows[1:]))
+        return UnitCsv(path, "salient-imagenet", _salient(path, header, body))
     missing = [c for c in SIMPLE_COLUMNS if c not in header]
     if missing:
         hints = "".join(suggest(c, header) for c in missing)
@@ -93,13 +108,13 @@ def read_unit_csv(path: str | Path) -> UnitCsv:
             f"either {','.join(SIMPLE_COLUMNS)}[,label] (one row per unit) or Salient "
             f"ImageNet's discover_spurious_features.csv as published ({','.join(MTURK_COLUMNS)})"
         )
-    return UnitCsv(path, "dxray", _simple(path, header, rows[1:]))
+    return UnitCsv(path, "dxray", _simple(path, header, body))
 
 
-def _simple(path: Path, header: list[str], rows: list[list[str]]) -> list[UnitLabel]:
+def _simple(path: Path, header: list[str], rows: list[tuple[int, list[str]]]) -> list[UnitLabel]:
     at = {c: header.index(c) for c in header}
     units: dict[tuple[int, int], UnitLabel] = {}
-    for line, record in enumerate(rows, start=2):
+    for line, record in rows:
         if not any(cell.strip() for cell in record):
             continue
         c = _index(path, line, "class_index", _cell(record, at["class_index"]))
@@ -115,12 +130,12 @@ def _simple(path: Path, header: list[str], rows: list[list[str]]) -> list[UnitLa
     return list(units.values())
 
 
-def _salient(path: Path, header: list[str], rows: list[list[str]]) -> list[UnitLabel]:
+def _salient(path: Path, header: list[str], rows: list[tuple[int, list[str]]]) -> list[UnitLabel]:
     at = {c: header.index(c) for c in header}
     votes: dict[tuple[int, int], Counter] = {}
     first: dict[tuple[int, int], tuple[int, int, str]] = {}  # pair -> (line, rank, wordnet id)
     wordnet: dict[int, tuple[str, int]] = {}  # class -> (wordnet id, line)
-    for line, record in enumerate(rows, start=2):
+    for line, record in rows:
         if not any(cell.strip() for cell in record):
             continue
         c = _index(path, line, "Input.class_index", _cell(record, at["Input.class_index"]))

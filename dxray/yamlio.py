@@ -37,15 +37,54 @@ class StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+# Bounds of a config file, checked before anything reads its values: specs and worlds are a
+# few kB; a file 1,000 times that, or a document whose aliases expand to more values than a
+# spec could use (YAML anchors make a few lines expand exponentially), is refused.
+MAX_YAML_BYTES = 1 << 20
+MAX_YAML_VALUES = 100_000
+
+
 def read_yaml(path: Path, *, what: str, error: type[Exception] = ValueError) -> Any:
-    """The data of a YAML file read with `StrictLoader`; an unreadable or malformed file raises
-    `error` naming the file and `what` it was meant to be."""
+    """The data of a YAML file read with `StrictLoader`; an unreadable, binary, oversized or
+    malformed file, or one whose aliases expand beyond MAX_YAML_VALUES values, raises `error`
+    naming the file and `what` it was meant to be."""
     try:
-        return yaml.load(Path(path).read_text(), Loader=StrictLoader)
+        raw = Path(path).read_bytes()
     except OSError as err:
         raise error(f"{path}: cannot read {what} ({err.strerror})") from err
+    if len(raw) > MAX_YAML_BYTES:
+        raise error(
+            f"{path}: {len(raw):,} bytes is too large for {what} (at most {MAX_YAML_BYTES:,})"
+        )
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise error(f"{path}: {what} must be UTF-8 text; byte {err.start} is not") from None
+    try:
+        data = yaml.load(text, Loader=StrictLoader)
     except yaml.YAMLError as err:
         raise error(f"{path}: not valid YAML: {err}") from err
+    if count_values(data, MAX_YAML_VALUES) > MAX_YAML_VALUES:
+        raise error(
+            f"{path}: {what} expands to more than {MAX_YAML_VALUES:,} values (its aliases "
+            "repeat lists or mappings into each other): write the values out"
+        )
+    return data
+
+
+def count_values(data: Any, limit: int) -> int:
+    """How many values `data` holds with every alias expanded, counting stops past `limit`
+    (so an alias bomb costs at most `limit` steps)."""
+    count, stack = 0, [data]
+    while stack and count <= limit:
+        value = stack.pop()
+        count += 1
+        if isinstance(value, Mapping):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list | tuple):
+            stack.extend(value)
+    return count
 
 
 def suggest(word: Any, allowed: Sequence[Any], n: int = 1, cutoff: float = 0.6) -> str:

@@ -39,7 +39,8 @@ def test_the_published_format_becomes_one_labelled_unit_per_pair(tmp_path):
     assert got == [(0, 1797, 1, "core", 5), (0, 925, 2, "spurious", 5), (2, 1797, 1, "spurious", 5)]
     first = table.units[0]
     assert first.votes == {M: 3, S: 1, B: 1} and first.wordnet_id == "n01440764"
-    assert first.line == 2 and table.units[1].line == 7
+    # lines of the file: each answer's reason spans two lines (the 6th answer starts on 12)
+    assert first.line == 2 and table.units[1].line == 12
 
 
 def test_a_byte_order_mark_is_not_part_of_the_header(tmp_path):
@@ -78,7 +79,7 @@ def test_errors_name_the_file_line_and_column(tmp_path, row, expected):
 
 def test_one_class_with_two_wordnet_ids_is_refused(tmp_path):
     answers = {(0, "n01440764", 1, 1): [M], (0, "n99999999", 2, 2): [M]}
-    with pytest.raises(UnitCsvError, match="line 3, column Input.wordnet_id: class 0"):
+    with pytest.raises(UnitCsvError, match="line 4, column Input.wordnet_id: class 0"):
         read_unit_csv(salient_csv(tmp_path / "f.csv", answers))
 
 
@@ -86,3 +87,17 @@ def test_a_header_that_is_neither_format_says_what_both_are(tmp_path):
     (tmp_path / "f.csv").write_text("WorkerId,Input.class_index\nA,0\n")
     with pytest.raises(UnitCsvError, match="discover_spurious_features.csv as published"):
         read_unit_csv(tmp_path / "f.csv")
+
+
+def test_lines_are_counted_in_the_file_when_a_quoted_cell_spans_lines(tmp_path):
+    path = tmp_path / "units.csv"
+    path.write_text('class_index,feature_index,label,note\n0,1,core,"two\nlines"\n1,x,core,\n')
+    with pytest.raises(UnitCsvError, match="line 4, column feature_index"):  # not line 3
+        read_unit_csv(path)
+
+
+def test_a_header_without_units_is_refused(tmp_path):
+    path = tmp_path / "units.csv"
+    path.write_text("class_index,feature_index,label\n\n")
+    with pytest.raises(UnitCsvError, match="has a header and no unit"):
+        read_unit_csv(path)

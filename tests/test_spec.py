@@ -378,3 +378,34 @@ def test_the_unit_csv_is_parsed_once_per_version(tmp_path, monkeypatch):
     (tmp_path / "units.csv").write_text("class_index,feature_index\n0,1\n1,2\n")
     os.utime(tmp_path / "units.csv", ns=(1, 10**18))  # a new version, whatever the clock
     assert len(read_units(spec).units) == 2 and len(calls) == 2
+
+
+def test_a_yaml_alias_bomb_binary_or_huge_spec_is_one_line(tmp_path):
+    """Bounded before any value is read: an alias bomb (was: a hang in to_dict), a binary
+    file and a NUL byte (were: raw Python errors) and a file over 1 MiB."""
+    import time
+
+    from dxray.yamlio import MAX_YAML_BYTES
+
+    bomb = tmp_path / "bomb.yaml"
+    lines = ["name: bomb", "generator: g", "classifier: c", "segmenter: s",
+             "targets: {classes: all}", "shortcuts:", "  enabled: true", "  attributes:",
+             "    - &a0 [water, sand]"]  # fmt: skip
+    lines += [f"    - &a{i} [*a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}]" for i in range(1, 25)]
+    bomb.write_text("\n".join(lines) + "\n")
+    started = time.perf_counter()
+    with pytest.raises(SpecError, match="expands to more than 100,000 values"):
+        load_spec(bomb)
+    assert time.perf_counter() - started < 5
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"name: x\n\xf0\x28\x8c\x28\n")
+    with pytest.raises(SpecError, match="must be UTF-8 text"):
+        load_spec(binary)
+    nul = tmp_path / "nul.yaml"
+    nul.write_bytes(b"name: x\x00\n")
+    with pytest.raises(SpecError, match="not valid YAML"):
+        load_spec(nul)
+    huge = tmp_path / "huge.yaml"
+    huge.write_text("# " + "x" * MAX_YAML_BYTES + "\nname: x\n")
+    with pytest.raises(SpecError, match="too large"):
+        load_spec(huge)

@@ -79,16 +79,28 @@ def parse_vocabulary(entries: Iterable[Any]) -> tuple[list[Attribute], list[str]
     return attributes, problems
 
 
+# A prompt's text encoder reads 77 tokens; 200 characters is already more than one prompt.
+MAX_TEXT = 200
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """`value`'s repr, cut to `limit` characters for a message."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 1]}… ({len(text):,} characters)"
+
+
 def _parse_entry(entry: Any) -> tuple[Attribute | None, str]:
     if isinstance(entry, str):
         if not entry.strip():
             return None, "an empty string; give the attribute's text, e.g. 'water'"
+        if len(entry) > MAX_TEXT:
+            return None, f"{_short(entry)} is longer than {MAX_TEXT} characters"
         text = " ".join(entry.split())
         return Attribute(text, "scene", text), ""
     if not isinstance(entry, Mapping):
         return None, (
-            f"{type(entry).__name__} {entry!r} is neither a string ('water') nor a mapping "
-            "({name: a watermark, overlay: with a watermark})"
+            f"{type(entry).__name__} {_short(entry)} is neither a string ('water') nor a "
+            "mapping ({name: a watermark, overlay: with a watermark})"
         )
     unknown = [k for k in entry if k not in ENTRY_KEYS]
     if unknown:
@@ -97,10 +109,12 @@ def _parse_entry(entry: Any) -> tuple[Attribute | None, str]:
     for key in ENTRY_KEYS:
         value = entry.get(key)
         if value is not None and (not isinstance(value, str) or not value.strip()):
-            return None, f"{key} must be a non-empty string, got {value!r}"
+            return None, f"{key} must be a non-empty string, got {_short(value)}"
+        if value is not None and len(value) > MAX_TEXT:
+            return None, f"{key} {_short(value)} is longer than {MAX_TEXT} characters"
         texts[key] = " ".join(value.split()) if value is not None else None
     if texts["name"] is None:
-        return None, f"{dict(entry)!r} has no name (what the segmenter looks for)"
+        return None, f"{_short(dict(entry))} has no name (what the segmenter looks for)"
     if texts["prompt"] is not None and texts["overlay"] is not None:
         return None, f"{texts['name']!r} gives both prompt (a scene) and overlay: pick one"
     if texts["overlay"] is not None:

@@ -78,3 +78,10 @@ def test_a_template_needs_one_slot():
     attributes, _ = parse_vocabulary(TOY)
     with pytest.raises(ValueError, match="exactly once"):
         object_free_renders(attributes, "a photo", [0])
+
+
+def test_a_very_long_attribute_is_skipped_and_not_echoed_in_full():
+    attributes, problems = parse_vocabulary(["water", "w" * 5000, {"name": "x" * 5000}])
+    assert [a.name for a in attributes] == ["water"]
+    assert len(problems) == 2 and all("longer than 200 characters" in p for p in problems)
+    assert all(len(p) < 200 for p in problems)
