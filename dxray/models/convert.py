@@ -155,10 +155,20 @@ def _normaliser(state: Mapping, name: str, default) -> tuple[float, ...]:
     return tuple(default)
 
 
+# What a checkpoint may claim before anything is allocated: torchvision's ResNets are 64 wide
+# and ImageNet has 1,000 classes; a file that claims 4,096 channels or a million classes is
+# damaged or hostile, and building it would ask for gigabytes.
+MAX_WIDTH = 256
+MAX_CLASSES = 100_000
+
+
 def _arch(network: Mapping[str, Tensor]) -> tuple[str, dict]:
-    """The torchvision ResNet a state dict is, and the factory kwargs that rebuild it."""
-    if "conv1.weight" not in network or "fc.weight" not in network:
-        raise ConvertError("not a torchvision ResNet state dict: no conv1.weight / fc.weight")
+    """The torchvision ResNet a state dict is, and the factory kwargs that rebuild it; widths
+    and class counts are bounded and every tensor's shape is checked against the network
+    built on the meta device (no memory) before the real one is built."""
+    for key in ("conv1.weight", "fc.weight"):
+        if not isinstance(network.get(key), Tensor) or network[key].dim() < 2:
+            raise ConvertError(f"not a torchvision ResNet state dict: no usable {key}")
     block = Bottleneck if "layer1.0.conv3.weight" in network else BasicBlock
     counts = []
     for stage in range(1, 5):
@@ -172,11 +182,43 @@ def _arch(network: Mapping[str, Tensor]) -> tuple[str, dict]:
                 "num_classes": int(network["fc.weight"].shape[0]),
                 "width": int(network["conv1.weight"].shape[0]),
             }
+            if not 1 <= kwargs["width"] <= MAX_WIDTH:
+                raise ConvertError(
+                    f"conv1.weight claims {kwargs['width']} channels; a ResNet has 1 to "
+                    f"{MAX_WIDTH} (torchvision's: 64): the file is damaged or not a ResNet"
+                )
+            if not 1 <= kwargs["num_classes"] <= MAX_CLASSES:
+                raise ConvertError(
+                    f"fc.weight claims {kwargs['num_classes']} classes; at most {MAX_CLASSES:,}"
+                )
+            _check_shapes(network, factory, kwargs, name)
             return name, kwargs
     raise ConvertError(f"a ResNet with {counts} blocks per stage is not one dxray builds")
 
 
+def _check_shapes(network: Mapping[str, Tensor], factory, kwargs: dict, name: str) -> None:
+    """Every tensor the network needs, with its shape: the first one that differs is named."""
+    with torch.device("meta"):
+        expected = factory(**kwargs).state_dict()
+    for key, want in expected.items():
+        got = network.get(key)
+        if got is None:
+            if key.endswith("num_batches_tracked"):
+                continue
+            raise ConvertError(f"the checkpoint lacks {key} (a {name} needs it)")
+        if not isinstance(got, Tensor) or tuple(got.shape) != tuple(want.shape):
+            shape = tuple(got.shape) if isinstance(got, Tensor) else type(got).__name__
+            raise ConvertError(
+                f"{key} has shape {shape}; a {name} of width {kwargs['width']} with "
+                f"{kwargs['num_classes']} classes needs {tuple(want.shape)}"
+            )
+
+
 def _write(network, out, mean, std, class_names, outputs, source) -> Path:
+    if Path(out).exists():
+        raise ConvertError(
+            f"{out} exists: converting never overwrites a folder; remove it or choose another"
+        )
     name, kwargs = _arch(network)
     model = ARCHS[name](**kwargs)
     missing, unexpected = model.load_state_dict(dict(network), strict=False)

@@ -555,3 +555,47 @@ def test_a_silent_relu_unit_still_has_a_gradient_and_its_true_value():
     assert float(grad.abs().sum()) > 0
     # A layer whose output is not a ReLU's reports no pre-activation.
     assert clf.outputs(x, ["1"]).pre_units == {}
+
+
+def test_a_folder_named_factory_gets_only_shape_arguments(tmp_path, tiny_cnn, monkeypatch):
+    """timm's create_model is trusted, but its keyword arguments from classifier.json could
+    make it unpickle a file (checkpoint_path) or download (pretrained, hf-hub names): refused
+    before the factory is called. A stand-in timm records what it is given."""
+    import sys
+    import types
+
+    from dxray.models.classifier_io import import_factory
+
+    calls = []
+
+    def create_model(model_name, **kwargs):
+        calls.append((model_name, kwargs))
+        return import_factory(FACTORY)()
+
+    monkeypatch.setitem(sys.modules, "timm", types.SimpleNamespace(create_model=create_model))
+    save_classifier(
+        tmp_path, tiny_cnn, factory=FACTORY, factory_kwargs={}, preprocessing=PRE, class_names=NAMES
+    )
+    config = json.loads((tmp_path / "classifier.json").read_text())
+
+    def with_kwargs(kwargs):
+        (tmp_path / "classifier.json").write_text(
+            json.dumps({**config, "factory": "timm:create_model", "factory_kwargs": kwargs})
+        )
+        return load_classifier(tmp_path)
+
+    for kwargs, refused in (
+        (
+            {"model_name": "resnet18", "checkpoint_path": str(tmp_path / "evil.pt")},
+            "checkpoint_path",
+        ),
+        ({"model_name": "resnet18", "pretrained": True}, "pretrained"),
+        ({"model_name": "resnet18", "pretrained_cfg": {"file": "x.pt"}}, "pretrained_cfg"),
+        ({"model_name": "hf-hub:someone/model"}, "points at a hub or a file"),
+        ({"model_name": "resnet18", "num_classes": {"nested": 1}}, "flat list"),
+    ):
+        with pytest.raises(ClassifierLoadError, match=refused):
+            with_kwargs(kwargs)
+    assert calls == []  # refused before the factory ran
+    assert with_kwargs({"model_name": "resnet18", "num_classes": 3}).num_classes == 3
+    assert calls == [("resnet18", {"num_classes": 3})]

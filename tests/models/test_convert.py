@@ -110,3 +110,24 @@ def test_output_slices_are_checked(tmp_path):
         load_classifier(bad)
     with pytest.raises(ClassifierLoadError, match="start < stop"):
         load_classifier({"source": str(path), "outputs": [3, 3]})
+
+
+def test_a_checkpoint_is_bounded_and_checked_before_anything_is_built(tmp_path):
+    """767 KB claiming a 4,096-wide conv1 asked for 2.4 GB; a wrong shape gave torch's error
+    naming no tensor; an existing folder was overwritten."""
+    net = resnet50(num_classes=10, width=2).state_dict()
+    wide = dict(net, **{"conv1.weight": torch.zeros(4096, 3, 7, 0)})  # zero elements, huge claim
+    torch.save({"model": {f"module.model.{k}": v for k, v in wide.items()}}, tmp_path / "w.pt")
+    with pytest.raises(ConvertError, match="claims 4096 channels"):
+        convert_robustness(tmp_path / "w.pt", tmp_path / "o", class_names=NAMES)
+    bad = dict(net, **{"layer2.0.conv2.weight": torch.zeros(3, 3, 3, 3)})
+    torch.save({"model": {f"module.model.{k}": v for k, v in bad.items()}}, tmp_path / "b.pt")
+    with pytest.raises(ConvertError, match=r"layer2\.0\.conv2\.weight has shape \(3, 3, 3, 3\)"):
+        convert_robustness(tmp_path / "b.pt", tmp_path / "o", class_names=NAMES)
+    assert not (tmp_path / "o").exists()
+    robustness_checkpoint(tmp_path / "r.pt")
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "keep.txt").write_text("mine")
+    with pytest.raises(ConvertError, match="never overwrites"):
+        convert_robustness(tmp_path / "r.pt", tmp_path / "taken", class_names=NAMES)
+    assert (tmp_path / "taken" / "keep.txt").read_text() == "mine"

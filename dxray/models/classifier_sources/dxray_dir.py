@@ -12,7 +12,11 @@ from pathlib import Path
 from torch import nn
 
 from dxray.models.classifier import PREPROCESSING_KEYS, ClassifierLoadError
-from dxray.models.classifier_sources.factories import build_from_factory, trusted_factory
+from dxray.models.classifier_sources.factories import (
+    build_from_factory,
+    check_folder_kwargs,
+    trusted_factory,
+)
 from dxray.models.classifier_sources.weights import load_state
 
 FORMAT = "dxray-classifier/1"
@@ -50,6 +54,10 @@ def load_dxray_dir(
             f"classifier: {{source: {{source: {path}, factory: {config['factory']}}}}}"
         )
     kwargs = factory_kwargs if factory_kwargs is not None else config.get("factory_kwargs") or {}
+    if factory_kwargs is None:  # the folder's own: data that may not turn into a file load
+        if not isinstance(kwargs, dict):
+            raise ClassifierLoadError(f"'{config_file}': factory_kwargs must be a mapping")
+        check_folder_kwargs(factory or config["factory"], kwargs)
     model = build_from_factory(factory or config["factory"], kwargs)
     load_state(model, weights, pickled=False)
     known = {key: config[key] for key in PREPROCESSING_KEYS}

@@ -44,6 +44,51 @@ def trusted_factory(factory: str) -> bool:
     return False
 
 
+# Keyword arguments a folder-named factory may be given. They come from the checkpoint's
+# classifier.json, which whoever made the checkpoint wrote, so they may only shape the
+# network, never make the factory load a file or download: timm's create_model takes
+# `checkpoint_path` (read with pickle) and `pretrained`/`pretrained_cfg` (downloads, files);
+# torchvision's builders take `weights`. dxray's own constructors take shapes only.
+SHAPE_KWARGS = {
+    "timm:create_model": frozenset(
+        {"model_name", "num_classes", "in_chans", "global_pool", "drop_rate",
+         "drop_path_rate", "img_size", "features_only", "out_indices"}
+    ),
+    "torchvision.models": frozenset(
+        {"num_classes", "aux_logits", "transform_input", "init_weights", "dropout",
+         "width_per_group", "groups", "stochastic_depth_prob"}
+    ),
+}  # fmt: skip
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def check_folder_kwargs(factory: str, kwargs: Mapping) -> None:
+    """Refuse `kwargs` that a checkpoint folder may not pass to its trusted `factory`: names
+    outside the factory's shape arguments, values that are not plain numbers, strings or flat
+    lists of them, and timm model names that point at a hub or a file."""
+    module, _, _ = str(factory).partition(":")
+    allowed = SHAPE_KWARGS.get(factory, SHAPE_KWARGS.get(module))
+    for key, value in kwargs.items():
+        if allowed is not None and key not in allowed:
+            raise ClassifierLoadError(
+                f"factory_kwargs {key!r} from a checkpoint folder is refused for {factory!r}: a "
+                f"folder may pass only {', '.join(sorted(allowed))} (never what loads a file "
+                "or downloads); put it in the spec if you mean it"
+            )
+        flat = value if isinstance(value, list | tuple) else [value]
+        if not all(isinstance(v, _PLAIN) for v in flat):
+            raise ClassifierLoadError(
+                f"factory_kwargs {key!r} from a checkpoint folder must be a number, a string or "
+                f"a flat list of them, got {type(value).__name__}"
+            )
+    name = kwargs.get("model_name")
+    if factory == "timm:create_model" and isinstance(name, str) and ":" in name:
+        raise ClassifierLoadError(
+            f"model_name {name!r} from a checkpoint folder points at a hub or a file "
+            "(timm's 'hf-hub:' / 'local-dir:'): name the architecture only"
+        )
+
+
 def build_from_factory(factory: str, kwargs: dict) -> nn.Module:
     """`factory(**kwargs)`, checked to be a torch module; any failure says which factory."""
     fn = import_factory(factory)
