@@ -204,7 +204,7 @@ QUALIFY row_number() OVER (
 CREATE OR REPLACE VIEW shortcuts AS
 SELECT * EXCLUDE (latest)
 FROM (SELECT *, max(score_id) OVER (PARTITION BY run_id) AS latest FROM raw_shortcuts)
-WHERE score_id = latest;
+WHERE score_id IS NOT DISTINCT FROM latest;
 
 -- Object-free explanations: the pool's images (latest usable attempt of each) and, from the
 -- latest scoring, what each class's top images show per attribute.
@@ -218,7 +218,7 @@ QUALIFY row_number() OVER (
 CREATE OR REPLACE VIEW shortcut_candidates AS
 SELECT * EXCLUDE (latest)
 FROM (SELECT *, max(score_id) OVER (PARTITION BY run_id) AS latest FROM raw_shortcut_candidates)
-WHERE score_id = latest;
+WHERE score_id IS NOT DISTINCT FROM latest;
 
 -- Per run and class: what its explanation shows (see target_summary) and, from the
 -- class-shortcut test, the attributes it relies on without its object. `shortcuts`: the
@@ -277,14 +277,14 @@ WHERE f.method = 'object_free' AND f.class_index IS NOT NULL;
 CREATE OR REPLACE VIEW eval_metrics AS
 SELECT * EXCLUDE (latest)
 FROM (SELECT *, max(eval_id) OVER (PARTITION BY run_id) AS latest FROM raw_eval_metrics)
-WHERE eval_id = latest;
+WHERE eval_id IS NOT DISTINCT FROM latest;
 
 CREATE OR REPLACE VIEW eval_neurons AS
 SELECT * EXCLUDE (latest)
 FROM (SELECT *, max(eval_id) OVER (PARTITION BY run_id) AS latest FROM raw_eval_neurons)
-WHERE eval_id = latest;
+WHERE eval_id IS NOT DISTINCT FROM latest;
 
 CREATE OR REPLACE VIEW eval_classes AS
 SELECT * EXCLUDE (latest)
 FROM (SELECT *, max(eval_id) OVER (PARTITION BY run_id) AS latest FROM raw_eval_classes)
-WHERE eval_id = latest;
+WHERE eval_id IS NOT DISTINCT FROM latest;

@@ -222,3 +222,22 @@ def test_label_agreement_says_where_dxray_and_the_crowd_disagree(con):
         ("ckpt-a", "circle", 17, "spurious", "spurious", True, 2),
         ("ckpt-b", "circle", 17, "spurious", "core", False, 2),
     ]
+
+
+def test_an_older_shortcuts_file_without_score_ids_still_reads(tmp_path):
+    """Files written before a column existed read it as null; the latest-scoring filter must
+    keep them (it used to drop every row, and the report its shortcut section, silently)."""
+    from dxray.catalog.sample import write_sample
+    from dxray.catalog.writer import part_files
+
+    write_sample(tmp_path)
+    for table in ("shortcuts", "shortcut_candidates"):
+        for path in part_files(tmp_path, table, "ckpt-a"):
+            pq.write_table(pq.read_table(path).drop_columns(["score_id"]), path)
+    con = connect(tmp_path)
+    found = con.sql(
+        "SELECT class_name, attribute FROM class_shortcuts WHERE run_id = 'ckpt-a' AND finding "
+        "ORDER BY ALL"
+    ).fetchall()
+    assert found == [("circle", "water"), ("star", "a watermark")]
+    assert one(con, "SELECT count(*) FROM shortcut_candidates WHERE run_id = 'ckpt-a'") == (3,)
