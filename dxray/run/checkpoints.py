@@ -16,7 +16,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
-from glob import glob
+from glob import iglob
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ HASH_CACHE_FILE = ".scan-hashes.json"  # path -> (file sizes and mtimes, sha256)
 CHECKPOINT_DIR_MARKERS = ("classifier.json", "config.json")
 # ...and the files `load_classifier` takes (a .safetensors file needs the spec's factory).
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ts", ".torchscript")
+MAX_MATCHES = 100_000  # paths a watch glob may match before the scan refuses it
 
 
 @dataclass
@@ -67,7 +68,7 @@ def find_checkpoints(watch: str | os.PathLike) -> tuple[list[Checkpoint], list[P
     if Path(text).is_dir():
         candidates = [p for p in Path(text).iterdir() if not p.name.startswith(".")]
     elif any(char in text for char in "*?["):
-        candidates = [Path(p) for p in glob(text, recursive=True)]
+        candidates = _glob(text)
     else:
         raise FileNotFoundError(f"watch {str(watch)!r}: no such folder, and not a glob")
     checkpoints, others = [], []
@@ -79,6 +80,29 @@ def find_checkpoints(watch: str | os.PathLike) -> tuple[list[Checkpoint], list[P
             others.append(path)
     checkpoints.sort(key=lambda c: (c.mtime, str(c.path)))
     return checkpoints, sorted(others)
+
+
+def _glob(pattern: str) -> list[Path]:
+    """The matches of `pattern` (`**` recursive), each real path once, never through a
+    symlinked folder below the pattern's fixed part (a link back up would loop: a watch over
+    one such loop listed 41,778 paths); more than MAX_MATCHES matches is an error."""
+    fixed = Path(pattern.split("*")[0].split("?")[0].split("[")[0]).parent
+    found, seen = [], set()
+    for n, match in enumerate(iglob(pattern, recursive=True), start=1):
+        if n > MAX_MATCHES:
+            raise ValueError(
+                f"watch {pattern!r} matches more than {MAX_MATCHES:,} paths: narrow the glob "
+                "(e.g. '/checkpoints/*' or '/runs/*/best')"
+            )
+        path = Path(match)
+        inner = path.parents[: max(len(path.parts) - len(fixed.parts) - 1, 0)]
+        if any(parent.is_symlink() for parent in inner):
+            continue
+        real = os.path.realpath(path)
+        if real not in seen:
+            seen.add(real)
+            found.append(path)
+    return found
 
 
 def is_checkpoint(path: Path) -> bool:
