@@ -483,17 +483,19 @@ def render_text(result: GateResult) -> str:
         f"  thresholds lift margin {t.lift_margin:g} nats (candidate low - baseline high), "
         f"units {'gated' if t.units else 'not gated'}; from {result.thresholds_from}",
     ]
-    for kind, label in (("shortcut", "shortcuts"), ("unit", "units")):
+    for kind, label, each in (("shortcut", "shortcuts", "pairs"), ("unit", "units", "units")):
         n = sum(1 for c in result.checks if c.kind == kind)
         if n:
             counts = ", ".join(
                 f"{v} {k.replace('_', ' ')}" for k, v in result.counts(kind).items() if v
             )
-            lines.append(f"  {label:<10} {n}: {counts}")
+            lines.append(f"  {label:<10} {n} {each if n != 1 else each[:-1]}: {counts}")
+    # Failures, then what could not be measured, then what went away, then what stayed
     order = {FAIL: 0, SKIP: 1, PASS: 2}
+    changes = {"removed": 0, "resolved": 0, "kept": 1}
     shown = sorted(
         (c for c in result.checks if c.change not in ("none", "not_spurious")),
-        key=lambda c: order[c.status],
+        key=lambda c: (order[c.status], changes.get(c.change, 0)),
     )
     for c in shown[:_DETAIL_LINES]:
         lines.append(f"{c.status.upper():<5} {c.kind} {c.name}: {c.message}")
