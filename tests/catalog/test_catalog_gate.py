@@ -181,6 +181,8 @@ def test_units_fail_only_when_spurious_by_majority_and_not_before(tmp_path, writ
     shortcuts_only = _gate(tmp_path, a, b, units=False)
     assert shortcuts_only.passed and shortcuts_only.checks == []
     assert "units not gated (gate.units is false)" in shortcuts_only.notes
+    assert _cli(tmp_path, "--baseline", a, "--candidate", b).exit_code == 1
+    assert _cli(tmp_path, "--baseline", a, "--candidate", b, "--no-units").exit_code == 0
 
 
 # ---------------------------------------------------------------------------------------------
