@@ -130,7 +130,9 @@ def gate_runs(
     notes = []
     for run in (before, after):
         if run["status"] != "finished":
-            why = f" ({run['error']})" if run.get("error") else ""
+            # An error may be a traceback's worth of text: its first line, shortened
+            error = (run.get("error") or "").strip().splitlines()[:1]
+            why = f" ({error[0][:200]})" if error else ""
             if not allow_partial:
                 raise GateInputError(
                     f"run {run['run_id']} is {run['status']}, not finished{why}: finish its "

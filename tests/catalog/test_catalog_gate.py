@@ -21,6 +21,7 @@ from dxray.catalog.gate import (
 )
 from dxray.catalog.sample import write_sample
 from dxray.catalog.views import connect
+from dxray.catalog.writer import CatalogWriter
 from dxray.cli import app
 from dxray.spec.model import GateSpec
 
@@ -263,6 +264,11 @@ def test_a_run_that_is_not_finished_is_refused_unless_allowed(tmp_path, write_ga
     b = write_gate_run(tmp_path, "b", shortcuts={WATERMARK: FOUND}, status=status)
     with pytest.raises(GateInputError, match=f"run b is {status}, not finished.*--allow-partial"):
         _gate(tmp_path, a, b)
+    if status == "failed":  # an error of many lines still makes one line
+        CatalogWriter(tmp_path).finish_run(b, "failed", error="RuntimeError: boom\n  at line 2")
+        with pytest.raises(GateInputError) as err:
+            _gate(tmp_path, a, b)
+        assert "(RuntimeError: boom)" in str(err.value) and "\n" not in str(err.value)
     assert _cli(tmp_path, "--baseline", a, "--candidate", b).exit_code == 2
     result = _gate(tmp_path, a, b, allow_partial=True)
     assert not result.passed  # what it has still fails the gate
