@@ -6,6 +6,7 @@
   dxray report catalogs/toy --out report.html     one self-contained HTML file
   dxray score catalogs/salient-imagenet           unit verdicts vs the crowd's labels
   dxray diff catalogs/toy --from RUN_A --to RUN_B what changed between two checkpoints
+  dxray gate catalogs/toy --baseline A --candidate B   exit 1 if B gained a shortcut
   dxray bench engine                              ms per target-iteration, B=1 vs B=16
 """
 
@@ -390,6 +391,62 @@ def _nats(value) -> str:
     return MISSING if value is None else f"{value:.2f}"
 
 
+@app.command()
+def gate(
+    catalog: Path = typer.Argument(..., help="A catalog folder holding both runs."),
+    baseline: str = typer.Option(..., help="The run of the release the candidate replaces."),
+    candidate: str = typer.Option(..., help="The run of the checkpoint to release."),
+    spec_path: Path = typer.Option(
+        None, "--spec", help="Thresholds from this spec's gate: (default: the candidate's spec)."
+    ),
+    margin: float = typer.Option(None, help="Override gate.lift_margin (nats, >= 0)."),
+    units: bool = typer.Option(None, "--units/--no-units", help="Override gate.units."),
+    allow_partial: bool = typer.Option(
+        False, "--allow-partial", help="Gate runs that are not finished (what they lack passes)."
+    ),
+    json_out: Path = typer.Option(None, "--json", help="Also write the result as JSON here."),
+    junit_out: Path = typer.Option(
+        None, "--junit", help="Also write JUnit XML here: a test case per shortcut and unit."
+    ),
+) -> None:
+    """Release gate: exit 1 when the candidate gained a shortcut finding or a spurious unit,
+    or a kept shortcut grew beyond both intervals by more than the margin; 0 when it passes;
+    2 on bad input (docs/SCANS.md).
+
+    Example: dxray gate catalogs/toy --baseline toy-aaaa --candidate toy-bbbb --junit gate.xml
+    """
+    from dxray.catalog.gate import GateInputError, gate_runs, render_text, to_json_text, to_junit
+    from dxray.catalog.views import connect
+    from dxray.spec.model import SpecError
+    from dxray.spec.parse import load_spec
+
+    if not catalog.is_dir():
+        _fail(f"catalog {catalog} is not a folder")
+    thresholds = None
+    try:
+        thresholds = load_spec(spec_path).gate if spec_path is not None else None
+    except (SpecError, OSError) as err:
+        _fail(str(err))
+    con = connect(catalog, read_only=True)
+    try:
+        result = gate_runs(
+            con, baseline, candidate, thresholds=thresholds,
+            thresholds_from=str(spec_path) if spec_path is not None else None,
+            lift_margin=margin, units=units, allow_partial=allow_partial,
+        )  # fmt: skip
+    except GateInputError as err:
+        _fail(str(err))
+    finally:
+        con.close()
+    for path, text in ((json_out, to_json_text), (junit_out, to_junit)):
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text(result) + "\n", encoding="utf-8")
+    typer.echo(render_text(result))
+    if not result.passed:
+        raise typer.Exit(1)
+
+
 @bench_app.command("scale")
 def bench_scale(
     spec_path: Path = typer.Option(Path("pipelines/toy.yaml"), "--spec", help="The audit."),
@@ -431,22 +488,31 @@ def scan(
     spec_path: Path = typer.Option(..., "--spec", help="The audit to run on each checkpoint."),
     catalog: str = typer.Option(None, help="Override output.catalog."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List what would be audited."),
+    gate: bool = typer.Option(
+        False,
+        "--gate",
+        help="Gate each new checkpoint against the one before; exit 1 if one fails.",
+    ),
 ) -> None:
     """Audit every checkpoint not yet audited (by content hash), then diff it against the one
     before. Idempotent and locked: safe to run from cron (docs/SCANS.md).
 
-    Example: dxray scan --watch '/checkpoints/*' --spec pipelines/toy.yaml
+    Example: dxray scan --watch '/checkpoints/*' --spec pipelines/toy.yaml --gate
     """
     import logging
 
     from dxray.run.scan import main_scan
+    from dxray.run.scan_gates import GatesFailed
     from dxray.spec.model import SpecError
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        main_scan(watch, spec_path, dry_run, catalog=catalog, echo=typer.echo)
+        main_scan(watch, spec_path, dry_run, catalog=catalog, echo=typer.echo, gate=gate)
     except (SpecError, FileNotFoundError) as err:
         _fail(str(err))
+    except GatesFailed as err:
+        typer.secho(f"gate failed: {err}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
 
 
 catalog_app = typer.Typer(no_args_is_help=True, help="Look after a catalog folder.")

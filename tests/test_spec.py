@@ -213,6 +213,10 @@ def test_loading_a_spec_does_not_import_torch():
         ({"shortcuts": {"attributes": "water"}}, ["shortcuts.attributes", "a list"]),
         ({"shortcuts": {"seeds": 0}}, ["shortcuts.seeds", ">= 1"]),
         ({"shortcuts": {"confidence": 1.0}}, ["shortcuts.confidence", "<= 0.999"]),
+        ({"gate": {"lift_margin": -0.5}}, ["gate.lift_margin", ">= 0"]),
+        ({"gate": {"lift_margin": ".5"}}, ["gate.lift_margin", "a number"]),
+        ({"gate": {"units": "yes"}}, ["gate.units", "true or false"]),
+        ({"gate": {"margin": 1}}, ["gate.margin", "'lift_margin'"]),
     ],
 )
 def test_field_errors_name_the_file_and_the_field(tmp_path, changes, expected):
@@ -328,6 +332,11 @@ def test_spec_hash_ignores_key_order_and_where_it_runs(tmp_path):
     # The shortcut test joins a finished run instead of redoing its targets
     shortcuts = {"shortcuts.enabled": True, "shortcuts.seeds": 4}
     assert with_overrides(spec, **shortcuts).spec_hash() == spec.spec_hash()
+    # The release gate judges runs, it does not make them: a threshold re-audits nothing
+    gate = with_overrides(spec, **{"gate.lift_margin": 2.0, "gate.units": False})
+    assert gate.gate.lift_margin == 2.0 and gate != spec
+    assert gate.spec_hash() == spec.spec_hash()
+    assert gate.run_id_for("abcdef01") == spec.run_id_for("abcdef01")
 
 
 def test_the_shortcut_vocabulary_defaults_to_the_probes_and_keeps_entries_as_written():

@@ -8,6 +8,7 @@ writer.finish_run("run-1", "finished")
 con = connect("catalogs/toy")                       # views: see catalogs/views.sql
 print(run_sql("catalogs/toy", "SELECT * FROM class_summary"))
 diff_runs(con, "run-0", "run-1").summary
+gate_runs(con, "run-0", "run-1").passed             # the release gate (gate.py)
 
 The HTML report of a run is dxray.report (it reads the catalog; the catalog imports
 nothing above it: no report, eval, run or cli).

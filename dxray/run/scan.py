@@ -46,6 +46,7 @@ from dxray.run.checkpoints import HASH_CACHE_FILE, Checkpoint, find_checkpoints,
 from dxray.run.lock import FileLock, Locked
 from dxray.run.pipeline import run_audit
 from dxray.run.scan_diffs import write_missing_diffs, write_rewrite_diffs
+from dxray.run.scan_gates import GatesFailed, write_missing_gates
 from dxray.spec.model import AuditSpec, SpecError
 from dxray.spec.parse import load_spec, with_overrides
 
@@ -70,6 +71,8 @@ class ScanResult:
     skipped: list[tuple[Path, str]] = field(default_factory=list)  # (path, why)
     failed: list[tuple[Path, str]] = field(default_factory=list)  # (path, error); next scan retries
     diffs: list[Path] = field(default_factory=list)  # diff files written now
+    gates: list[Path] = field(default_factory=list)  # with gate=True: gate files written now
+    gate_failures: list[str] = field(default_factory=list)  # "A -> B: why", failed or ungated
 
 
 def scan(
@@ -81,6 +84,7 @@ def scan(
     progress: Callable[[str], None] | None = None,
     settle_seconds: float = SETTLE_SECONDS,
     stale_lock_hours: float = STALE_LOCK_HOURS,
+    gate: bool = False,
 ) -> ScanResult:
     """Audit every checkpoint matching `watch` that the catalog has no finished run of (by
     content hash and audit settings), then write the diff of each checkpoint against the one
@@ -88,7 +92,8 @@ def scan(
 
     `catalog` overrides `spec.output.catalog`. `dry_run` lists what would be audited and
     writes nothing, not even the lock. `progress` receives each line of output (default: the
-    "dxray.scan" logger). Raises `ScanLocked` if another scan holds the catalog.
+    "dxray.scan" logger). `gate` also gates each pair with a diff (`dxray.run.scan_gates`):
+    the later run against the earlier. Raises `ScanLocked` if another scan holds the catalog.
     """
     say = progress or log.info
     # 1. Check inputs: each checkpoint needs its own run id
@@ -162,12 +167,24 @@ def scan(
         result.diffs = write_missing_diffs(root, audited_chain, say)
         rewritten = previous_contents(audited_chain, history)  # runs of this scan: new content
         result.diffs += write_rewrite_diffs(root, rewritten, say)
+
+        # 7. With gate: the release gate of each pair the diffs cover, written next to them
+        if gate:
+            pairs = [
+                (a, b) for (_, a), (_, b) in zip(audited_chain, audited_chain[1:], strict=False)
+            ]
+            pairs += [(before, after) for _, before, after in rewritten]
+            source = f"{spec.source_path or 'the scan spec'} (gate:)"
+            result.gates, result.gate_failures = write_missing_gates(
+                root, pairs, spec.gate, source, say
+            )
     finally:
         if lock is not None:
             lock.release()
     say(
         f"scan of {watch}: {len(result.audited)} audited, {len(result.failed)} failed, "
         f"{len(result.skipped)} skipped, {len(result.diffs)} diff(s) written -> {root}"
+        + (f", {len(result.gates)} gate(s), {len(result.gate_failures)} failed" if gate else "")
     )
     return result
 
@@ -179,11 +196,13 @@ def main_scan(
     *,
     catalog: str | None = None,
     echo: Callable[[str], None] | None = None,
+    gate: bool = False,
 ) -> list[str]:
-    """What `dxray scan --watch <dir or glob> --spec <yaml> [--dry-run]` runs: its output lines,
-    each also given to `echo` as it happens. A held lock is a line of output, not an error (a
-    cron tick that finds the previous scan still running has nothing to do); a bad spec raises
-    `SpecError`."""
+    """What `dxray scan --watch <dir or glob> --spec <yaml> [--dry-run] [--gate]` runs: its
+    output lines, each also given to `echo` as it happens. A held lock is a line of output, not
+    an error (a cron tick that finds the previous scan still running has nothing to do); a bad
+    spec raises `SpecError`; with `gate`, a gate written now that failed (or a pair that could
+    not be gated) raises `GatesFailed` once the scan is done."""
     lines: list[str] = []
 
     def say(line: str) -> None:
@@ -193,9 +212,14 @@ def main_scan(
 
     spec = load_spec(spec_path)
     try:
-        scan(watch, spec, catalog=catalog, dry_run=dry_run, progress=say)
+        result = scan(watch, spec, catalog=catalog, dry_run=dry_run, progress=say, gate=gate)
     except ScanLocked as err:
         say(f"scan not started: {err}")
+        return lines
+    if result.gate_failures:
+        raise GatesFailed(
+            f"{len(result.gate_failures)} gate(s) failed: {'; '.join(result.gate_failures)}"
+        )
     return lines
 
 

@@ -240,6 +240,21 @@ class ShortcutSpec:
 
 
 @dataclass(frozen=True)
+class GateSpec:
+    """The release gate (`dxray gate`, `dxray scan --gate`; docs/SCANS.md): when a candidate run
+    fails against a baseline. Outside the spec hash, like `shortcuts`: changing a threshold
+    re-audits nothing."""
+
+    # nats: a shortcut found in both runs fails when the candidate's interval starts more than
+    # this above the end of the baseline's (half the 1-nat finding rule: a change that large,
+    # beyond both intervals, is a new degree of reliance, not noise)
+    lift_margin: float = 0.5
+    # Gate units too. Off when the units are ranked per checkpoint (targets.units.top_k) of
+    # separately trained models, whose channel numbers do not correspond.
+    units: bool = True
+
+
+@dataclass(frozen=True)
 class OutputSpec:
     """Where results land."""
 
@@ -275,6 +290,7 @@ class AuditSpec:
     engine: EngineSpec = field(default_factory=EngineSpec)
     judge: JudgeSpec = field(default_factory=JudgeSpec)
     shortcuts: ShortcutSpec = field(default_factory=ShortcutSpec)
+    gate: GateSpec = field(default_factory=GateSpec)
     output: OutputSpec = field(default_factory=OutputSpec)
     ray: RaySpec = field(default_factory=RaySpec)
     source_path: Path | None = field(default=None, compare=False)
@@ -299,7 +315,7 @@ class AuditSpec:
         }
         return {"name": self.name, **models} | {
             section: _plain(dataclasses.asdict(getattr(self, section)))
-            for section in ("targets", "engine", "judge", "shortcuts", "output", "ray")
+            for section in ("targets", "engine", "judge", "shortcuts", "gate", "output", "ray")
         }
 
     def to_yaml(self) -> str:
@@ -313,9 +329,9 @@ class AuditSpec:
         spec moved to a bigger cluster, or to smaller batches after running out of memory,
         keeps its run id. So is `shortcuts`: its images are keyed by prompt and seed, so
         turning the test on for a finished run adds it to that run instead of redoing every
-        target."""
+        target. And `gate`: it judges runs, it does not make them."""
         content = self.to_dict()
-        for section in ("ray", "output", "shortcuts"):
+        for section in ("ray", "output", "shortcuts", "gate"):
             del content[section]
         del content["engine"]["batch_size"]
         text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

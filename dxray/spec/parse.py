@@ -30,6 +30,7 @@ from dxray.spec.model import (
     DecoderKind,
     DType,
     EngineSpec,
+    GateSpec,
     GradMode,
     InitKind,
     JudgeSpec,
@@ -126,6 +127,7 @@ def parse_spec(data: Any, source: str) -> AuditSpec:
         engine=_parse_engine(top.section("engine", allowed=_fields(EngineSpec))),
         judge=_parse_judge(top.section("judge", allowed=_fields(JudgeSpec))),
         shortcuts=_parse_shortcuts(top.section("shortcuts", allowed=_fields(ShortcutSpec))),
+        gate=_parse_gate(top.section("gate", allowed=_fields(GateSpec))),
         output=_parse_output(top.section("output", allowed=_fields(OutputSpec)), name),
         ray=_parse_ray(top.section("ray", allowed=_fields(RaySpec))),
     )
@@ -381,6 +383,13 @@ def _parse_shortcuts(sec: Section) -> ShortcutSpec:
         pool=sec.integer("pool", ShortcutSpec.pool, lo=0),
         top=sec.integer("top", ShortcutSpec.top, lo=1),
         fill=sec.choice("fill", ShortcutSpec.fill, ("texture", "blur", "mean")),
+    )
+
+
+def _parse_gate(sec: Section) -> GateSpec:
+    return GateSpec(
+        lift_margin=sec.number("lift_margin", GateSpec.lift_margin, lo=0.0),
+        units=sec.boolean("units", GateSpec.units),
     )
 
 
