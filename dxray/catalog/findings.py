@@ -15,8 +15,9 @@ Whether a class's own explanation shows its object (`class_summary.object_in_exp
 none of these: it is context for a finding (`ShortcutFinding.relation`).
 
 `read_answer(con, run_id)` reads them from a connected catalog (`dxray.catalog.views.connect`);
-`Answer.lines()` is the terminal's text; the HTML report and the release gate use the same
-objects and sentences.
+`Answer.lines()` is the terminal's text and the HTML report draws the same objects and
+sentences; the release gate (`dxray.catalog.gate`) decides on the same definitions, read from
+the same views.
 """
 
 from __future__ import annotations
