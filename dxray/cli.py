@@ -200,7 +200,7 @@ def sql(
     relies on), class_summary, unit_summary, audit, runs, probe_rates, shortcuts,
     shortcut_images, shortcut_pool, shortcut_candidates, labels, label_agreement,
     explanations, verdicts, images (and *_log: every row), eval_metrics, eval_neurons,
-    eval_classes (catalogs/views.sql; docs/PLATFORM.md).
+    eval_classes (dxray/catalog/sql/views.sql; docs/PLATFORM.md).
 
     Example: dxray sql catalogs/toy "SELECT class_name, shortcuts FROM class_summary"
     """

@@ -5,7 +5,7 @@ writer.write_run("run-1", name="toy", classifier="toyworld/classifier", num_targ
 writer.write_batch("run-1", explanations=[...], verdicts=[...], images=[...])
 writer.finish_run("run-1", "finished")
 
-con = connect("catalogs/toy")                       # views: see catalogs/views.sql
+con = connect("catalogs/toy")                       # views: see dxray/catalog/sql/views.sql
 print(run_sql("catalogs/toy", "SELECT * FROM class_summary"))
 diff_runs(con, "run-0", "run-1").summary
 gate_runs(con, "run-0", "run-1").passed             # the release gate (gate.py)

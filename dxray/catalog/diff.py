@@ -6,7 +6,7 @@ became spurious ("new spurious") or stopped ("resolved"); and how each class's e
 probability and attribute-probe rates moved. The words mean what they mean everywhere in
 dxray: a class's shortcut is a finding of the class-shortcut test; a unit's verdict is by
 intervention; whether a class's explanation shows its object is neither. The queries are
-catalogs/diff.sql and catalogs/shortcut_diff.sql.
+dxray/catalog/sql/diff.sql and dxray/catalog/sql/shortcut_diff.sql.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ SHORTCUT_CHANGES = ("appeared", "vanished", "kept")
 
 @dataclass
 class RunDiff:
-    """One row per target of either run (see catalogs/diff.sql for the columns), plus a
+    """One row per target of either run (see dxray/catalog/sql/diff.sql for the columns), plus a
     summary: the runs compared, counts per change, classes with a shortcut finding and
     spurious units before and after."""
 
@@ -34,7 +34,7 @@ class RunDiff:
     table: pa.Table
     summary: dict
     # Class shortcuts that are a finding in either run: appeared / vanished / kept, with the
-    # lift before and after (catalogs/shortcut_diff.sql); empty without the shortcut test
+    # lift before and after (dxray/catalog/sql/shortcut_diff.sql); empty without the shortcut test
     shortcuts: pa.Table | None = None
 
     @property

@@ -26,7 +26,7 @@ images; a unit not audited or not judged) is *skipped*, never counted as a pass 
 Bad input raises `GateInputError` (one line; the CLI exits 2): a run that does not exist or is
 not finished (`allow_partial` gates what it has), classifiers with different class lists,
 shortcut tests with different vocabularies or finding rules, one run with the shortcut test and
-the other without it. The queries are catalogs/gate.sql.
+the other without it. The queries are dxray/catalog/sql/gate.sql.
 """
 
 from __future__ import annotations

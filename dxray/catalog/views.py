@@ -1,4 +1,4 @@
-"""A DuckDB connection over a catalog folder, with the standard views of catalogs/views.sql.
+"""A DuckDB connection over a catalog folder, with the standard views of sql/views.sql.
 
 Each table is read as a pyarrow dataset over its committed files (`part-*.parquet`; temp files
 of a write in progress are not listed) with the table's schema, so a missing or empty table is
@@ -10,6 +10,8 @@ DuckDB scans these datasets with projection and filter pushdown: a query that do
 from __future__ import annotations
 
 import os
+from functools import cache
+from importlib import resources
 from pathlib import Path
 
 import duckdb
@@ -18,8 +20,10 @@ import pyarrow.dataset as ds
 from dxray.catalog.schema import TABLES, schema
 from dxray.catalog.writer import part_files
 
-# catalogs/ at the repository root holds the SQL (see docs/ARCHITECTURE.md).
-SQL_DIR = Path(__file__).resolve().parents[2] / "catalogs"
+# The SQL of the views, the report, the diffs and the gate: package data (dxray/catalog/sql/),
+# read through importlib.resources so that an installed dxray opens catalogs too.
+SQL_PACKAGE = "dxray.catalog"
+SQL_FOLDER = "sql"
 
 VIEWS = (
     "runs",
@@ -60,16 +64,20 @@ LOCKDOWN = (
 )
 
 
+@cache
 def sql_file(name: str) -> str:
-    """The text of catalogs/<name>."""
-    path = SQL_DIR / name
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: dxray's SQL lives in catalogs/ of the repo")
-    return path.read_text()
+    """The text of dxray/catalog/sql/<name> (package data)."""
+    try:
+        return resources.files(SQL_PACKAGE).joinpath(SQL_FOLDER, name).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"dxray/catalog/sql/{name} is missing from the installed dxray package: reinstall "
+            "dxray (the SQL is package data, see [tool.setuptools.package-data] in pyproject)"
+        ) from None
 
 
 def named_queries(name: str) -> dict[str, str]:
-    """The queries of catalogs/<name>, each introduced by a line "-- name: <query name>"."""
+    """The queries of sql/<name>, each introduced by a line "-- name: <query name>"."""
     queries: dict[str, list[str]] = {}
     current = None
     for line in sql_file(name).splitlines():
@@ -88,7 +96,7 @@ def dataset(root: str | os.PathLike, table_name: str) -> ds.Dataset:
 
 
 def connect(root: str | os.PathLike, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with the catalog's views (see catalogs/views.sql).
+    """An in-memory DuckDB connection with the catalog's views (see sql/views.sql).
 
     `read_only=True` also cuts the connection off from the file system (see LOCKDOWN): no SQL
     run on it can read or write a file, attach a database or load an extension.

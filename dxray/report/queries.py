@@ -1,6 +1,6 @@
-"""The report's reads of the catalog: the named queries of catalogs/report.sql, run as rows.
+"""The report's reads of the catalog: the named queries of dxray/catalog/sql/report.sql, run as rows.
 
-Contract: `queries()` is {name: SQL} of catalogs/report.sql; `query_rows` runs one of them
+Contract: `queries()` is {name: SQL} of dxray/catalog/sql/report.sql; `query_rows` runs one of them
 (binding $run_id when the query has it) on a connection from `dxray.catalog.connect` and
 returns its rows as dicts. Nothing here writes.
 """
@@ -11,7 +11,7 @@ from dxray.catalog.views import named_queries
 
 
 def queries() -> dict[str, str]:
-    """The report's named queries (catalogs/report.sql)."""
+    """The report's named queries (dxray/catalog/sql/report.sql)."""
     return named_queries("report.sql")
 
 

@@ -4,7 +4,7 @@ Per finding, the evidence a reviewer needs to believe it: the attribute's object
 with the class's centred logit under each, the same images of the vocabulary's other scenes
 for contrast, and (with-object variant) the class's object on the attribute vs without it.
 Contract: `shortcut_section(con, run_id, size)` reads the run's shortcut rows (the queries are
-catalogs/report.sql) and returns the escaped HTML <section>, or "" when the run has no
+dxray/catalog/sql/report.sql) and returns the escaped HTML <section>, or "" when the run has no
 shortcut test.
 """
 

@@ -1,6 +1,6 @@
 """The top of the report (the run's header) and the legend of the explanation galleries.
 
-Contract: pure functions of rows already read from catalogs/report.sql (`run`, `counts`);
+Contract: pure functions of rows already read from dxray/catalog/sql/report.sql (`run`, `counts`);
 each returns escaped HTML. The answer below the header is dxray.report.answer.
 """
 

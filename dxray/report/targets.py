@@ -1,6 +1,6 @@
 """The report's per-target sections: the galleries (classes, hidden units) and the probe table.
 
-Contract: pure functions of rows already read from catalogs/report.sql (targets, their seeds,
+Contract: pure functions of rows already read from dxray/catalog/sql/report.sql (targets, their seeds,
 stored images keyed by (target_id, seed), probe rates keyed by target_id); each returns an
 escaped HTML <section>, or "" when there is nothing to show. Images are inlined as data URIs.
 """

@@ -6,7 +6,7 @@
 --   "resolved"      spurious -> core
 --   "changed"       any other change (e.g. spurious -> uncertain: not confirmed resolved)
 -- for classes (whether the class's explanation shows its object; not a shortcut verdict:
--- class shortcuts that appeared or vanished are catalogs/shortcut_diff.sql's):
+-- class shortcuts that appeared or vanished are dxray/catalog/sql/shortcut_diff.sql's):
 --   "changed"       object_in_explanation differs
 -- for both: "unchanged"; "added"/"removed" (the target is in only one of the two runs)
 WITH
