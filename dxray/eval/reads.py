@@ -17,9 +17,13 @@ def query(catalog: str | Path, sql: str, params: list) -> list[dict]:
     """The rows of one read-only query on the catalog, as dicts."""
     from dxray.catalog.views import connect
 
-    cursor = connect(catalog, read_only=True).execute(sql, params)
-    names = [d[0] for d in cursor.description]
-    return [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
+    con = connect(catalog, read_only=True)
+    try:
+        cursor = con.execute(sql, params)
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
+    finally:
+        con.close()
 
 
 def latest_run(catalog: str | Path) -> str:
