@@ -246,14 +246,12 @@ def eval_(
     """
     import logging
 
-    import yaml
-
     from dxray.eval.reads import latest_run, run_row
     from dxray.eval.report import format_text
     from dxray.eval.runner import evaluate, result_json, write_eval
     from dxray.report.page import write_report
-    from dxray.spec.model import AuditSpec, SpecError
-    from dxray.spec.parse import load_spec
+    from dxray.spec.model import SpecError
+    from dxray.spec.parse import load_spec, recorded_spec
     from dxray.toyworld.zoo import zoo_world
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
@@ -262,7 +260,9 @@ def eval_(
         if source.is_dir():
             catalog = source
             run = run or latest_run(catalog)
-            spec = AuditSpec.from_dict(yaml.safe_load(run_row(catalog, run)["spec_yaml"]))
+            spec = recorded_spec(run_row(catalog, run)["spec_yaml"], f"run {run}")
+            if spec is None:
+                _fail(f"run {run}'s recorded spec does not parse with this dxray: evaluate a spec")
             seeds = len(spec.targets.seeds)
         else:
             spec = load_spec(source)

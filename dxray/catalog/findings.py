@@ -26,7 +26,6 @@ import math
 from dataclasses import dataclass, field
 
 import duckdb
-import yaml
 
 from dxray.text import MISSING
 
@@ -247,16 +246,14 @@ class RunThresholds:
 def run_thresholds(con: duckdb.DuckDBPyConnection, run_id: str) -> RunThresholds:
     """The thresholds of the spec the run was made with; the spec's defaults when the run's
     spec is not recorded or no longer parses."""
-    from dxray.spec.model import AuditSpec, JudgeSpec, ShortcutSpec
+    from dxray.spec.model import JudgeSpec, ShortcutSpec
+    from dxray.spec.parse import recorded_spec
 
     rows = _rows(con, "SELECT spec_yaml FROM runs WHERE run_id = $run_id", run_id)
-    judge, shortcuts = JudgeSpec(), ShortcutSpec()
-    if rows and rows[0]["spec_yaml"]:
-        try:
-            spec = AuditSpec.from_dict(yaml.safe_load(rows[0]["spec_yaml"]), f"run {run_id}")
-            judge, shortcuts = spec.judge, spec.shortcuts
-        except (ValueError, TypeError, yaml.YAMLError):
-            pass  # an older or hand-written spec: its defaults are the best guess
+    spec = recorded_spec(rows[0]["spec_yaml"], f"run {run_id}") if rows else None
+    # an older or hand-written spec: the defaults are the best guess
+    judge = spec.judge if spec is not None else JudgeSpec()
+    shortcuts = spec.shortcuts if spec is not None else ShortcutSpec()
     return RunThresholds(
         shortcuts.min_lift, shortcuts.confidence, judge.keep, judge.core, judge.spurious
     )

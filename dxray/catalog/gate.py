@@ -41,10 +41,10 @@ from datetime import date, datetime
 from typing import Any, Literal
 
 import duckdb
-import yaml
 
 from dxray.catalog.views import named_queries
-from dxray.spec.model import AuditSpec, GateSpec, SpecError
+from dxray.spec.model import GateSpec
+from dxray.spec.parse import recorded_spec
 from dxray.text import MISSING, few
 
 FORMAT = "dxray-gate/1"  # the JSON document's `format`: bumped when a key changes meaning
@@ -174,7 +174,7 @@ def gate_runs(
 
 def recorded_thresholds(spec_yaml: str | None) -> GateSpec | None:
     """The `gate:` section of a run's recorded spec (`runs.spec_yaml`); None if unreadable."""
-    spec = _recorded_spec(spec_yaml)
+    spec = recorded_spec(spec_yaml)
     return None if spec is None else spec.gate
 
 
@@ -300,15 +300,8 @@ def _same_shortcut_test(before: dict, after: dict, a: dict, b: dict, notes: list
     return True
 
 
-def _recorded_spec(spec_yaml: str | None) -> AuditSpec | None:
-    try:
-        return AuditSpec.from_dict(yaml.safe_load(spec_yaml or ""), "<recorded spec>")
-    except (SpecError, yaml.YAMLError, TypeError, ValueError):
-        return None  # a run of an older spec format: the caller says so
-
-
 def _finding_rule(run: dict) -> tuple[float, float, int] | None:
-    spec = _recorded_spec(run.get("spec_yaml"))
+    spec = recorded_spec(run.get("spec_yaml"))
     if spec is None:
         return None
     sc = spec.shortcuts

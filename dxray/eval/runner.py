@@ -51,7 +51,7 @@ from dxray.eval.reads import decode_png, query, read_run, run_row, stored_images
 from dxray.eval.specs import classes_only, eval_spec, object_probes
 from dxray.judge.verdict import Thresholds, verdict
 from dxray.spec.model import AuditSpec
-from dxray.spec.parse import with_overrides
+from dxray.spec.parse import recorded_spec, with_overrides
 
 ABLATIONS: dict[str, dict[str, object]] = {
     "steps=1": {"engine.sampler.steps": 1},
@@ -453,7 +453,6 @@ def _stage_cost(catalog: str | Path, run_id: str, found_rows: Sequence[Mapping])
     """Renders, usable renders and compute seconds of the run's shortcut stage, per part
     (object_free, with_object, pool): only the images its latest spec asks for (a catalog
     may hold images of earlier settings). Without a readable spec, every image of the run."""
-    import yaml
 
     from dxray.run.shortcuts import pool_plan, vocabulary_plan, with_object_plan
 
@@ -469,10 +468,7 @@ def _stage_cost(catalog: str | Path, run_id: str, found_rows: Sequence[Mapping])
         [run_id],
     )
     wanted = None
-    try:
-        spec = AuditSpec.from_dict(yaml.safe_load(run_row(catalog, run_id)["spec_yaml"]))
-    except (ValueError, TypeError, KeyError, yaml.YAMLError):
-        spec = None
+    spec = recorded_spec(run_row(catalog, run_id)["spec_yaml"])
     if spec is not None:
         names = {r["class_index"]: r["class_name"] for r in found_rows}
         class_names = [names.get(i, str(i)) for i in range(max(names) + 1)]

@@ -40,15 +40,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-import yaml
-
 from dxray.run.checkpoints import HASH_CACHE_FILE, Checkpoint, find_checkpoints, hash_checkpoints
 from dxray.run.lock import FileLock, Locked
 from dxray.run.pipeline import run_audit
 from dxray.run.scan_diffs import write_missing_diffs, write_rewrite_diffs
 from dxray.run.scan_gates import GatesFailed, write_missing_gates
 from dxray.spec.model import AuditSpec, SpecError
-from dxray.spec.parse import load_spec, with_overrides
+from dxray.spec.parse import load_spec, recorded_spec, with_overrides
 
 log = logging.getLogger("dxray.scan")
 
@@ -313,12 +311,9 @@ def previous_contents(
 
 
 def _settings_hash_of(spec_yaml: str | None) -> str | None:
-    try:
-        return _settings_hash(AuditSpec.from_dict(yaml.safe_load(spec_yaml or "")))
-    except (SpecError, yaml.YAMLError, TypeError, ValueError) as err:
-        # A run this version cannot read (an older spec format): not a match, so re-audited.
-        log.debug("a run's spec_yaml does not parse: %s", err)
-        return None
+    # A run this version cannot read (an older spec format): not a match, so re-audited.
+    spec = recorded_spec(spec_yaml)
+    return _settings_hash(spec) if spec is not None else None
 
 
 # ---------------------------------------------------------------------------------------------

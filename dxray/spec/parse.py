@@ -77,6 +77,18 @@ def load_spec(path: str | Path) -> AuditSpec:
     return spec
 
 
+def recorded_spec(spec_yaml: str | None, source: str = "<recorded spec>") -> AuditSpec | None:
+    """The spec a run recorded (its `runs.spec_yaml`), or None when there is none or this
+    version cannot read it (an older spec format): the one way every reader of a run's
+    settings (scan, gate, eval, the report's thresholds) parses it."""
+    import yaml
+
+    try:
+        return parse_spec(yaml.safe_load(spec_yaml or ""), source)
+    except (SpecError, yaml.YAMLError, TypeError, ValueError, KeyError):
+        return None
+
+
 def with_overrides(spec: AuditSpec, **dotted: Any) -> AuditSpec:
     """A copy of `spec` with fields replaced by dotted path, validated like a file:
     `with_overrides(spec, **{"engine.iterations": 10, "ray.workers": 2})`."""
