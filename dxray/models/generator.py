@@ -52,10 +52,6 @@ class Generator:
         return (self.unet.config.in_channels, size, size)
 
     @property
-    def vae_scale(self) -> int:
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
-
-    @property
     def distilled_guidance(self) -> bool:
         """True for LCM-distilled UNets that take guidance as a "w" embedding."""
         return self.unet.config.time_cond_proj_dim is not None

@@ -109,7 +109,6 @@ CLASS_TRUTH_FILE = "class_truth.parquet"
 NEURON_TRUTH_FILE = "neuron_truth.parquet"
 UNITS_FILE = "units.csv"  # the neuron table's units, as an audit spec's targets.units.csv
 UNITS_COLUMNS = ("class_index", "feature_index")
-SELECTIONS = ("top", "factor")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,8 +20,6 @@ from dxray.models.classifier import ClassifierLoadError
 # package is never trusted: `dxray` holds functions that write files, and timm has
 # `load_checkpoint`, which unpickles.
 TRUSTED_MODULES = ("dxray.toyworld.nets", "dxray.models.resnet")  # their public callables
-TRUSTED_FACTORIES = (*TRUSTED_MODULES, "torchvision.models:<a model builder>",
-                     "timm:create_model")  # fmt: skip
 
 
 def trusted_factory(factory: str) -> bool:
