@@ -30,3 +30,30 @@ def few(names: Sequence[str], limit: int = 5) -> str:
         return "none"
     more = f" and {len(names) - limit} more" if len(names) > limit else ""
     return ", ".join(names[:limit]) + more
+
+
+def text_table(
+    header: Sequence[str],
+    rows: Sequence[Sequence[object]],
+    *,
+    right: Sequence[bool] | None = None,
+    rule: bool = False,
+) -> list[str]:
+    """The lines of an aligned plain-text table: columns two spaces apart, each as wide as
+    its widest cell, left-aligned unless `right` says otherwise (numbers read better right-
+    aligned), a line of dashes under the header with `rule`. Every table dxray prints (SQL
+    results, the evaluation, the zoo's gates, the truth) goes through here."""
+    cells = [[str(c) for c in row] for row in rows]
+    widths = [max([len(str(h)), *(len(row[i]) for row in cells)]) for i, h in enumerate(header)]
+    align = list(right) if right is not None else [False] * len(header)
+
+    def line(values: Sequence[str]) -> str:
+        parts = [
+            v.rjust(w) if r else v.ljust(w) for v, w, r in zip(values, widths, align, strict=True)
+        ]
+        return "  ".join(parts).rstrip()
+
+    lines = [line([str(h) for h in header])]
+    if rule:
+        lines.append("  ".join("-" * w for w in widths))
+    return lines + [line(row) for row in cells]

@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 from dxray.catalog.health import leaving_out_damage
 from dxray.catalog.outputs import check_output
 from dxray.catalog.views import connect
+from dxray.text import text_table
 
 Format = Literal["table", "csv", "json", "parquet"]
 FORMATS = ("table", "csv", "json", "parquet")
@@ -258,17 +259,8 @@ def to_text(table: pa.Table, *, limit: int = 100, width: int = 48) -> str:
         pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t)
         for t in table.schema.types
     ]
-    widths = [max([len(n), *(len(c) for c in col)]) for n, col in zip(names, cells, strict=True)]
-
-    def line(values: list[str]) -> str:
-        parts = [
-            v.rjust(w) if right else v.ljust(w)
-            for v, w, right in zip(values, widths, numeric, strict=True)
-        ]
-        return "  ".join(parts).rstrip()
-
-    lines = [line(names), "  ".join("-" * w for w in widths)]
-    lines += [line([col[i] for col in cells]) for i in range(shown.num_rows)]
+    rows = [[col[i] for col in cells] for i in range(shown.num_rows)]
+    lines = text_table(names, rows, right=numeric, rule=True)
     total = table.num_rows
     if total > shown.num_rows:
         lines.append(f"({total} rows, first {shown.num_rows} shown)")

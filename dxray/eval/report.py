@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-from dxray.text import MISSING
+from dxray.text import MISSING, text_table
 
 PERCENT = {"accuracy", "balanced_accuracy", "coverage", "decided_accuracy", "precision", "recall", "f1",
            "success_rate", "oracle_object_recognised"}  # fmt: skip
@@ -44,9 +44,7 @@ def _settings(metrics: Sequence[Mapping], section: str) -> list[str]:
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
-    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True))  # noqa: E731
-    return [line(header), *(line(r) for r in rows)]
+    return text_table(header, rows)
 
 
 LEVEL = {"neurons": "neuron", "classes": "class-bias"}

@@ -49,6 +49,7 @@ from torch import Tensor
 
 from dxray.models.classifier import Classifier
 from dxray.models.units import RankedUnit, head_weight, rank_units
+from dxray.text import text_table
 from dxray.toyworld.data import (
     class_names,
     context_names,
@@ -617,8 +618,4 @@ def describe(rows: Sequence[Mapping] | pa.Table, columns: Sequence[str]) -> str:
     def cell(v):
         return f"{v:.3f}" if isinstance(v, float) else str(v)
 
-    cells = [[cell(r[c]) for c in columns] for r in rows]
-    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
-    return "\n".join(lines)
+    return "\n".join(text_table(columns, [[cell(r[c]) for c in columns] for r in rows]))

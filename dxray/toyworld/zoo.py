@@ -38,6 +38,7 @@ from typing import Any
 
 import torch
 
+from dxray.text import text_table
 from dxray.toyworld.data import class_names, colour_names, context_names, sample_specs
 from dxray.toyworld.gates import Gate, check
 from dxray.toyworld.scenes import SceneSpec, caption, caption_words, render_batch
@@ -443,12 +444,14 @@ def write_zoo_truth(
 
 
 def format_gates(rows: list[GateRow]) -> str:
-    lines = [f"{'group':<11} {'gate':<40} {'value':>8}  {'target':>10}  result"]
+    cells = []
     for r in rows:
         info = r.op == "info"
         target = "" if info else f"{r.op} {r.threshold:g}"
         result = "info" if info else "pass" if r.passed else "FAIL"
-        lines.append(f"{r.group:<11} {r.name:<40} {r.value:8.3f}  {target:>10}  {result}")
+        cells.append([r.group, r.name, f"{r.value:.3f}", target, result])
+    header = ["group", "gate", "value", "target", "result"]
+    lines = text_table(header, cells, right=[False, False, True, True, False])
     gates = [r for r in rows if r.op != "info"]
     failed = sum(not r.passed for r in gates)
     lines.append(f"gates: {len(gates) - failed} passed, {failed} failed")
