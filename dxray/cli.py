@@ -101,6 +101,12 @@ def _user_errors() -> tuple[type[Exception], ...]:
 
 
 def _fail(message: str) -> None:
+    """One line for a bad input, exit 2; with --debug, the traceback of the error being
+    handled first."""
+    if _debug and sys.exc_info()[1] is not None:
+        import traceback
+
+        traceback.print_exc()
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(2)
 
