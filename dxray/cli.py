@@ -507,17 +507,20 @@ def scan(
     """
     import logging
 
-    from dxray.run.scan import main_scan
+    from dxray.run.scan import CheckpointsFailed, main_scan
     from dxray.run.scan_gates import GatesFailed
     from dxray.spec.model import SpecError
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         main_scan(watch, spec_path, dry_run, catalog=catalog, echo=typer.echo, gate=gate)
-    except (SpecError, FileNotFoundError) as err:
+    except (SpecError, FileNotFoundError, ValueError) as err:
         _fail(str(err))
     except GatesFailed as err:
         typer.secho(f"gate failed: {err}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+    except CheckpointsFailed as err:
+        typer.secho(f"scan failed: {err}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
 
 

@@ -24,6 +24,14 @@ def first_line(err: BaseException) -> str:
     return first_lines(err, 1)
 
 
+def one_line(text: str) -> str:
+    """`text` as one printable line: control characters (a newline in a file name would forge
+    a log line of its own) written as escapes, e.g. "\\n"."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
 def few(names: Sequence[str], limit: int = 5) -> str:
     """At most `limit` names joined by commas, then "and N more"; "none" for no names."""
     if not names:

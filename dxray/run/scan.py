@@ -47,6 +47,7 @@ from dxray.run.scan_diffs import write_missing_diffs, write_rewrite_diffs
 from dxray.run.scan_gates import GatesFailed, write_missing_gates
 from dxray.spec.model import AuditSpec, SpecError
 from dxray.spec.parse import load_spec, recorded_spec, with_overrides
+from dxray.text import first_line, one_line
 
 log = logging.getLogger("dxray.scan")
 
@@ -93,7 +94,11 @@ def scan(
     "dxray.scan" logger). `gate` also gates each pair with a diff (`dxray.run.scan_gates`):
     the later run against the earlier. Raises `ScanLocked` if another scan holds the catalog.
     """
-    say = progress or log.info
+    emit = progress or log.info
+
+    def say(line: str) -> None:  # one line each, whatever the checkpoints' names hold
+        emit(one_line(line))
+
     # 1. Check inputs: each checkpoint needs its own run id
     if spec.output.run_id is not None:
         raise SpecError(
@@ -214,11 +219,22 @@ def main_scan(
     except ScanLocked as err:
         say(f"scan not started: {err}")
         return lines
+    if result.failed:
+        raise CheckpointsFailed(
+            f"{len(result.failed)} checkpoint(s) failed to audit ("
+            + "; ".join(f"{one_line(str(p))}: {e}" for p, e in result.failed)
+            + "): the next scan retries them"
+            + (f"; and {len(result.gate_failures)} gate(s) failed" if result.gate_failures else "")
+        )
     if result.gate_failures:
         raise GatesFailed(
             f"{len(result.gate_failures)} gate(s) failed: {'; '.join(result.gate_failures)}"
         )
     return lines
+
+
+class CheckpointsFailed(RuntimeError):
+    """A scan in which a checkpoint's audit failed: cron and CI must see it (exit 1)."""
 
 
 def _source_key(spec: AuditSpec) -> str:
@@ -344,8 +360,8 @@ def _audit_all(
             try:
                 summary = run_audit(_spec_for(spec, path), progress=beat)
             except Exception as err:  # noqa: BLE001 - one bad checkpoint must not stop the scan
-                log.warning("audit of %s failed", path, exc_info=True)
-                error = f"{type(err).__name__}: {err}"
+                log.debug("audit of %s failed", path, exc_info=True)  # the traceback: --debug
+                error = f"{type(err).__name__}: {first_line(err)}"
                 result.failed.append((path, error))
                 say(f"FAILED {path}: {error}")
                 continue

@@ -1,5 +1,8 @@
 """Finding checkpoints for a scan: a symlink loop under a `**` watch is not followed."""
 
+import os
+import time
+
 import pytest
 
 from dxray.run import checkpoints
@@ -23,3 +26,39 @@ def test_a_glob_that_matches_too_much_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(checkpoints, "MAX_MATCHES", 3)
     with pytest.raises(ValueError, match="matches more than 3 paths: narrow the glob"):
         find_checkpoints(f"{tmp_path}/*.txt")
+
+
+def test_a_failed_checkpoint_fails_the_scan_in_lines_nobody_can_forge(
+    tiny_spec, tmp_path, monkeypatch
+):
+    """A checkpoint whose audit fails: one line each (its name's newline escaped, no
+    traceback), and the scan raises CheckpointsFailed (exit 1) once the others are done."""
+    from dxray.run import pipeline, scan
+    from dxray.spec.model import AuditSpec
+
+    watch = tmp_path / "ckpts"
+    bad = watch / "bad\nscan of ckpts: 0 failed"
+    bad.mkdir(parents=True)
+    (bad / "classifier.json").write_text("{}")
+    for path in (bad / "classifier.json", bad):  # settled: written an hour ago
+        os.utime(path, (time.time() - 3600, time.time() - 3600))
+    spec_data = {
+        **tiny_spec,
+        "output": {**tiny_spec.get("output", {}), "catalog": str(tmp_path / "c")},
+    }
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(AuditSpec.from_dict(spec_data).to_yaml())
+
+    def audit_fails(spec, **kwargs):
+        raise RuntimeError("the weights do not load\n  File 'x.py', line 1")
+
+    monkeypatch.setattr(scan, "run_audit", audit_fails)
+    monkeypatch.setattr(pipeline, "ensure_ray", lambda spec: False)
+    lines = []
+    with pytest.raises(scan.CheckpointsFailed, match="1 checkpoint.s. failed to audit"):
+        scan.main_scan(f"{watch}/*", spec_file, echo=lines.append)
+    assert all("\n" not in line for line in lines)
+    assert not any(line.startswith("scan of ckpts: 0 failed") for line in lines)
+    failed = [line for line in lines if line.startswith("FAILED")]
+    assert len(failed) == 1 and "bad\\nscan of" in failed[0]
+    assert "RuntimeError: the weights do not load" in failed[0] and "File 'x.py'" not in failed[0]
