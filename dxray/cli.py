@@ -57,6 +57,41 @@ def bench_engine(
     typer.echo(f"batching speed-up (per target-iteration, B={batch} vs B=1): {ratio:.1f}x")
 
 
+@bench_app.command("audit")
+def bench_audit(
+    baseline: Path = typer.Option(..., help="The source tree to compare with (a checkout)."),
+    spec: Path = typer.Option(Path("pipelines/toy.yaml"), help="The audit both trees run."),
+    baseline_spec: Path = typer.Option(None, help="The baseline's spec, if not --spec."),
+    tree: Path = typer.Option(
+        Path(__file__).resolve().parents[1], help="The tree to measure (default: this one)."
+    ),
+    out: Path = typer.Option(None, help="Keep the catalogs and logs here (default: a temp dir)."),
+    repeat: int = typer.Option(1, min=1, help="Pairs of runs; every second pair runs new first."),
+) -> None:
+    """Run the same audit with two source trees, one after the other, each into a fresh
+    catalog; print each stage's seconds, the ratio, and whether verdicts and findings agree.
+
+    Example: dxray bench audit --baseline /work/base --spec pipelines/toy.yaml
+    """
+    import tempfile
+
+    from dxray.bench import compare_audits, time_audit
+
+    root = Path(out or tempfile.mkdtemp(prefix="dxray-bench-audit-"))
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(repeat):
+        order = [("baseline", baseline), ("new", tree)]
+        runs = {}
+        for name, where in order if i % 2 == 0 else order[::-1]:
+            chosen = baseline_spec if name == "baseline" and baseline_spec else spec
+            typer.echo(f"[{i + 1}/{repeat}] {name}: {where} auditing {chosen} ...")
+            runs[name] = time_audit(where, chosen, root / f"{name}-{i}", root / f"{name}-{i}.log")
+            typer.echo(f"  {runs[name].wall:.0f} s")
+        for line in compare_audits(runs["baseline"], runs["new"]):
+            typer.echo(line)
+    typer.echo(f"catalogs and logs: {root}")
+
+
 # Set by --debug: an unexpected error shows its traceback instead of one line (see `main`).
 _debug = False
 
