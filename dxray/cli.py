@@ -150,14 +150,18 @@ def audit(
     limit: int = typer.Option(
         None, min=1, help="Compute at most this many targets (a rerun resumes)."
     ),
+    verbose: bool = typer.Option(
+        False, "--verbose", help="Also show what Ray and the models print (always in the log)."
+    ),
 ) -> None:
-    """Run an audit, or resume it: targets already in the catalog are skipped.
+    """Run an audit, or resume it: targets already in the catalog are skipped. Prints what it
+    will do, a bar per stage and the outcome; what Ray and the models print goes to
+    <catalog>/logs/audit-<time>.log.
 
     Example: dxray audit pipelines/toy.yaml --workers 2
     """
     import logging
 
-    from dxray.run.pipeline import run_audit
     from dxray.spec.model import SpecError
     from dxray.spec.parse import load_spec, with_overrides
 
@@ -175,12 +179,8 @@ def audit(
     except (SpecError, OSError) as err:
         _fail(str(err))
 
-    def progress(done: int, total: int, statuses) -> None:
-        detail = ", ".join(f"{n} {s}" for s, n in sorted(statuses.items()))
-        typer.echo(f"[dxray] {done}/{total} targets ({detail})")
-
     try:
-        summary = run_audit(spec, progress=progress, limit=limit)
+        summary = _run_quietly(spec, "audit", verbose, limit=limit)
     except _user_errors() as err:  # found before Ray starts or anything is written
         _fail(str(err))
     typer.echo(
@@ -189,6 +189,18 @@ def audit(
     )
     _echo_shortcuts(summary)
     _exit_for(summary)
+
+
+def _run_quietly(spec, command: str, verbose: bool, **options):
+    """`run_audit` with a bar per stage on the terminal, and what Ray and the models print
+    in <catalog>/logs/<command>-<time>.log (also on the terminal with `verbose`)."""
+    from dxray.run.console import library_output, log_path
+    from dxray.run.pipeline import run_audit
+    from dxray.run.progress import TerminalProgress
+
+    log = log_path(spec.output.catalog, command)
+    with library_output(log, verbose=verbose) as terminal:
+        return run_audit(spec, stages=TerminalProgress(terminal, log=log), **options)
 
 
 def _exit_for(summary) -> None:
@@ -846,8 +858,12 @@ DEMO_QUERIES = (
 def demo(
     spec_path: Path = typer.Option(DEMO_SPEC, "--spec", help="The audit to run."),
     out: Path = typer.Option(None, help="The HTML report (default: <catalog>/report.html)."),
+    verbose: bool = typer.Option(
+        False, "--verbose", help="Also show what Ray and the models print (always in the log)."
+    ),
 ) -> None:
     """What `make demo` runs: the toy-world audit through Ray, its catalog and HTML report.
+    What Ray and the models print goes to <catalog>/logs/demo-<time>.log.
 
     Example: dxray demo
     """
@@ -855,7 +871,6 @@ def demo(
 
     from dxray.catalog.sql import run_sql
     from dxray.report.page import write_report
-    from dxray.run.pipeline import run_audit
     from dxray.spec.model import SpecError
     from dxray.spec.parse import load_spec
 
@@ -868,10 +883,7 @@ def demo(
     if not zoo.is_dir():
         _fail(f"the toy zoo is missing at {zoo}: train it with `dxray zoo train --out {zoo}`")
 
-    def progress(done: int, total: int, statuses) -> None:
-        typer.echo(f"[dxray] {done}/{total} targets audited")
-
-    summary = run_audit(spec, progress=progress)
+    summary = _run_quietly(spec, "demo", verbose)
     report = write_report(summary.catalog, out or summary.catalog / "report.html", summary.run_id)
     typer.echo("")
     typer.echo(
