@@ -1,5 +1,5 @@
 """What one audit target costs end to end, split by stage, on the worker code path the Ray
-actor runs (`dxray.run.worker.AuditWorker.audit`, then the catalog write), not a copy.
+actor runs (`dxray.run.host.ModelHost.serve("targets", ...)`, then the catalog write), not a copy.
 
 Random-weight models at real size (timing depends on architecture, not weights): SD1.5 + LCM
 with a TAESD-shaped tiny decoder, CLIPSeg (ViT-B/16, 352 px, rd64) and a ResNet-50, saved in
@@ -31,9 +31,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dxray.catalog.writer import CatalogWriter  # noqa: E402
+from dxray.run.host import ModelHost  # noqa: E402
 from dxray.run.pipeline import split_rows  # noqa: E402
 from dxray.run.targets import expand_targets  # noqa: E402
-from dxray.run.worker import AuditWorker  # noqa: E402
 from dxray.spec.model import AuditSpec  # noqa: E402
 
 SALIENT_TARGETS = 6000  # Salient ImageNet: 1,000 classes' top-5 features + the classes
@@ -122,17 +122,17 @@ def run(args) -> dict:
                                       for role in ("generator", "classifier", "segmenter")}}
             )  # fmt: skip
         started = time.perf_counter()
-        worker = AuditWorker(spec.to_dict(), device=args.device, threads=args.threads)
+        worker = ModelHost(spec.to_dict(), device=args.device, threads=args.threads)
         loaded = time.perf_counter() - started
         rows = expand_targets(spec, worker.classifier.class_names, "gpu-audit")
         writer = CatalogWriter(tmp)
         writer.write_run("gpu-audit", name="gpu-audit", num_targets=len(rows))
-        worker.audit(rows[: min(args.batch, len(rows))])  # warm-up: kernels, caches
+        worker.serve("targets", rows[: min(args.batch, len(rows))])  # warm-up: kernels, caches
         worker.stage_seconds.clear()
         started = time.perf_counter()
         statuses, steps = Counter(), []
         for at in range(0, len(rows), args.batch):
-            out = worker.audit(rows[at : at + args.batch])
+            out = worker.serve("targets", rows[at : at + args.batch])
             statuses.update(r["status"] for r in out)
             steps += [r["steps"] for r in out]
             write_started = time.perf_counter()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import torch
 
@@ -123,3 +124,127 @@ def scale_timing(
         "seconds": summary.seconds,
         "targets_per_minute": 60 * summary.computed / summary.seconds,
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# A whole audit, two trees side by side (`dxray bench audit`)
+# ---------------------------------------------------------------------------------------------
+
+# The stages of an audit as its catalog dates them: each ends with the last row it wrote.
+AUDIT_STAGES = ("targets", "vocabulary", "pool", "with_object", "finish")
+
+
+@dataclass
+class AuditTiming:
+    """One `dxray audit` of a spec by one source tree, into a fresh catalog."""
+
+    tree: str
+    spec: str
+    wall: float  # the process, start to exit (imports, planning and Ray start included)
+    run_seconds: float  # the run's own wall_seconds (planning done, to the finished row)
+    stages: dict[str, float]  # seconds per stage (AUDIT_STAGES), from the catalog's row times
+    verdicts: dict[tuple[str, int], str | None]  # (target_id, seed) -> verdict
+    findings: set[tuple[str, str, str]]  # (class_name, attribute, method) with a finding
+    candidates: set[tuple[str, str]]  # (class_name, attribute) singled out by the pool
+
+
+def time_audit(
+    tree: str | Path, spec: str | Path, catalog: str | Path, log: str | Path
+) -> AuditTiming:
+    """Run `python -m dxray.cli audit SPEC --catalog CATALOG` with the dxray of `tree` (its
+    directory is the working directory, so the spec's relative model paths are the tree's),
+    its output into `log`; then read what it wrote."""
+    import os
+    import subprocess
+    import sys
+
+    tree, catalog = Path(tree).resolve(), Path(catalog).resolve()
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    command = [sys.executable, "-m", "dxray.cli", "audit", str(Path(spec).resolve()),
+               "--catalog", str(catalog)]  # fmt: skip
+    started = time.perf_counter()
+    with open(log, "w") as out:
+        subprocess.run(command, cwd=tree, env=env, stdout=out, stderr=subprocess.STDOUT,
+                       check=True)  # fmt: skip
+    wall = time.perf_counter() - started
+    return read_audit_timing(catalog, tree=str(tree), spec=str(spec), wall=wall)
+
+
+def read_audit_timing(catalog: Path, *, tree: str, spec: str, wall: float) -> AuditTiming:
+    """The stage times, verdicts, findings and candidates of the one run in `catalog`, read from
+    its Parquet files (not the views: any version of dxray's catalog reads the same)."""
+    import pyarrow.parquet as pq
+
+    def rows(table: str) -> list[dict]:
+        files = sorted((catalog / table).glob("run_id=*/part-*.parquet"))
+        return [r for f in files for r in pq.read_table(f).to_pylist()]
+
+    runs = rows("runs")
+    start = min(r["created_at"] for r in runs)
+    final = max(runs, key=lambda r: r["updated_at"])
+    images = rows("shortcut_images")
+    ends = {
+        "targets": [r["created_at"] for r in rows("explanations")],
+        "vocabulary": [r["created_at"] for r in images if r["variant"] == "object_free"],
+        "pool": [r["created_at"] for r in rows("shortcut_pool")],
+        "with_object": [r["created_at"] for r in images if r["variant"] == "with_object"],
+        "finish": [final["updated_at"]],
+    }
+    stages, before = {}, start
+    for stage in AUDIT_STAGES:
+        if ends[stage]:
+            end = max(ends[stage])
+            stages[stage] = (end - before).total_seconds()
+            before = end
+    verdicts = {}
+    for r in sorted(rows("verdicts"), key=lambda r: r["created_at"]):
+        verdicts[(r["target_id"], int(r["seed"]))] = r["verdict"]
+    scores = rows("shortcuts")
+    latest = max((r["score_id"] for r in scores), default=None)
+    findings = {
+        (r["class_name"], r["attribute"], r["method"])
+        for r in scores
+        if r["score_id"] == latest and r.get("finding")
+    }
+    leads = rows("shortcut_candidates")
+    latest = max((r["score_id"] for r in leads), default=None)
+    candidates = {
+        (r["class_name"], r["attribute"])
+        for r in leads
+        if r["score_id"] == latest and r.get("candidate")
+    }
+    return AuditTiming(tree, spec, wall, final["wall_seconds"] or 0.0, stages, verdicts,
+                       findings, candidates)  # fmt: skip
+
+
+def compare_audits(baseline: AuditTiming, new: AuditTiming) -> list[str]:
+    """The lines `dxray bench audit` prints: each tree's seconds per stage, the ratios, and
+    whether the two runs reached the same verdicts, findings and candidates."""
+    lines = [f"{'':<14}{'baseline':>10}{'new':>10}{'ratio':>8}"]
+
+    def line(name: str, a: float | None, b: float | None) -> str:
+        ratio = f"{b / a:8.2f}" if a and b is not None else f"{'-':>8}"
+        fa = f"{a:10.1f}" if a is not None else f"{'-':>10}"
+        fb = f"{b:10.1f}" if b is not None else f"{'-':>10}"
+        return f"{name:<14}{fa}{fb}{ratio}"
+
+    for stage in AUDIT_STAGES:
+        lines.append(line(stage, baseline.stages.get(stage), new.stages.get(stage)))
+    lines.append(line("run", baseline.run_seconds, new.run_seconds))
+    lines.append(line("process", baseline.wall, new.wall))
+    keys = baseline.verdicts.keys() | new.verdicts.keys()
+    differ = sorted(k for k in keys if baseline.verdicts.get(k) != new.verdicts.get(k))
+    lines.append(
+        f"verdicts: {len(keys) - len(differ)} of {len(keys)} (target, seed) the same"
+        + (f"; differ: {differ[:6]}" if differ else "")
+    )
+    lines.append(
+        "findings: " + ("the same" if baseline.findings == new.findings else
+                        f"baseline {sorted(baseline.findings)}, new {sorted(new.findings)}")
+    )  # fmt: skip
+    lines.append(
+        "candidates: " + ("the same" if baseline.candidates == new.candidates else
+                          f"baseline {sorted(baseline.candidates)}, new {sorted(new.candidates)}")
+    )  # fmt: skip
+    lines.append(f"ratio (process wall, new / baseline): {new.wall / baseline.wall:.2f}")
+    return lines

@@ -58,6 +58,41 @@ def bench_engine(
     typer.echo(f"batching speed-up (per target-iteration, B={batch} vs B=1): {ratio:.1f}x")
 
 
+@bench_app.command("audit")
+def bench_audit(
+    baseline: Path = typer.Option(..., help="The source tree to compare with (a checkout)."),
+    spec: Path = typer.Option(Path("pipelines/toy.yaml"), help="The audit both trees run."),
+    baseline_spec: Path = typer.Option(None, help="The baseline's spec, if not --spec."),
+    tree: Path = typer.Option(
+        Path(__file__).resolve().parents[1], help="The tree to measure (default: this one)."
+    ),
+    out: Path = typer.Option(None, help="Keep the catalogs and logs here (default: a temp dir)."),
+    repeat: int = typer.Option(1, min=1, help="Pairs of runs; every second pair runs new first."),
+) -> None:
+    """Run the same audit with two source trees, one after the other, each into a fresh
+    catalog; print each stage's seconds, the ratio, and whether verdicts and findings agree.
+
+    Example: dxray bench audit --baseline /work/base --spec pipelines/toy.yaml
+    """
+    import tempfile
+
+    from dxray.bench import compare_audits, time_audit
+
+    root = Path(out or tempfile.mkdtemp(prefix="dxray-bench-audit-"))
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(repeat):
+        order = [("baseline", baseline), ("new", tree)]
+        runs = {}
+        for name, where in order if i % 2 == 0 else order[::-1]:
+            chosen = baseline_spec if name == "baseline" and baseline_spec else spec
+            typer.echo(f"[{i + 1}/{repeat}] {name}: {where} auditing {chosen} ...")
+            runs[name] = time_audit(where, chosen, root / f"{name}-{i}", root / f"{name}-{i}.log")
+            typer.echo(f"  {runs[name].wall:.0f} s")
+        for line in compare_audits(runs["baseline"], runs["new"]):
+            typer.echo(line)
+    typer.echo(f"catalogs and logs: {root}")
+
+
 # Set by --debug: an unexpected error shows its traceback instead of one line (see `main`).
 _debug = False
 
@@ -122,14 +157,18 @@ def audit(
     limit: int = typer.Option(
         None, min=1, help="Compute at most this many targets (a rerun resumes)."
     ),
+    verbose: bool = typer.Option(
+        False, "--verbose", help="Also show what Ray and the models print (always in the log)."
+    ),
 ) -> None:
-    """Run an audit, or resume it: targets already in the catalog are skipped.
+    """Run an audit, or resume it: targets already in the catalog are skipped. Prints what it
+    will do, a bar per stage and the outcome; what Ray and the models print goes to
+    <catalog>/logs/audit-<time>.log.
 
     Example: dxray audit pipelines/toy.yaml --workers 2
     """
     import logging
 
-    from dxray.run.pipeline import run_audit
     from dxray.spec.model import SpecError
     from dxray.spec.parse import load_spec, with_overrides
 
@@ -147,12 +186,8 @@ def audit(
     except (SpecError, OSError) as err:
         _fail(str(err))
 
-    def progress(done: int, total: int, statuses) -> None:
-        detail = ", ".join(f"{n} {s}" for s, n in sorted(statuses.items()))
-        typer.echo(f"[dxray] {done}/{total} targets ({detail})")
-
     try:
-        summary = run_audit(spec, progress=progress, limit=limit)
+        summary = _run_quietly(spec, "audit", verbose, limit=limit)
     except _user_errors() as err:  # found before Ray starts or anything is written
         _fail(str(err))
     typer.echo(
@@ -161,6 +196,18 @@ def audit(
     )
     _echo_answer(summary)
     _exit_for(summary)
+
+
+def _run_quietly(spec, command: str, verbose: bool, **options):
+    """`run_audit` with a bar per stage on the terminal, and what Ray and the models print
+    in <catalog>/logs/<command>-<time>.log (also on the terminal with `verbose`)."""
+    from dxray.run.console import library_output, log_path
+    from dxray.run.pipeline import run_audit
+    from dxray.run.progress import TerminalProgress
+
+    log = log_path(spec.output.catalog, command)
+    with library_output(log, verbose=verbose) as terminal:
+        return run_audit(spec, stages=TerminalProgress(terminal, log=log), **options)
 
 
 def _exit_for(summary) -> None:
@@ -897,15 +944,18 @@ DEMO_QUERIES = (
 def demo(
     spec_path: Path = typer.Option(DEMO_SPEC, "--spec", help="The audit to run."),
     out: Path = typer.Option(None, help="The HTML report (default: <catalog>/report.html)."),
+    verbose: bool = typer.Option(
+        False, "--verbose", help="Also show what Ray and the models print (always in the log)."
+    ),
 ) -> None:
     """What `make demo` runs: the toy-world audit through Ray, its catalog and HTML report.
+    What Ray and the models print goes to <catalog>/logs/demo-<time>.log.
 
     Example: dxray demo
     """
     import logging
 
     from dxray.report.page import write_report
-    from dxray.run.pipeline import run_audit
     from dxray.spec.model import SpecError
     from dxray.spec.parse import load_spec
 
@@ -918,10 +968,7 @@ def demo(
     if not zoo.is_dir():
         _fail(f"the toy zoo is missing at {zoo}: train it with `dxray zoo train --out {zoo}`")
 
-    def progress(done: int, total: int, statuses) -> None:
-        typer.echo(f"[dxray] {done}/{total} targets audited")
-
-    summary = run_audit(spec, progress=progress)
+    summary = _run_quietly(spec, "demo", verbose)
     report = write_report(summary.catalog, out or summary.catalog / "report.html", summary.run_id)
     typer.echo("")
     typer.echo(

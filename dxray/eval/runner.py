@@ -277,110 +277,99 @@ def evaluate(
 ) -> EvalResult:
     """The evaluation described in the module docstring. With `run_id`, the main audit is
     read from `catalog` instead of run (it must have audited the truth's units)."""
-    from dxray.toyworld.zoo import zoo_world
+    from dxray.run.session import ray_session
+    from dxray.toyworld.zoo import has_part, zoo_part, zoo_world
 
     started = time.perf_counter()
     world = zoo_world(zoo)
     main_spec = eval_spec(spec, zoo, seeds=seeds, catalog=catalog)
-    from dxray.run.pipeline import ensure_ray
+    # One Ray session for all the audits of the evaluation: the model hosts load once and
+    # serve every audit (the fixed release loads only its own classifier). Ray starts only if
+    # an audit runs.
+    with ray_session(main_spec):
+        if run_id is None:
+            run_id = _audit(main_spec, f"{world.name}: classes and truth units", progress)
+        audit_rows, probe_rows, _ = read_run(catalog, run_id)
+        result = EvalResult(run_id=run_id, world=world.name, catalog=Path(catalog))
+        truth = _truth_rows(zoo, "truth")
 
-    # One Ray for all the audits of the evaluation (each would otherwise start its own).
-    ray_started = ensure_ray(main_spec) if (run_id is None or fixed or ablations) else False
-    try:
-        return _evaluate(
-            main_spec, spec, zoo, world, catalog, seeds, run_id, baseline, fixed, ablations,
-            rule, progress, started,
-        )  # fmt: skip
-    finally:
-        if ray_started:
-            from dxray.run.pipeline import stop_ray
-
-            stop_ray()
-
-
-def _evaluate(
-    main_spec, spec, zoo, world, catalog, seeds, run_id, baseline, fixed, ablations, rule,
-    progress, started,
-) -> EvalResult:  # fmt: skip
-    from dxray.toyworld.zoo import has_part, zoo_part
-
-    if run_id is None:
-        run_id = _audit(main_spec, f"{world.name}: classes and truth units", progress)
-    audit_rows, probe_rows, _ = read_run(catalog, run_id)
-    result = EvalResult(run_id=run_id, world=world.name, catalog=Path(catalog))
-    truth = _truth_rows(zoo, "truth")
-
-    # 1-2. Agreement, success
-    judge_units = Interventions(main_spec, object_probes(spec, zoo))
-    judging = {
-        "object_probes": object_probes(spec, zoo),
-        "thresholds": main_spec.judge.thresholds(),
-        "interventions": judge_units(catalog, run_id),
-    }
-    agreements, result.neurons, result.classes = _score_into(
-        result, "default", audit_rows, probe_rows, truth, rule, None, **judging
-    )
-    for key in ("neurons:dxray", "classes:dxray"):
-        if key in agreements:
-            result.confusion[key.split(":")[0]] = confusion_rows(agreements[key])
-    result.classes = _score_shortcuts(result, catalog, run_id, result.classes, truth[0], rule)
-    result.add("success", "default", success_metrics(audit_rows))
-
-    # 3. Bias discovery: the planted ties, in the biased classifier and in the fixed release
-    for row in result.classes:
-        if row["planted"]:
-            result.add("bias", f"{row['class_name']}-{row['factor']}", _bias_values(row))
-    if fixed and not has_part(zoo, "classifier-fixed"):
-        progress(f"{zoo} has no classifier-fixed: the fixed-release comparison is skipped")
-    elif fixed:
-        fixed_id = _audit(
-            classes_only(main_spec, zoo_part(zoo, "classifier-fixed")), "fixed release", progress
+        # 1-2. Agreement, success
+        judge_units = Interventions(main_spec, object_probes(spec, zoo))
+        judging = {
+            "object_probes": object_probes(spec, zoo),
+            "thresholds": main_spec.judge.thresholds(),
+            "interventions": judge_units(catalog, run_id),
+        }
+        agreements, result.neurons, result.classes = _score_into(
+            result, "default", audit_rows, probe_rows, truth, rule, None, **judging
         )
-        f_audit, f_probes, _ = read_run(catalog, fixed_id)
-        f_truth = _truth_rows(zoo, "truth-fixed")
-        _, _, fixed_classes = score(f_audit, f_probes, *f_truth, rule)
-        result.fixed_classes = _score_shortcuts(
-            result, catalog, fixed_id, fixed_classes, f_truth[0], rule, setting="fixed"
-        )
-        planted = {(r["class_name"], r["factor"]) for r in result.classes if r["planted"]}
-        for row in result.fixed_classes:
-            if (row["class_name"], row["factor"]) in planted:
-                result.add("bias-fixed", f"{row['class_name']}-{row['factor']}", _bias_values(row))
+        for key in ("neurons:dxray", "classes:dxray"):
+            if key in agreements:
+                result.confusion[key.split(":")[0]] = confusion_rows(agreements[key])
+        result.classes = _score_shortcuts(result, catalog, run_id, result.classes, truth[0], rule)
+        result.add("success", "default", success_metrics(audit_rows))
 
-    # 4. Baseline
-    if baseline:
-        compared = compare_baseline(
-            main_spec, judge_units.classifier, catalog, run_id, zoo, world, progress
-        )
-        for tie, value in compared.pop("planted").items():
-            name, metric = tie.split(":")
-            result.add("bias", name, {metric: value})
-        for method, values in compared.items():
-            result.add("baseline", method, values)
-
-    # 5. Ablations: seeds per target from the main audit; the rest one audit each
-    if ablations:
-        for k in sorted({1, 2, seeds}):
-            subset = list(range(k))
-            _score_into(
-                result, f"seeds={k}", audit_rows, probe_rows, truth, rule, subset, **judging
+        # 3. Bias discovery: the planted ties, in the biased classifier and in the fixed release
+        for row in result.classes:
+            if row["planted"]:
+                result.add("bias", f"{row['class_name']}-{row['factor']}", _bias_values(row))
+        if fixed and not has_part(zoo, "classifier-fixed"):
+            progress(f"{zoo} has no classifier-fixed: the fixed-release comparison is skipped")
+        elif fixed:
+            fixed_id = _audit(
+                classes_only(main_spec, zoo_part(zoo, "classifier-fixed")),
+                "fixed release",
+                progress,
             )
-            result.add("success", f"seeds={k}", success_metrics(audit_rows, subset))
-        reference = list(ABLATION_SEEDS)
-        _score_into(result, "reference", audit_rows, probe_rows, truth, rule, reference, **judging)
-        result.add("success", "reference", success_metrics(audit_rows, reference))
-        result.add("cost", "reference", _run_cost(audit_rows, reference))
-        for name, overrides in ABLATIONS.items():
-            variant = with_overrides(main_spec, **overrides, **{"targets.seeds": reference})
-            variant_id = _audit(variant, f"ablation {name}", progress)
-            v_audit, v_probes, _ = read_run(catalog, variant_id)
-            v_judging = {**judging, "interventions": judge_units(catalog, variant_id)}
-            _score_into(result, name, v_audit, v_probes, truth, rule, None, **v_judging)
-            result.add("success", name, success_metrics(v_audit))
-            result.add("cost", name, _run_cost(v_audit))
+            f_audit, f_probes, _ = read_run(catalog, fixed_id)
+            f_truth = _truth_rows(zoo, "truth-fixed")
+            _, _, fixed_classes = score(f_audit, f_probes, *f_truth, rule)
+            result.fixed_classes = _score_shortcuts(
+                result, catalog, fixed_id, fixed_classes, f_truth[0], rule, setting="fixed"
+            )
+            planted = {(r["class_name"], r["factor"]) for r in result.classes if r["planted"]}
+            for row in result.fixed_classes:
+                if (row["class_name"], row["factor"]) in planted:
+                    result.add(
+                        "bias-fixed", f"{row['class_name']}-{row['factor']}", _bias_values(row)
+                    )
 
-    result.seconds = time.perf_counter() - started
-    return result
+        # 4. Baseline
+        if baseline:
+            compared = compare_baseline(
+                main_spec, judge_units.classifier, catalog, run_id, zoo, world, progress
+            )
+            for tie, value in compared.pop("planted").items():
+                name, metric = tie.split(":")
+                result.add("bias", name, {metric: value})
+            for method, values in compared.items():
+                result.add("baseline", method, values)
+
+        # 5. Ablations: seeds per target from the main audit; the rest one audit each
+        if ablations:
+            for k in sorted({1, 2, seeds}):
+                subset = list(range(k))
+                _score_into(
+                    result, f"seeds={k}", audit_rows, probe_rows, truth, rule, subset, **judging
+                )
+                result.add("success", f"seeds={k}", success_metrics(audit_rows, subset))
+            reference = list(ABLATION_SEEDS)
+            _score_into(
+                result, "reference", audit_rows, probe_rows, truth, rule, reference, **judging
+            )
+            result.add("success", "reference", success_metrics(audit_rows, reference))
+            result.add("cost", "reference", _run_cost(audit_rows, reference))
+            for name, overrides in ABLATIONS.items():
+                variant = with_overrides(main_spec, **overrides, **{"targets.seeds": reference})
+                variant_id = _audit(variant, f"ablation {name}", progress)
+                v_audit, v_probes, _ = read_run(catalog, variant_id)
+                v_judging = {**judging, "interventions": judge_units(catalog, variant_id)}
+                _score_into(result, name, v_audit, v_probes, truth, rule, None, **v_judging)
+                result.add("success", name, success_metrics(v_audit))
+                result.add("cost", name, _run_cost(v_audit))
+
+        result.seconds = time.perf_counter() - started
+        return result
 
 
 def _score_shortcuts(

@@ -8,6 +8,7 @@ models (SD-Turbo style: sample with one step). SDXL (two text encoders) is not s
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from dataclasses import dataclass
@@ -73,11 +74,11 @@ class Generator:
         path.mkdir(parents=True, exist_ok=True)
         self.tokenizer.save_pretrained(path / "tokenizer")
         self.text_encoder.save_pretrained(path / "text_encoder")
-        self.unet.save_pretrained(path / "unet")
-        self.vae.save_pretrained(path / "vae")
+        save_component(self.unet, path / "unet")
+        save_component(self.vae, path / "vae")
         self.scheduler.save_pretrained(path / "scheduler")
         if self.tiny_decoder is not None:
-            self.tiny_decoder.save_pretrained(path / TINY_DECODER_DIR)
+            save_component(self.tiny_decoder, path / TINY_DECODER_DIR)
         index = {
             "_class_name": "StableDiffusionPipeline",
             "tokenizer": ["transformers", type(self.tokenizer).__name__],
@@ -88,6 +89,20 @@ class Generator:
         }
         (path / "model_index.json").write_text(json.dumps(index, indent=2))
         return path
+
+
+def save_component(module: nn.Module, path: Path) -> None:
+    """A diffusers model's `save_pretrained`, its config.json holding only what its class's
+    `__init__` takes. diffusers 0.42's AutoencoderTiny also records `block_out_channels` (a
+    copy of `decoder_block_out_channels` for its own use), then warns on every load that the
+    key "will be ignored"; without it, the model loads the same and silently."""
+    module.save_pretrained(path)
+    config_file = path / "config.json"
+    config = json.loads(config_file.read_text())
+    takes = set(inspect.signature(type(module).__init__).parameters)
+    kept = {k: v for k, v in config.items() if k.startswith("_") or k in takes}
+    if kept != config:  # the layout diffusers writes: sorted keys, 2-space indent
+        config_file.write_text(json.dumps(kept, indent=2, sort_keys=True) + "\n")
 
 
 def load_generator(

@@ -1,7 +1,11 @@
-"""The audit pipeline: spec -> targets -> Ray Data -> AuditWorker actors -> catalog.
+"""The audit pipeline: spec -> targets -> Ray Data -> model hosts -> catalog.
 
-    targets --from_items--> map_batches(AuditWorker, ActorPoolStrategy(size=n), batch_size=B)
-            --iter_batches--> CatalogWriter.write_batch   (one Parquet file per worker batch)
+    targets --Session.map("targets", batch_size=B)--> ModelHost actors (one per worker)
+            --> CatalogWriter.write_batch            (one Parquet file per worker batch)
+    then the class-shortcut test on the same hosts (dxray/run/shortcuts.py)
+
+`dxray.run.session` holds the Ray side: one Ray Data pipeline per stage, feeding model hosts
+that load the generator, the classifier and the segmenter once and serve every stage.
 
 The same code runs embedded (`ray.init` inside this process, the laptop default) and on a
 cluster (`ray.address: auto` inside `ray job submit`, or an explicit address). A run resumes:
@@ -13,25 +17,22 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from dxray.catalog.writer import CatalogWriter
 from dxray.run.checkpoints import classifier_sha256
 from dxray.run.lock import FileLock
 from dxray.run.preflight import check_before_models
+from dxray.run.progress import LogProgress, Progress
+from dxray.run.session import ray_session
 from dxray.run.shortcuts import ShortcutSummary, run_shortcuts
 from dxray.run.targets import expand_targets
-from dxray.run.worker import AuditWorker
 from dxray.spec.model import AuditSpec, SpecError
 from dxray.spec.unit_csv import read_units
 
@@ -60,6 +61,9 @@ class AuditSummary:
     statuses: Counter = field(default_factory=Counter)  # of the rows computed now
     seconds: float = 0.0
     shortcuts: ShortcutSummary | None = None  # the class-shortcut test, when the spec has it
+    # models the workers loaded, by role (generator, classifier, segmenter), every stage; in a
+    # scan's or an evaluation's session, since its hosts started
+    model_loads: Counter = field(default_factory=Counter)
     status: str = "running"  # at the end: finished | partial | failed (see `_outcome`)
     error: str | None = None  # with partial or failed: what is left and what to do
 
@@ -127,12 +131,18 @@ def run_audit(
     *,
     progress: Callable[[int, int, Counter], None] | None = None,
     limit: int | None = None,
+    stages: Progress | None = None,
 ) -> AuditSummary:
-    """Run (or resume) the audit `spec` describes; returns what was computed."""
+    """Run (or resume) the audit `spec` describes; returns what was computed. `progress(done,
+    total, statuses)` follows the targets; `stages` gets what the run will do and a bar per
+    stage (`dxray.run.progress`; default: log lines)."""
     started = time.perf_counter()
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit is a number of targets >= 1, got {limit!r}")
+    stages = stages or LogProgress()
     catalog = Path(spec.output.catalog)
     writer = CatalogWriter(catalog)
-    # 1. Plan: the run id and its target rows; skip what the catalog already has
+    # 1. Plan: the run id and its target rows (the driver loads only what planning needs)
     check_before_models(spec)  # the unit CSV, the catalog, the model files: one-line errors
     run_id, targets, sha, class_names = plan(spec)
     # One audit of a run at a time: a second one started meanwhile refuses, writing nothing
@@ -143,64 +153,89 @@ def run_audit(
     )  # fmt: skip
     lock.acquire()
     try:
-        return _run_locked(spec, writer, run_id, targets, sha, class_names, lock, progress,
-                           limit, started)  # fmt: skip
+        # 2. Skip what the catalog already has; record the run
+        done = writer.done_keys(run_id)
+        todo = [t for t in targets if (t["target_id"], int(t["seed"])) not in done]
+        summary = AuditSummary(
+            run_id, catalog, total=len(targets), skipped=len(targets) - len(todo)
+        )
+        todo = todo if limit is None else todo[:limit]  # a partial run; a rerun completes it
+        writer.write_run(
+            run_id,
+            name=spec.name,
+            spec_yaml=spec.to_yaml(),
+            generator=_describe(spec.generator.source),
+            classifier=_describe(spec.classifier.source),
+            classifier_sha256=sha,
+            segmenter=_describe(spec.segmenter.source),
+            num_targets=len(targets),
+        )
+        labels = label_rows(spec, targets)
+        if labels:
+            writer.write("labels", labels, run_id)
+        shortcuts = spec.shortcuts.enabled and limit is None
+        stages.plan(
+            describe_plan(spec, run_id, len(targets), summary.skipped, len(todo), shortcuts)
+        )
+        try:
+            with ray_session(spec) as session:
+                execute = partial(session.map, spec, classifier_sha256=sha)
+                # 3. The targets, batch by batch through the model hosts; each batch written
+                #    as it comes back
+                if todo:
+                    stages.stage("targets", summary.skipped, summary.total)
+                for rows in execute("targets", todo, spec.engine.batch_size):
+                    explanations, verdicts, images = split_rows(rows)
+                    writer.write_batch(run_id, explanations, verdicts, images)
+                    lock.heartbeat()
+                    summary.statuses.update(r["status"] for r in explanations)
+                    done_now = summary.skipped + summary.computed
+                    stages.stage("targets", done_now, summary.total)
+                    if progress is not None:
+                        progress(done_now, summary.total, summary.statuses)
+                # 4. The class-shortcut test on the same hosts (dxray/run/shortcuts.py)
+                if shortcuts:
+                    summary.shortcuts = run_shortcuts(
+                        spec, run_id, writer, class_names, execute, stages
+                    )
+                summary.model_loads = session.model_loads()
+                if summary.model_loads:
+                    log.info(
+                        "run %s: models loaded on %d worker(s): %s", run_id, session.workers,
+                        ", ".join(f"{role} {n}" for role, n in sorted(summary.model_loads.items())),
+                    )  # fmt: skip
+        except BaseException as err:
+            writer.finish_run(run_id, "failed", error=f"{type(err).__name__}: {err}"[:2000])
+            raise
+        summary.seconds = time.perf_counter() - started
+        summary.status, summary.error = _outcome(writer, run_id, targets)
+        writer.finish_run(run_id, summary.status, wall_seconds=summary.seconds, error=summary.error)
+        return summary
     finally:
         lock.release()
 
 
-def _run_locked(spec, writer, run_id, targets, sha, class_names, lock, progress, limit, started):
-    catalog = writer.root
-    done = writer.done_keys(run_id)
-    todo = [t for t in targets if (t["target_id"], int(t["seed"])) not in done]
-    summary = AuditSummary(run_id, catalog, total=len(targets), skipped=len(targets) - len(todo))
-    if limit is not None:  # a partial run (tests, dry runs); a rerun completes it
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ValueError(f"limit is a number of targets >= 1, got {limit!r}")
-        todo = todo[:limit]
-    writer.write_run(
-        run_id,
-        name=spec.name,
-        spec_yaml=spec.to_yaml(),
-        generator=_describe(spec.generator.source),
-        classifier=_describe(spec.classifier.source),
-        classifier_sha256=sha,
-        segmenter=_describe(spec.segmenter.source),
-        num_targets=len(targets),
+def describe_plan(
+    spec: AuditSpec, run_id: str, total: int, skipped: int, todo: int, shortcuts: bool
+) -> str:
+    """The line an audit starts with: what it will compute, and where."""
+    r = spec.ray
+    where = "embedded Ray" if r.address is None else f"Ray at {r.address}"
+    each = f"{r.num_cpus_per_worker} CPU" + (
+        f", {r.num_gpus_per_worker:g} GPU" if r.num_gpus_per_worker else ""
     )
-    labels = label_rows(spec, targets)
-    if labels:
-        writer.write("labels", labels, run_id)
-    log.info(
-        "run %s: %d targets, %d already done, %d to do", run_id, len(targets), len(done), len(todo)
-    )
-    started_ray = False
-    try:
-        # 2. Fan the targets out to the workers; write each batch as it comes back
-        if todo or spec.shortcuts.enabled:
-            started_ray = ensure_ray(spec)
-        if todo:
-            for rows in _execute(spec, AuditWorker, todo, spec.engine.batch_size):
-                explanations, verdicts, images = split_rows(rows)
-                writer.write_batch(run_id, explanations, verdicts, images)
-                lock.heartbeat()
-                summary.statuses.update(r["status"] for r in explanations)
-                if progress is not None:
-                    progress(summary.skipped + summary.computed, summary.total, summary.statuses)
-        # 3. The class-shortcut test: images shared by every class (dxray/run/shortcuts.py)
-        if spec.shortcuts.enabled and limit is None:
-            execute = lambda worker, jobs, size: _execute(spec, worker, jobs, size)  # noqa: E731
-            summary.shortcuts = run_shortcuts(spec, run_id, writer, class_names, execute)
-    except BaseException as err:
-        writer.finish_run(run_id, "failed", error=f"{type(err).__name__}: {err}"[:2000])
-        raise
-    finally:
-        if started_ray:
-            stop_ray()
-    summary.seconds = time.perf_counter() - started
-    summary.status, summary.error = _outcome(writer, run_id, targets)
-    writer.finish_run(run_id, summary.status, wall_seconds=summary.seconds, error=summary.error)
-    return summary
+    text = f"run {run_id}: {todo} of {total} targets to compute ({skipped} in the catalog)"
+    if shortcuts:
+        from dxray.run.shortcuts import pool_plan, vocabulary_plan
+
+        sc = spec.shortcuts
+        pool = f", a pool of {len(pool_plan(spec))} object-free explanations" if sc.pool else ""
+        beside = {"findings": ", with-object renders for the classes with a finding",
+                  "all": ", with-object renders for every class", "none": ""}[sc.with_object]  # fmt: skip
+        text += (
+            f"; class-shortcut test: {len(vocabulary_plan(spec))} vocabulary renders{pool}{beside}"
+        )
+    return text + f"; {r.workers} worker(s) of {each} on {where}"
 
 
 def _outcome(writer: CatalogWriter, run_id: str, targets: list[dict]) -> tuple[str, str | None]:
@@ -260,90 +295,6 @@ def label_rows(spec: AuditSpec, targets: list[dict]) -> list[dict]:
     return rows
 
 
-def _execute(spec: AuditSpec, worker: type, todo: list[dict], batch_size: int):
-    """Yield lists of result rows, one list per worker batch, as they complete. Ray must be
-    running (`ensure_ray`)."""
-    import ray
-
-    r = spec.ray
-    batch = max(1, batch_size)
-    dataset = ray.data.from_items(todo, override_num_blocks=max(1, -(-len(todo) // batch)))
-    results = dataset.map_batches(
-        worker,
-        fn_constructor_kwargs={"spec": spec.to_dict(), "threads": r.num_cpus_per_worker},
-        compute=ray.data.ActorPoolStrategy(size=r.workers),
-        batch_size=batch,
-        batch_format="numpy",
-        num_cpus=r.num_cpus_per_worker,
-        num_gpus=r.num_gpus_per_worker or None,
-        # A worker that dies (preempted node, OOM kill) is restarted and its batch retried.
-        max_restarts=r.max_retries,
-        max_task_retries=r.max_retries,
-    )
-    for columns in results.iter_batches(batch_size=None, batch_format="numpy"):
-        n = len(next(iter(columns.values())))
-        yield [{k: _py(v[i]) for k, v in columns.items()} for i in range(n)]
-
-
-# The temp folder of the Ray this process started (embedded), removed by `stop_ray`.
-ray_temp_dir: str | None = None
-
-
-def stop_ray() -> None:
-    """Shut down the Ray this process started and remove its temp folder (sessions, logs,
-    sockets), so that audits leave nothing behind in the system's temp directory."""
-    import ray
-
-    global ray_temp_dir
-    ray.shutdown()
-    if ray_temp_dir is not None:
-        shutil.rmtree(ray_temp_dir, ignore_errors=True)
-        ray_temp_dir = None
-
-
-def ensure_ray(spec: AuditSpec) -> bool:
-    """Connect to the spec's cluster, or start Ray inside this process. True if started here
-    (then `stop_ray` ends it)."""
-    global ray_temp_dir
-    import ray
-
-    if ray.is_initialized():
-        return False
-    address = spec.ray.address
-    if address is None and os.environ.get("RAY_ADDRESS"):
-        address = "auto"  # inside `ray job submit`
-    if address is not None:
-        ray.init(address=address, log_to_driver=True)
-        return True
-    needed = spec.ray.workers * spec.ray.num_cpus_per_worker
-    # Loopback only, and a temp dir of our own: an embedded run must not attach to (or
-    # advertise) anything else on this machine. Measured on Ray 2.60: with a loopback node
-    # address alone, the GCS, raylet and workers still listen on every interface and the
-    # agents on the host's address too, because Ray decides "single machine" from
-    # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER, read when `ray` is imported. Its child processes
-    # read the variable; this process has read it already, so its constant is set too.
-    _loopback_only()
-    ray_temp_dir = tempfile.mkdtemp(prefix="dxray-ray-")
-    ray.init(
-        address="local",
-        _node_ip_address="127.0.0.1",
-        _temp_dir=ray_temp_dir,
-        include_dashboard=False,
-        num_cpus=max(needed, os.cpu_count() or 1),
-        num_gpus=None,
-        log_to_driver=True,
-    )
-    return True
-
-
-def _loopback_only() -> None:
-    """Make the Ray about to start here listen on 127.0.0.1 only (see `ensure_ray`)."""
-    from ray._private import ray_constants
-
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    ray_constants.ENABLE_RAY_CLUSTER = False
-
-
 def split_rows(rows: list[dict]) -> tuple[list[dict], list[dict], list[dict]]:
     """A worker batch's rows as the catalog's (explanations, verdicts, images) rows."""
     explanations, verdicts, images = [], [], []
@@ -357,18 +308,6 @@ def split_rows(rows: list[dict]) -> tuple[list[dict], list[dict], list[dict]]:
         if row.get("png") is not None:
             images.append({**key, "png": row["png"], "mask_png": row["mask_png"]})
     return explanations, verdicts, images
-
-
-def _py(value: Any) -> Any:
-    """Ray Data's numpy batches -> plain Python. A None in a column may come back as NaN (the
-    worker never emits NaN itself: non-finite numbers are written as None)."""
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and value != value:
-        return None
-    return value
 
 
 def _describe(source: Any) -> str:

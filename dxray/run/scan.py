@@ -347,14 +347,15 @@ def _audit_all(
 ) -> None:
     """Audit `result.planned` in order; record each finished run in `runs` (sha -> run id). A
     checkpoint that fails is reported and left for the next scan; the others go on."""
-    from dxray.run.pipeline import ensure_ray
+    from dxray.run.session import ray_session
 
     def beat(done: int, total: int, _statuses) -> None:
         lock.heartbeat()  # the lock is alive while batches come back
         say(f"      {done}/{total} targets")
 
-    started_ray = ensure_ray(spec)  # one Ray session for every checkpoint, not one each
-    try:
+    # One Ray session for every checkpoint: the model hosts keep the generator and the
+    # segmenter, and load only each checkpoint's classifier
+    with ray_session(spec):
         for i, (path, run_id) in enumerate(result.planned, 1):
             say(f"audit {path} as run {run_id} ({i}/{len(result.planned)})")
             try:
@@ -373,8 +374,3 @@ def _audit_all(
             say(
                 f"      run {summary.run_id} {summary.status} in {summary.seconds:.0f} s ({counts})"
             )
-    finally:
-        if started_ray:
-            from dxray.run.pipeline import stop_ray
-
-            stop_ray()

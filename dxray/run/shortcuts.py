@@ -1,7 +1,7 @@
 """The shortcut stage of an audit: render the vocabulary on the workers, score on the driver.
 
-    renders --from_items--> map_batches(ShortcutWorker, ActorPoolStrategy(size=n))
-            --iter_batches--> CatalogWriter.write("shortcut_images")   (one file per batch)
+    renders --Session.map("renders")--> the model hosts (dxray.run.session, dxray.run.host)
+            --> CatalogWriter.write("shortcut_images")   (one file per batch)
     shortcut_images --dxray.shortcuts.score.lift_rows--> CatalogWriter.write("shortcuts")
 
 1. the object-free renders (every scene alone, every overlay on every scene, `seeds` each);
@@ -19,16 +19,16 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pyarrow.parquet as pq
 
 from dxray.catalog.writer import CatalogWriter, part_files
-from dxray.run.worker import ModelHost, column, plain, png
+from dxray.run.progress import LogProgress, Progress
+from dxray.run.worker import png
 from dxray.shortcuts.score import FindingRule, lift_rows
 from dxray.shortcuts.vocabulary import (
     Render,
@@ -37,6 +37,9 @@ from dxray.shortcuts.vocabulary import (
     with_object_renders,
 )
 from dxray.spec.model import AuditSpec
+
+if TYPE_CHECKING:
+    from dxray.run.host import ModelHost
 
 log = logging.getLogger("dxray.audit")
 
@@ -58,168 +61,154 @@ class ShortcutSummary:
     notes: list[str] = field(default_factory=list)  # attributes without enough usable images
 
 
-class ShortcutWorker(ModelHost):
-    """Renders prompts and checks the images; one Ray actor per device, like AuditWorker."""
+# ---------------------------------------------------------------------------------------------
+# On the workers: the stages "renders" and "pool" of a model host (dxray.run.host)
+# ---------------------------------------------------------------------------------------------
 
-    def __init__(self, spec: dict, *, device: str | None = None, threads: int = 1):
-        from dxray.explain.sampler import SamplerConfig
 
-        super().__init__(spec, device=device, threads=threads)
-        sc = self.spec.shortcuts
-        sampler = dataclasses.asdict(self.spec.engine.sampler)
-        if sc.guidance_scale is not None:
-            sampler["guidance_scale"] = sc.guidance_scale
-        self.sampler = SamplerConfig(**sampler)
-        self.top_k = None if sc.objects == "all" else int(sc.objects)
-        judge = self.spec.judge
-        self.object_queries = [judge.object_query(n) for n in self.classifier.class_names]
+def render_batch(host: ModelHost, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Render text jobs (`_job`) and check the images: the vocabulary's object-free renders
+    and the with-object ones."""
+    from dxray.shortcuts.render import check_images, render_text
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        jobs = [{k: plain(k, batch[k][i]) for k in JOB_KEYS} for i in range(len(batch["seed"]))]
-        results = self.render(jobs)
-        return {key: column([r[key] for r in results]) for key in results[0]}
-
-    def render(self, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Render and check `jobs`; a failure is narrowed to the job that causes it."""
-        try:
-            return self._render(jobs)
-        except Exception as err:  # noqa: BLE001 - every failure becomes rows, never a crash
-            if len(jobs) == 1:
-                text = f"{type(err).__name__}: {str(err).strip()[:500]}"
-                return [self._row(jobs[0], status="error", error=text)]
-            half = len(jobs) // 2
-            return self.render(jobs[:half]) + self.render(jobs[half:])
-
-    def _render(self, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        from dxray.shortcuts.render import check_images, render_text
-
-        started = time.perf_counter()
-        images = render_text(
-            self.generator, [j["prompt"] for j in jobs], [int(j["seed"]) for j in jobs],
-            self.sampler, batch_size=len(jobs),
-        )  # fmt: skip
-        checked = check_images(
-            self.classifier,
-            self.segmenter,
-            images,
-            [j["attribute"] for j in jobs],
-            self.object_queries,
-            own_object=[j["class_index"] for j in jobs],
-            top_k=self.top_k,
+    started = time.perf_counter()
+    images = render_text(
+        host.generator, [j["prompt"] for j in jobs], [int(j["seed"]) for j in jobs],
+        _sampler(host.spec), batch_size=len(jobs),
+    )  # fmt: skip
+    checked = check_images(
+        host.classifier,
+        host.segmenter,
+        images,
+        [j["attribute"] for j in jobs],
+        _object_queries(host),
+        own_object=[j["class_index"] for j in jobs],
+        top_k=_top_k(host.spec),
+    )
+    seconds = (time.perf_counter() - started) / len(jobs)
+    return [
+        _render_row(
+            job,
+            host.name,
+            status=checked.status[i],
+            object_presence=float(checked.object_presence[i]),
+            object_query=checked.object_query[i],
+            attribute_presence=float(checked.attribute_presence[i]),
+            logits=checked.logits[i].tolist(),
+            png=png(images[i]),
+            seconds=seconds,
         )
-        seconds = (time.perf_counter() - started) / len(jobs)
-        return [
-            self._row(
-                job,
-                status=checked.status[i],
-                object_presence=float(checked.object_presence[i]),
-                object_query=checked.object_query[i],
-                attribute_presence=float(checked.attribute_presence[i]),
-                logits=checked.logits[i].tolist(),
-                png=png(images[i]),
-                seconds=seconds,
-            )
-            for i, job in enumerate(jobs)
-        ]
+        for i, job in enumerate(jobs)
+    ]
 
-    def _row(self, job: dict[str, Any], **result) -> dict[str, Any]:
-        empty = dict.fromkeys(
-            (
-                "error",
-                "object_presence",
-                "object_query",
-                "attribute_presence",
-                "logits",
-                "png",
-                "seconds",
-            )
+
+def render_error_row(job: dict[str, Any], error: str, worker: str) -> dict[str, Any]:
+    """The row of a render whose batch failed."""
+    return _render_row(job, worker, status="error", error=error)
+
+
+def _render_row(job: dict[str, Any], worker: str, **result) -> dict[str, Any]:
+    empty = dict.fromkeys(("error", "object_presence", "object_query", "attribute_presence",
+                           "logits", "png", "seconds"))  # fmt: skip
+    row = {k: v for k, v in job.items() if k != "attribute"}
+    return {**row, **empty, **result, "worker": worker}
+
+
+def pool_batch(host: ModelHost, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Render pool members (object-free explanations: `pool_plan`'s jobs), erase their
+    objects, and score every class and attribute on what is left."""
+    import torch
+
+    from dxray.explain.prompt import nearest_words
+    from dxray.shortcuts.discover import render_pool
+    from dxray.shortcuts.erase import ObjectEraser
+
+    started = time.perf_counter()
+    spec, g = host.spec, host.generator
+    attributes = [a.name for a in parse_vocabulary(spec.shortcuts.entries(spec.judge))[0]]
+    # The engine's random start for each seed, through the engine's template: what an
+    # explanation of that seed would begin from
+    vectors, images = render_pool(
+        g, [int(j["seed"]) for j in jobs], template=spec.engine.template,
+        n_vectors=spec.engine.n_vectors, config=_sampler(spec),
+    )  # fmt: skip
+    queries = _objects_to_erase(host, images)
+    eraser = ObjectEraser(host.segmenter, queries, fill=spec.shortcuts.fill)
+    with torch.no_grad():
+        erased = eraser(images)
+        x = torch.cat([images, erased]).to(host.segmenter.device, host.segmenter.dtype)
+        scores = host.segmenter.probe(x, queries + attributes).float().cpu()
+        logits = host.classifier.outputs(erased.to(host.classifier.device)).logits
+    n, q = len(jobs), len(queries)
+    before, after = scores[:n, :q].amax(1), scores[n:, :q].amax(1)
+    probes = scores[n:, q:]
+    words = nearest_words(g.tokenizer, g.text_encoder, vectors.to(g.dtype), 1)
+    seconds = (time.perf_counter() - started) / n
+    return [
+        _pool_row(
+            job,
+            host.name,
+            status="object" if float(after[i]) >= 0.5 else "kept",
+            object_presence=float(before[i]),
+            left_presence=float(after[i]),
+            erased_fraction=float(eraser.last_masks[i].float().mean()),
+            logits=logits[i].float().cpu().tolist(),
+            # JSON through Ray Data (a map column does not survive its numpy batches)
+            probe_scores=json.dumps({a: float(probes[i, j]) for j, a in enumerate(attributes)}),
+            words=json.dumps([[w for w, _ in vector] for vector in words[i]]),
+            png=png(_thumbnail(erased[i])),
+            seconds=seconds,
         )
-        row = {k: v for k, v in job.items() if k != "attribute"}
-        return {**row, **empty, **result, "worker": self.name}
+        for i, job in enumerate(jobs)
+    ]
 
 
-class PoolWorker(ShortcutWorker):
-    """Renders pool members (object-free explanations) and erases their objects."""
+def pool_error_row(job: dict[str, Any], error: str, worker: str) -> dict[str, Any]:
+    """The row of a pool member whose batch failed."""
+    return _pool_row(job, worker, status="error", error=error)
 
-    def __init__(self, spec: dict, *, device: str | None = None, threads: int = 1):
-        from dxray.shortcuts.vocabulary import parse_vocabulary
 
-        super().__init__(spec, device=device, threads=threads)
-        attributes, _ = parse_vocabulary(self.spec.shortcuts.entries(self.spec.judge))
-        self.attributes = [a.name for a in attributes]
+def _pool_row(job: dict[str, Any], worker: str, **result) -> dict[str, Any]:
+    empty = dict.fromkeys(
+        ("error", "object_presence", "left_presence", "erased_fraction", "logits",
+         "probe_scores", "words", "png", "seconds")
+    )  # fmt: skip
+    return {**job, **empty, **result, "worker": worker}
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        jobs = [{"render_id": str(batch["render_id"][i]), "seed": int(batch["seed"][i])}
-                for i in range(len(batch["seed"]))]  # fmt: skip
-        results = self.render(jobs)
-        return {key: column([r[key] for r in results]) for key in results[0]}
 
-    def _render(self, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        import torch
+def _sampler(spec: AuditSpec):
+    """The engine's sampler, with the shortcut test's guidance if it sets one."""
+    from dxray.explain.sampler import SamplerConfig
 
-        from dxray.explain.prompt import nearest_words
-        from dxray.shortcuts.discover import render_pool
-        from dxray.shortcuts.erase import ObjectEraser
+    sampler = dataclasses.asdict(spec.engine.sampler)
+    if spec.shortcuts.guidance_scale is not None:
+        sampler["guidance_scale"] = spec.shortcuts.guidance_scale
+    return SamplerConfig(**sampler)
 
-        started = time.perf_counter()
-        sc, g = self.spec.shortcuts, self.generator
-        # The engine's random start for each seed, through the engine's template: what an
-        # explanation of that seed would begin from
-        engine = self.spec.engine
-        vectors, images = render_pool(
-            g, [j["seed"] for j in jobs], template=engine.template,
-            n_vectors=engine.n_vectors, config=self.sampler,
-        )  # fmt: skip
-        queries = self._objects_to_erase(images)
-        eraser = ObjectEraser(self.segmenter, queries, fill=sc.fill)
-        with torch.no_grad():
-            erased = eraser(images)
-            x = torch.cat([images, erased]).to(self.segmenter.device, self.segmenter.dtype)
-            scores = self.segmenter.probe(x, queries + self.attributes).float().cpu()
-            logits = self.classifier.outputs(erased.to(self.classifier.device)).logits
-        n, q = len(jobs), len(queries)
-        before, after = scores[:n, :q].amax(1), scores[n:, :q].amax(1)
-        probes = scores[n:, q:]
-        words = nearest_words(g.tokenizer, g.text_encoder, vectors.to(g.dtype), 1)
-        seconds = (time.perf_counter() - started) / n
-        return [
-            self._row(
-                job,
-                status="object" if float(after[i]) >= 0.5 else "kept",
-                object_presence=float(before[i]),
-                left_presence=float(after[i]),
-                erased_fraction=float(eraser.last_masks[i].float().mean()),
-                logits=logits[i].float().cpu().tolist(),
-                # JSON through Ray Data (a map column does not survive its numpy batches)
-                probe_scores=json.dumps(
-                    {a: float(probes[i, j]) for j, a in enumerate(self.attributes)}
-                ),
-                words=json.dumps([[w for w, _ in vector] for vector in words[i]]),
-                png=png(_thumbnail(erased[i])),
-                seconds=seconds,
-            )
-            for i, job in enumerate(jobs)
-        ]
 
-    def _objects_to_erase(self, images) -> list[str]:
-        """Every class's object query, or with `objects: k` those of the classes among the
-        classifier's k likeliest on any of these images."""
-        if self.top_k is None:
-            return list(self.object_queries)
-        import torch
+def _top_k(spec: AuditSpec) -> int | None:
+    """How many of the classifier's likeliest classes an image is checked for (None: all)."""
+    objects = spec.shortcuts.objects
+    return None if objects == "all" else int(objects)
 
-        with torch.no_grad():
-            logits = self.classifier.outputs(images.to(self.classifier.device)).logits
-        k = min(self.top_k, logits.shape[1])
-        classes = sorted(set(logits.topk(k, dim=1).indices.flatten().tolist()))
-        return [self.object_queries[c] for c in classes]
 
-    def _row(self, job: dict[str, Any], **result) -> dict[str, Any]:
-        empty = dict.fromkeys(
-            ("error", "object_presence", "left_presence", "erased_fraction", "logits",
-             "probe_scores", "words", "png", "seconds")
-        )  # fmt: skip
-        return {**job, **empty, **result, "worker": self.name}
+def _object_queries(host: ModelHost) -> list[str]:
+    return [host.spec.judge.object_query(n) for n in host.classifier.class_names]
+
+
+def _objects_to_erase(host: ModelHost, images) -> list[str]:
+    """Every class's object query, or with `objects: k` those of the classes among the
+    classifier's k likeliest on any of these images."""
+    queries, top_k = _object_queries(host), _top_k(host.spec)
+    if top_k is None:
+        return queries
+    import torch
+
+    with torch.no_grad():
+        logits = host.classifier.outputs(images.to(host.classifier.device)).logits
+    k = min(top_k, logits.shape[1])
+    classes = sorted(set(logits.topk(k, dim=1).indices.flatten().tolist()))
+    return [queries[c] for c in classes]
 
 
 def _thumbnail(image, side: int = 128):
@@ -237,13 +226,15 @@ def run_shortcuts(
     run_id: str,
     writer: CatalogWriter,
     class_names: Sequence[str],
-    execute: Callable[[type, list[dict], int], Any],
-    progress: Callable[[str], None] | None = None,
+    execute: Callable[[str, list[dict], int], Iterable[list[dict]]],
+    progress: Progress | None = None,
 ) -> ShortcutSummary:
-    """The stage described in the module docstring. `execute(worker_class, jobs, batch_size)`
-    yields lists of result rows (the pipeline's Ray Data runner)."""
+    """The stage described in the module docstring. `execute(stage, jobs, batch_size)` yields
+    lists of result rows as the model hosts return them (`dxray.run.session.Session.map`);
+    `progress` gets a bar per part: "vocabulary renders", "pool renders", "with-object
+    renders"."""
     sc = spec.shortcuts
-    say = progress or log.info
+    progress = progress or LogProgress()
     summary = ShortcutSummary()
     attributes, summary.problems = parse_vocabulary(sc.entries(spec.judge))
     for problem in summary.problems:
@@ -251,7 +242,8 @@ def run_shortcuts(
     rule = FindingRule(sc.min_lift, sc.confidence, sc.min_images)
     # 1. Object-free renders; 2. first scoring
     plan = vocabulary_plan(spec)
-    _render_missing(spec, run_id, writer, plan, class_names, execute, summary, say)
+    _render_missing(spec, run_id, writer, plan, class_names, execute, summary, progress,
+                    "vocabulary renders")  # fmt: skip
     scored = _rendered(writer, run_id, plan)
     rows = lift_rows(scored, attributes, len(class_names), rule)
     # 2b. Object-free explanations: the shared pool, each class's top images
@@ -261,14 +253,14 @@ def run_shortcuts(
         done = _done(writer, run_id, "shortcut_pool")
         todo = [j for j in pool if j["render_id"] not in done]
         if todo:
-            say(f"shortcuts: rendering {len(todo)} object-free explanation images")
-            rendered = 0
-            for batch in execute(PoolWorker, todo, sc.batch_size):
+            rendered = len(pool) - len(todo)
+            progress.stage("pool renders", rendered, len(pool))
+            for batch in execute("pool", todo, sc.batch_size):
                 for row in batch:
                     row["probe_scores"] = list(json.loads(row["probe_scores"] or "{}").items())
                 writer.write("shortcut_pool", batch, run_id)
                 rendered += len(batch)
-                say(f"shortcuts: {rendered}/{len(todo)} object-free explanation images")
+                progress.stage("pool renders", rendered, len(pool))
         candidate_rows = _candidates(writer, run_id, {j["render_id"] for j in pool}, attributes, sc)
         if not candidate_rows:
             summary.problems.append(
@@ -286,7 +278,8 @@ def run_shortcuts(
         findings = {r["class_index"] for r in rows if r["finding"]}
         more = with_object_plan(spec, class_names, findings)
         if more:
-            _render_missing(spec, run_id, writer, more, class_names, execute, summary, say)
+            _render_missing(spec, run_id, writer, more, class_names, execute, summary, progress,
+                            "with-object renders")  # fmt: skip
             plan += more
             scored = _rendered(writer, run_id, plan)
             rows = lift_rows(scored, attributes, len(class_names), rule)
@@ -346,17 +339,19 @@ def pool_plan(spec: AuditSpec) -> list[dict[str, Any]]:
     return [{"render_id": f"{key}|{seed}", "seed": seed} for seed in range(spec.shortcuts.pool)]
 
 
-def _render_missing(spec, run_id, writer, plan: list[Render], class_names, execute, summary, say):
+def _render_missing(spec, run_id, writer, plan: list[Render], class_names, execute, summary,
+                    progress: Progress, name: str):  # fmt: skip
     done = _done(writer, run_id, "shortcut_images")
     todo = [_job(r, class_names) for r in plan if r.key not in done]
     if not todo:
         return
-    say(f"shortcuts: rendering {len(todo)} images ({len(plan) - len(todo)} already rendered)")
+    already = len(plan) - len(todo)
+    progress.stage(name, already, len(plan))
     rendered = 0
-    for rows in execute(ShortcutWorker, todo, spec.shortcuts.batch_size):
+    for rows in execute("renders", todo, spec.shortcuts.batch_size):
         writer.write("shortcut_images", rows, run_id)
         rendered += len(rows)
-        say(f"shortcuts: {rendered}/{len(todo)} images rendered")
+        progress.stage(name, already + rendered, len(plan))
     summary.rendered += rendered
 
 

@@ -1,6 +1,7 @@
 """The generator loader reads the save_pretrained layout that the builder writes."""
 
 import json
+import logging
 
 import pytest
 import torch
@@ -67,3 +68,47 @@ def test_offline_hub_id_says_what_to_do():
     # conftest sets HF_HUB_OFFLINE=1: this fails at once instead of retrying a network.
     with pytest.raises(GeneratorLoadError, match="hub id 'someone/not-cached'.*hf download"):
         load_generator("someone/not-cached")
+
+
+@pytest.mark.parametrize(
+    "saved", ["built", "zoo"], ids=["save_pretrained", "the committed toy zoo"]
+)
+def test_saved_configs_hold_only_what_the_models_take(tmp_path, saved):
+    """diffusers 0.42's AutoencoderTiny records `block_out_channels` beside its arguments and
+    warns on every load that the key is ignored (in every actor of an audit, before the fix):
+    the generator's configs hold only their classes' __init__ arguments, and load silently."""
+    import inspect
+    from pathlib import Path
+
+    from diffusers.utils import logging as diffusers_logging
+
+    if saved == "built":
+        root = tmp_path / "gen"
+        build_generator(GeneratorArch(), seed=0).save_pretrained(root)
+    else:
+        root = Path(__file__).resolve().parents[2] / "dxray/toyworld/zoo/default/generator"
+    classes = {"unet": "UNet2DConditionModel", "vae": "AutoencoderKL",
+               "tiny_decoder": "AutoencoderTiny"}  # fmt: skip
+    import diffusers
+
+    for part, name in classes.items():
+        config = json.loads((root / part / "config.json").read_text())
+        takes = set(inspect.signature(getattr(diffusers, name).__init__).parameters)
+        assert {k for k in config if not k.startswith("_")} <= takes, part
+    warned = _Recorder()
+    logger = diffusers_logging.get_logger("diffusers")
+    logger.addHandler(warned)
+    try:
+        load_generator(root)
+    finally:
+        logger.removeHandler(warned)
+    assert not [m for m in warned.messages if "were passed to" in m], warned.messages
+
+
+class _Recorder(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())

@@ -33,7 +33,7 @@ def test_a_failed_checkpoint_fails_the_scan_in_lines_nobody_can_forge(
 ):
     """A checkpoint whose audit fails: one line each (its name's newline escaped, no
     traceback), and the scan raises CheckpointsFailed (exit 1) once the others are done."""
-    from dxray.run import pipeline, scan
+    from dxray.run import scan  # the session starts Ray only when a host is needed: never here
     from dxray.spec.model import AuditSpec
 
     watch = tmp_path / "ckpts"
@@ -53,7 +53,6 @@ def test_a_failed_checkpoint_fails_the_scan_in_lines_nobody_can_forge(
         raise RuntimeError("the weights do not load\n  File 'x.py', line 1")
 
     monkeypatch.setattr(scan, "run_audit", audit_fails)
-    monkeypatch.setattr(pipeline, "ensure_ray", lambda spec: False)
     lines = []
     with pytest.raises(scan.CheckpointsFailed, match="1 checkpoint.s. failed to audit"):
         scan.main_scan(f"{watch}/*", spec_file, echo=lines.append)

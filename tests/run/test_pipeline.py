@@ -11,8 +11,8 @@ import torch
 from dxray.catalog.sql import run_sql
 from dxray.catalog.views import connect
 from dxray.report.page import write_report
+from dxray.run.host import CRASH_ONCE_ENV, ModelHost
 from dxray.run.pipeline import run_audit
-from dxray.run.worker import CRASH_ONCE_ENV, AuditWorker
 from dxray.spec.model import AuditSpec
 
 EXPECTED = (5 + 1) * 2  # 5 classes and 1 unit, 2 seeds
@@ -30,9 +30,9 @@ def test_worker_without_ray_judges_and_renders(tiny_spec):
     from dxray.run.targets import expand_targets
 
     spec = AuditSpec.from_dict(tiny_spec)
-    worker = AuditWorker(spec.to_dict())
+    host = ModelHost(spec.to_dict())
     rows = expand_targets(spec, ["circle", "square", "triangle", "star", "cross"], "r1")[:3]
-    out = worker.audit(rows)
+    out = host.serve("targets", rows)
     assert [r["target_id"] for r in out] == [r["target_id"] for r in rows]
     assert all(r["status"] == "max_iterations" and r["steps"] == 2 for r in out)
     assert all(r["png"].startswith(b"\x89PNG") for r in out)
@@ -51,12 +51,12 @@ def test_units_are_judged_as_the_spec_says(tiny_spec, how):
     units, remove = (how.split("-") + ["all"])[:2]
     tiny_spec["judge"] = {**tiny_spec["judge"], "units": units, "remove": remove}
     spec = AuditSpec.from_dict(tiny_spec)
-    worker = AuditWorker(spec.to_dict())
+    host = ModelHost(spec.to_dict())
     rows = expand_targets(spec, ["circle", "square", "triangle", "star", "cross"], "r1")
     rows = [r for r in rows if r["seed"] == 0][-2:]  # the cross class and the listed unit
     assert [r["kind"] for r in rows] == ["class", "unit"] and rows[1]["class_name"] is None
     rows.append({**rows[1], "target_id": "cross-unit", "class_index": 4, "class_name": "cross"})
-    cls, loose, unit = worker.audit(rows)
+    cls, loose, unit = host.serve("targets", rows)
     assert cls["judged_by"] == "presence" and cls["kept"] is None
     assert cls["verdict"] == verdicts(torch.tensor([cls["presence"]]))[0]
     assert unit["judged_by"] == units and unit["object_query"] == "a cross"
@@ -95,7 +95,7 @@ def test_the_worker_hands_each_unit_its_images_masks_and_channel(tiny_spec, monk
     monkeypatch.setattr(intervention, "judge_units", recording_judge)
     tiny_spec["judge"] = {**tiny_spec["judge"], "units": "intervention", "remove": remove}
     spec = AuditSpec.from_dict(tiny_spec)
-    worker = AuditWorker(spec.to_dict())
+    host = ModelHost(spec.to_dict())
     base = [r for r in expand_targets(spec, ["circle", "square", "triangle", "star", "cross"],
                                       "r1") if r["kind"] == "unit"][0]  # fmt: skip
     rows = [
@@ -104,7 +104,7 @@ def test_the_worker_hands_each_unit_its_images_masks_and_channel(tiny_spec, monk
     ]
     rows.insert(1, expand_targets(spec, ["circle", "square", "triangle", "star", "cross"],
                                   "r1")[0])  # a class row between them  # fmt: skip
-    out = worker.audit(rows)
+    out = host.serve("targets", rows)
     units = [r for r in out if r["kind"] == "unit"]
     assert seen["units"] == [("penultimate", 1), ("penultimate", 5), ("penultimate", 3)]
     assert seen["images"].shape[0] == seen["masks"].shape[0] == 3
@@ -129,10 +129,10 @@ def test_a_failing_target_becomes_an_error_row(tiny_spec):
     from dxray.run.targets import expand_targets
 
     spec = AuditSpec.from_dict(tiny_spec)
-    worker = AuditWorker(spec.to_dict())
+    host = ModelHost(spec.to_dict())
     rows = expand_targets(spec, ["circle", "square", "triangle", "star", "cross"], "r1")[:4]
     rows[2] = {**rows[2], "kind": "unit", "layer": "no.such.layer", "channel": 0}
-    out = worker.audit(rows)
+    out = host.serve("targets", rows)
     assert [r["status"] for r in out].count("error") == 1
     assert out[2]["status"] == "error" and "no.such.layer" in out[2]["error"]
     assert out[0]["status"] != "error" and out[3]["status"] != "error"
@@ -142,13 +142,13 @@ def test_a_failing_target_becomes_an_error_row(tiny_spec):
 
 def test_end_to_end_audit_sql_and_report(tiny_spec, tmp_path):
     spec = AuditSpec.from_dict(tiny_spec)
-    from dxray.run import pipeline
+    from dxray.run import session
 
     seen, temp_dirs = [], set()
 
     def progress(done, total, _statuses):
         seen.append((done, total))
-        temp_dirs.add(pipeline.ray_temp_dir)  # the embedded Ray's, while it runs
+        temp_dirs.add(session.ray_temp_dir)  # the embedded Ray's, while it runs
 
     summary = run_audit(spec, progress=progress)
     assert summary.total == EXPECTED and summary.computed == EXPECTED and summary.skipped == 0
@@ -165,7 +165,7 @@ def test_end_to_end_audit_sql_and_report(tiny_spec, tmp_path):
         catalog, "SELECT class_name, count(*) AS n FROM audit GROUP BY 1 ORDER BY 1", "csv"
     )
     assert csv.splitlines()[1:3] == ["circle,2", "cross,2"]
-    assert pipeline.ray_temp_dir is None  # the embedded Ray's temp folder is gone:
+    assert session.ray_temp_dir is None  # the embedded Ray's temp folder is gone:
     (temp_dir,) = temp_dirs  # (other processes on this machine may have their own meanwhile)
     assert temp_dir is not None and temp_dir.startswith(tempfile.gettempdir())
     assert not Path(temp_dir).exists()
@@ -300,7 +300,7 @@ def test_the_embedded_ray_listens_on_loopback_only():
     psutil = pytest.importorskip("psutil")
     import ray
 
-    from dxray.run.pipeline import ensure_ray, stop_ray
+    from dxray.run.session import ensure_ray, stop_ray
 
     spec = AuditSpec.from_dict(
         {"name": "x", "generator": "g", "classifier": "c", "segmenter": "s", "ray": {"workers": 1}}

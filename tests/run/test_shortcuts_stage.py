@@ -4,8 +4,8 @@ bad vocabulary entries."""
 import pytest
 
 from dxray.catalog.views import connect
+from dxray.run.host import ModelHost
 from dxray.run.pipeline import run_audit
-from dxray.run.shortcuts import ShortcutWorker
 from dxray.spec.model import AuditSpec
 
 CLASSES = 5  # the tiny zoo's world: circle, square, triangle, star, cross
@@ -95,22 +95,24 @@ def test_the_audit_renders_scores_and_resumes(shortcut_spec):
 
 
 def test_a_render_that_fails_becomes_an_error_row(shortcut_spec, monkeypatch):
-    worker = ShortcutWorker(shortcut_spec.to_dict())
+    from dxray.run import shortcuts
+
+    host = ModelHost(shortcut_spec.to_dict())
     jobs = [
         {"render_id": f"k{i}", "variant": "object_free", "scene": "water", "overlay": None,
          "class_index": None, "class_name": None, "prompt": "water", "seed": i,
          "attribute": "water"}
         for i in range(3)
     ]  # fmt: skip
-    real = worker._render
+    real = shortcuts.render_batch
 
-    def flaky(batch):
+    def flaky(host, batch):
         if any(j["seed"] == 1 for j in batch):
             raise RuntimeError("out of memory")
-        return real(batch)
+        return real(host, batch)
 
-    monkeypatch.setattr(worker, "_render", flaky)
-    rows = worker.render(jobs)
+    monkeypatch.setattr(shortcuts, "render_batch", flaky)
+    rows = host.serve("renders", jobs)
     assert [r["status"] == "error" for r in rows] == [False, True, False]
     assert "out of memory" in rows[1]["error"] and rows[1]["logits"] is None
 

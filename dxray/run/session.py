@@ -1,0 +1,324 @@
+"""The Ray session of a command, and its model hosts: one per worker, loaded once, every stage.
+
+    with ray_session(spec) as session:              # Ray starts on first use, stops at the end
+        for rows in session.map(spec, "targets", todo, batch_size=16): ...
+        for rows in session.map(spec, "pool", jobs, batch_size=32): ...
+
+Each stage is a Ray Data pipeline whose batches go to long-lived model hosts:
+
+    rows --from_blocks (one block per batch)--> map_batches(serve_batch)     Ray Data tasks
+         --> Dispatcher: the batch waits for a free host (one async actor, no CPU)
+         --> ModelHost actors, one per worker (`ray.workers`; `num_cpus_per_worker` CPUs and
+             torch threads, `num_gpus_per_worker` GPUs): the generator, the classifier and the
+             segmenter stay resident for the whole session
+         --iter_batches--> the driver writes the catalog as batches come back
+
+A session serves every stage of every audit run inside it: an audit's targets, vocabulary
+renders, pool and with-object renders; an evaluation's audits; a scan's checkpoints, where only
+the classifier changes and only the classifier is loaded again (`ModelHost.use`). A spec with
+another generator or segmenter, or other worker resources, gets new hosts. A host that dies
+(preempted node, OOM kill) is restarted by Ray, loads its models again and retries its batch
+(`ray.max_retries`). Sessions nest: `run_audit` inside an evaluation's or a scan's session uses
+that session's Ray and hosts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+import uuid
+import warnings
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+
+from dxray.spec.model import AuditSpec
+
+# The temp folder of the Ray this process started (embedded), removed by `stop_ray`.
+ray_temp_dir: str | None = None
+# The session open in this process (`ray_session`): an inner one is the same session.
+_current: Session | None = None
+
+
+@contextmanager
+def ray_session(spec: AuditSpec) -> Iterator[Session]:
+    """A session whose Ray (`spec.ray`: embedded or a cluster) starts when its first stage
+    runs; on exit its hosts are stopped, and Ray too if this session started it. Inside another
+    session, that one."""
+    global _current
+    if _current is not None:
+        yield _current
+        return
+    session = _current = Session(spec)
+    try:
+        yield session
+    finally:
+        _current = None
+        session.close()
+
+
+class Session:
+    """Ray and the model hosts of one command (see the module docstring)."""
+
+    def __init__(self, spec: AuditSpec):
+        self.spec = spec  # where Ray runs: its `ray` section
+        self.started_ray = False  # this session started Ray (and stops it)
+        self._running = False
+        self._hosts: list[Any] = []
+        self._dispatcher: Any = None
+        self._host_key: tuple | None = None
+        self._progress_bars: bool | None = None  # Ray Data's setting before this session
+
+    def map(
+        self,
+        spec: AuditSpec,
+        stage: str,
+        rows: list[dict[str, Any]],
+        batch_size: int,
+        *,
+        classifier_sha256: str | None = None,
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Serve `rows` to stage `stage` of the hosts (`dxray.run.host.stages`) in batches of
+        `batch_size` consecutive rows, for `spec` (`ModelHost.use`); yield each batch's result
+        rows as it comes back."""
+        if not rows:
+            return
+        import pyarrow as pa
+        import ray
+
+        dispatcher, hosts = self._hosts_for(spec, classifier_sha256)
+        size = max(1, batch_size)
+        # One block per batch, made here: a batch holds the same rows however many hosts
+        # there are (a target's result does not depend on how wide the audit runs), and no
+        # task has to wait for a CPU the hosts hold (`from_arrow` runs one per block).
+        blocks = [pa.Table.from_pylist(rows[i : i + size]) for i in range(0, len(rows), size)]
+        results = ray.data.from_blocks(blocks).map_batches(
+            serve_batch,
+            fn_kwargs={"dispatcher": dispatcher, "stage": stage, "spec": spec.to_dict(),
+                       "classifier_sha256": classifier_sha256},
+            batch_size=None,
+            batch_format="numpy",
+            # The tasks only wait for a host; two per host keep the next batch at the door.
+            compute=ray.data.TaskPoolStrategy(size=min(2 * hosts, len(blocks))),
+            num_cpus=0,
+        )  # fmt: skip
+        for columns in results.iter_batches(batch_size=None, batch_format="numpy"):
+            n = len(next(iter(columns.values())))
+            yield [{k: _py(v[i]) for k, v in columns.items()} for i in range(n)]
+
+    def model_loads(self) -> Counter[str]:
+        """Models the session's hosts have loaded, by role, summed over the hosts."""
+        if not self._hosts:
+            return Counter()
+        import ray
+
+        loads: Counter[str] = Counter()
+        for counts in ray.get([host.model_loads.remote() for host in self._hosts]):
+            loads.update(counts)
+        return loads
+
+    @property
+    def workers(self) -> int:
+        """How many hosts serve now."""
+        return len(self._hosts)
+
+    def close(self) -> None:
+        """Stop the hosts, and Ray if this session started it."""
+        if not self._running:
+            return
+        import ray
+
+        self._stop_hosts()
+        if self._progress_bars is not None:
+            ray.data.DataContext.get_current().enable_progress_bars = self._progress_bars
+        if self.started_ray:
+            stop_ray()
+        self._running = False
+
+    def _hosts_for(self, spec: AuditSpec, classifier_sha256: str | None) -> tuple[Any, int]:
+        """The dispatcher and the number of hosts that serve `spec`: the running ones, unless
+        it needs other models or other resources."""
+        from dxray.run.host import ModelHost, resident_models
+
+        r = spec.ray
+        key = (resident_models(spec), r.workers, r.num_cpus_per_worker, r.num_gpus_per_worker,
+               r.max_retries)  # fmt: skip
+        if self._hosts and key == self._host_key:
+            return self._dispatcher, len(self._hosts)
+        self._start()
+        self._stop_hosts()
+        import ray
+
+        resources = {
+            "num_cpus": r.num_cpus_per_worker,
+            "num_gpus": r.num_gpus_per_worker,
+            # A host that dies is restarted (its models load again) and its batch retried.
+            "max_restarts": r.max_retries,
+            "max_task_retries": r.max_retries,
+        }
+        # Named, so that the dispatcher finds them by name: a restarted dispatcher too, and
+        # no actor handle goes through the object store as a constructor argument
+        names = [f"dxray-host-{uuid.uuid4().hex[:12]}" for _ in range(r.workers)]
+        host = ray.remote(ModelHost)
+        self._hosts = [
+            host.options(name=name, **resources).remote(
+                spec.to_dict(), threads=r.num_cpus_per_worker, classifier_sha256=classifier_sha256
+            )
+            for name in names
+        ]
+        self._dispatcher = ray.remote(Dispatcher).options(num_cpus=0, max_restarts=-1).remote(names)
+        self._host_key = key
+        return self._dispatcher, len(self._hosts)
+
+    def _start(self) -> None:
+        if self._running:
+            return
+        import ray
+
+        self.started_ray = ensure_ray(self.spec)
+        self._running = True
+        with warnings.catch_warnings():
+            # Ray 2.60's own default context sets its deprecated fields, each with a warning
+            warnings.simplefilter("ignore", DeprecationWarning)
+            context = ray.data.DataContext.get_current()
+        # The audit draws one bar per stage itself (dxray.run.progress)
+        self._progress_bars, context.enable_progress_bars = context.enable_progress_bars, False
+
+    def _stop_hosts(self) -> None:
+        import ray
+
+        for actor in [*self._hosts, *([self._dispatcher] if self._dispatcher else [])]:
+            ray.kill(actor)
+        self._hosts, self._dispatcher, self._host_key = [], None, None
+
+
+class Dispatcher:
+    """Hands each batch to a free host and relays its rows back: a host holds one batch at a
+    time, so batches go where hosts are free (a slow batch never holds up a queue behind it)."""
+
+    def __init__(self, hosts: list[str]):
+        self.hosts = hosts  # the hosts' actor names
+        self.free: asyncio.Queue | None = None
+
+    async def serve(self, stage: str, rows: list[dict], spec: dict, classifier_sha256: str | None):
+        if self.free is None:  # made in the actor's event loop
+            import ray
+
+            self.free = asyncio.Queue()
+            for name in self.hosts:
+                self.free.put_nowait(ray.get_actor(name))
+        host = await self.free.get()
+        try:
+            return await host.serve.remote(stage, rows, spec, classifier_sha256)
+        finally:
+            self.free.put_nowait(host)
+
+
+def serve_batch(
+    batch: dict[str, np.ndarray],
+    *,
+    dispatcher: Any,
+    stage: str,
+    spec: dict,
+    classifier_sha256: str | None,
+) -> dict[str, np.ndarray]:
+    """One Ray Data batch through a model host: numpy columns -> rows -> result columns."""
+    import ray
+
+    n = len(next(iter(batch.values())))
+    rows = [{key: plain(key, values[i]) for key, values in batch.items()} for i in range(n)]
+    out = ray.get(dispatcher.serve.remote(stage, rows, spec, classifier_sha256))
+    return {key: column([row[key] for row in out]) for key in out[0]}
+
+
+INT_KEYS = ("class_index", "channel", "seed")
+
+
+def plain(key: str, value: Any) -> Any:
+    """numpy scalars -> Python. Ray Data turns a nullable int column into floats with NaN."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and np.isnan(value):
+        return None
+    if key in INT_KEYS and value is not None:
+        return int(value)
+    return value
+
+
+def column(values: list[Any]) -> np.ndarray:
+    """A column of Python objects as Ray Data takes it."""
+    array = np.empty(len(values), dtype=object)
+    array[:] = values
+    return array
+
+
+def _py(value: Any) -> Any:
+    """Ray Data's numpy batches -> plain Python. A None in a column may come back as NaN (the
+    hosts never emit NaN themselves: non-finite numbers are written as None)."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and value != value:
+        return None
+    return value
+
+
+def stop_ray() -> None:
+    """Shut down the Ray this process started and remove its temp folder (sessions, logs,
+    sockets), so that audits leave nothing behind in the system's temp directory."""
+    import ray
+
+    global ray_temp_dir
+    ray.shutdown()
+    if ray_temp_dir is not None:
+        shutil.rmtree(ray_temp_dir, ignore_errors=True)
+        ray_temp_dir = None
+
+
+def ensure_ray(spec: AuditSpec) -> bool:
+    """Connect to the spec's cluster, or start Ray inside this process. True if started here
+    (then `stop_ray` ends it)."""
+    global ray_temp_dir
+    import ray
+
+    if ray.is_initialized():
+        return False
+    address = spec.ray.address
+    if address is None and os.environ.get("RAY_ADDRESS"):
+        address = "auto"  # inside `ray job submit`
+    if address is not None:
+        ray.init(address=address, log_to_driver=True)
+        return True
+    needed = spec.ray.workers * spec.ray.num_cpus_per_worker
+    # Loopback only, and a temp dir of our own: an embedded run must not attach to (or
+    # advertise) anything else on this machine. Measured on Ray 2.60: with a loopback node
+    # address alone, the GCS, raylet and workers still listen on every interface and the
+    # agents on the host's address too, because Ray decides "single machine" from
+    # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER, read when `ray` is imported. Its child processes
+    # read the variable; this process has read it already, so its constant is set too.
+    _loopback_only()
+    ray_temp_dir = tempfile.mkdtemp(prefix="dxray-ray-")
+    ray.init(
+        address="local",
+        _node_ip_address="127.0.0.1",
+        _temp_dir=ray_temp_dir,
+        include_dashboard=False,
+        num_cpus=max(needed, os.cpu_count() or 1),
+        num_gpus=None,
+        log_to_driver=True,
+    )
+    return True
+
+
+def _loopback_only() -> None:
+    """Make the Ray about to start here listen on 127.0.0.1 only (see `ensure_ray`)."""
+    from ray._private import ray_constants
+
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False

@@ -1,0 +1,112 @@
+"""One model host per worker for every stage: models loaded once, rows as one host computes
+them, a classifier swapped in place (embedded Ray on 127.0.0.1, the tiny zoo)."""
+
+import shutil
+
+import pyarrow.parquet as pq
+import pytest
+
+from dxray.catalog.writer import part_files
+from dxray.run.host import ModelHost
+from dxray.run.pipeline import plan, run_audit
+from dxray.run.session import ray_session
+from dxray.run.shortcuts import _job, pool_plan, vocabulary_plan, with_object_plan
+from dxray.spec.model import AuditSpec
+
+
+@pytest.fixture
+def every_stage(tiny_spec):
+    """The tiny spec on 2 workers with every stage: 12 targets, 4 vocabulary renders (water,
+    water with a watermark; 2 seeds), a pool of 6, with-object renders for all 5 classes (20);
+    batches of 4, so that both hosts serve each stage."""
+    spec = dict(tiny_spec)
+    spec["shortcuts"] = {
+        "enabled": True, "template": "{}", "seeds": 2, "with_object": "all", "batch_size": 4,
+        "attributes": ["water", {"name": "a watermark", "overlay": "with a watermark"}],
+        "pool": 6, "top": 2,
+    }  # fmt: skip
+    spec["ray"] = {**tiny_spec["ray"], "workers": 2}
+    return AuditSpec.from_dict(spec)
+
+
+def _table(catalog, table, run_id, key):
+    rows = [r for f in part_files(catalog, table, run_id) for r in pq.read_table(f).to_pylist()]
+    return {key(r): r for r in rows}
+
+
+def _batches(items, size):
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def test_every_stage_runs_on_hosts_that_load_their_models_once(every_stage):
+    """The four stages of an audit on 2 workers: each worker loads the generator, the
+    classifier and the segmenter once (before: once per stage, 4 actor pools), and every row
+    is the row one host computes for the same batch outside Ray, bit for bit."""
+    summary = run_audit(every_stage)
+    assert summary.status == "finished" and summary.computed == 12
+    assert summary.shortcuts.renders == 4 + 20 and summary.shortcuts.rendered == 24
+    assert dict(summary.model_loads) == {"generator": 2, "classifier": 2, "segmenter": 2}
+
+    # The same batches, computed by one host in this process
+    catalog, run_id = summary.catalog, summary.run_id
+    host = ModelHost(every_stage.to_dict())
+    _, targets, _, names = plan(every_stage)
+    size = every_stage.engine.batch_size
+    expected = [r for b in _batches(targets, size) for r in host.serve("targets", b)]
+    stored = _table(catalog, "explanations", run_id, lambda r: (r["target_id"], r["seed"]))
+    verdicts = _table(catalog, "verdicts", run_id, lambda r: (r["target_id"], r["seed"]))
+    images = _table(catalog, "images", run_id, lambda r: (r["target_id"], r["seed"]))
+    assert len(stored) == len(expected) == 12
+    for row in expected:
+        key = (row["target_id"], row["seed"])
+        got = {**stored[key], **verdicts[key], **images[key]}
+        for column in ("status", "steps", "objective_value", "probability", "words",
+                       "presence", "verdict", "kept", "activation", "png", "mask_png"):  # fmt: skip
+            assert got[column] == row[column], (key, column)
+        assert got["prompt_vectors"] == pytest.approx(row["prompt_vectors"], abs=0)
+
+    size = every_stage.shortcuts.batch_size
+    jobs = [_job(r, names) for r in vocabulary_plan(every_stage)]
+    jobs += [_job(r, names) for r in with_object_plan(every_stage, names, set())]
+    expected = [r for b in _batches(jobs, size) for r in host.serve("renders", b)]
+    expected += [r for b in _batches(pool_plan(every_stage), size) for r in host.serve("pool", b)]
+    stored = _table(catalog, "shortcut_images", run_id, lambda r: r["render_id"])
+    stored |= _table(catalog, "shortcut_pool", run_id, lambda r: r["render_id"])
+    assert len(stored) == len(expected) == 4 + 20 + 6
+    for row in expected:
+        got = stored[row["render_id"]]
+        for column in ("status", "object_presence", "logits", "png", "words"):
+            assert got.get(column) == row.get(column), (row["render_id"], column)
+
+
+def test_a_session_keeps_its_hosts_and_swaps_only_the_classifier(tiny_spec, tmp_path):
+    """Three audits in one session (as a scan's checkpoints): the generator and the segmenter
+    load once; the classifier loads for each change of weights, a checkpoint rewritten in place
+    (same path, new bytes) included, and each audit sees its own classifier."""
+    from safetensors.torch import load_file, save_file
+
+    spec = {**tiny_spec, "targets": {"classes": [0, 1], "seeds": [0]}}
+    spec["engine"] = {**tiny_spec["engine"], "iterations": 1}
+    checkpoint = tmp_path / "checkpoint"
+    shutil.copytree(tiny_spec["classifier"], checkpoint)
+
+    def audit(name):
+        s = AuditSpec.from_dict({**spec, "name": name, "classifier": str(checkpoint)})
+        return run_audit(s)
+
+    with ray_session(AuditSpec.from_dict(spec)) as session:
+        first = audit("first")
+        weights = load_file(checkpoint / "model.safetensors")
+        save_file({k: v * 3 for k, v in weights.items()}, checkpoint / "model.safetensors")
+        second = audit("second")  # the same path, new bytes
+        third = audit("third")  # unchanged: nothing loads
+        loads = dict(session.model_loads())
+    assert loads == {"generator": 1, "segmenter": 1, "classifier": 2}
+    assert first.model_loads["classifier"] == 1 and third.model_loads["classifier"] == 2
+
+    def probabilities(summary):
+        found = _table(summary.catalog, "explanations", summary.run_id, lambda r: r["target_id"])
+        return [found[t]["probability"] for t in sorted(found)]
+
+    assert probabilities(first) != probabilities(second)  # the new weights were used
+    assert probabilities(second) == probabilities(third)
