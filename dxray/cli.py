@@ -203,8 +203,10 @@ def _run_quietly(spec, command: str, verbose: bool, **options):
     in <catalog>/logs/<command>-<time>.log (also on the terminal with `verbose`)."""
     from dxray.run.console import library_output, log_path
     from dxray.run.pipeline import run_audit
+    from dxray.run.preflight import check_before_models
     from dxray.run.progress import TerminalProgress
 
+    check_before_models(spec)  # bad inputs: one line before the log (or anything) is made
     log = log_path(spec.output.catalog, command)
     with library_output(log, verbose=verbose) as terminal:
         return run_audit(spec, stages=TerminalProgress(terminal, log=log), **options)

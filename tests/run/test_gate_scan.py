@@ -41,7 +41,8 @@ def releases(tmp_path_factory):
     one seed, 2 iterations, and the shortcut test with 8 seeds of the world's water, sand and
     grass and its watermark, no pool, no with-object renders. Measured: ~22 s per audit on
     2 shared cores; star <- a watermark: biased 2.11 [1.96, 2.24], fixed -0.33 [-0.42, -0.25]."""
-    from dxray.run.pipeline import ensure_ray, run_audit, stop_ray
+    from dxray.run.pipeline import run_audit
+    from dxray.run.session import ray_session
 
     catalog = tmp_path_factory.mktemp("releases")
 
@@ -63,12 +64,8 @@ def releases(tmp_path_factory):
         })  # fmt: skip
 
     fixed, biased = spec("classifier-fixed"), spec("classifier")
-    started = ensure_ray(fixed)  # one Ray session for both audits
-    try:
+    with ray_session(fixed):  # one session for both audits: only the classifier is swapped
         runs = {name: run_audit(s) for name, s in (("fixed", fixed), ("biased", biased))}
-    finally:
-        if started:
-            stop_ray()
     assert all(r.status == "finished" for r in runs.values())
     return catalog, runs["fixed"].run_id, runs["biased"].run_id
 

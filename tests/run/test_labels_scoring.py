@@ -114,8 +114,13 @@ def test_the_cli_scores_writes_and_reports(scored, tmp_path):
 def test_a_run_without_labels_says_what_to_do(tmp_path):
     from dxray.catalog.sample import write_sample
 
+    from dxray.catalog.writer import CatalogWriter
+
     write_sample(tmp_path)
+    CatalogWriter(tmp_path).write_run("bare", name="no labels")
     with pytest.raises(ValueError, match="has no human labels"):
+        score_run(tmp_path, "bare")
+    with pytest.raises(ValueError, match="has no run 'no-such-run'"):  # not "no labels"
         score_run(tmp_path, "no-such-run")
 
 
