@@ -108,8 +108,14 @@ def _options(
 def main() -> None:
     """The `dxray` command: every error is one line on stderr (exit 2 for a bad input, 1 for
     anything else); `dxray --debug ...` shows the traceback of an unexpected one."""
+    from dxray.run.session import Interrupted
+
     try:
         app()
+    except (Interrupted, KeyboardInterrupt) as err:
+        code = err.exit_code if isinstance(err, Interrupted) else 130
+        typer.secho("interrupted: rerun the same command to resume", fg="yellow", err=True)
+        raise SystemExit(code) from None
     except Exception as err:  # noqa: BLE001 - the one place that turns errors into a line
         if _debug:
             raise

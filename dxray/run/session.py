@@ -269,6 +269,82 @@ def _py(value: Any) -> Any:
     return value
 
 
+RAY_TEMP_PREFIX = "dxray-ray-"
+OWNER_FILE = "dxray-owner.pid"  # in an embedded Ray's temp folder: the process that made it
+EXIT_CODES = {"SIGTERM": 143, "SIGINT": 130}
+
+
+class Interrupted(BaseException):  # noqa: N818 - not an error: the user or the system asked
+    """SIGTERM (cron, Kubernetes and CI timeouts) or SIGINT (Ctrl-C) during a command that
+    runs Ray: raised in the main thread so that every `finally` runs (hosts stopped, Ray shut
+    down, its temp folder removed, the run marked); `dxray` prints one line and exits 143/130."""
+
+    def __init__(self, signal_name: str):
+        super().__init__(f"interrupted by {signal_name}: rerun the same command to resume")
+        self.exit_code = EXIT_CODES.get(signal_name, 1)
+
+
+def _interrupt(signum: int, _frame) -> None:
+    import signal
+
+    raise Interrupted(signal.Signals(signum).name)
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """Around `ray.init`: SIGTERM and SIGINT wait (blocked) while Ray starts and installs its
+    own SIGTERM handler (a silent exit 15 that skips every cleanup; its native one prints
+    stack dumps), then dxray's handlers take over and a signal that came meanwhile is
+    delivered to them. Threads Ray starts meanwhile keep them blocked, so the main thread
+    receives them."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        for sig in held:
+            signal.signal(sig, _interrupt)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
+
+
+def remove_stale_temp_dirs(temp_root: str | None = None) -> list[str]:
+    """Remove the temp folders of embedded Rays whose process is gone (killed with -9, or a
+    machine that lost power), found by their owner file; returns what was removed."""
+    root = temp_root or tempfile.gettempdir()
+    removed = []
+    try:
+        names = [n for n in os.listdir(root) if n.startswith(RAY_TEMP_PREFIX)]
+    except OSError:
+        return removed
+    for name in names:
+        folder = os.path.join(root, name)
+        try:
+            with open(os.path.join(folder, OWNER_FILE)) as handle:
+                pid = int(handle.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue  # not ours to judge: no owner recorded
+        if pid != os.getpid() and not _alive(pid):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
 def stop_ray() -> None:
     """Shut down the Ray this process started and remove its temp folder (sessions, logs,
     sockets), so that audits leave nothing behind in the system's temp directory."""
@@ -293,7 +369,8 @@ def ensure_ray(spec: AuditSpec) -> bool:
     if address is None and os.environ.get("RAY_ADDRESS"):
         address = "auto"  # inside `ray job submit`
     if address is not None:
-        ray.init(address=address, log_to_driver=True)
+        with _signals_held():
+            ray.init(address=address, log_to_driver=True)
         return True
     needed = spec.ray.workers * spec.ray.num_cpus_per_worker
     # Loopback only, and a temp dir of our own: an embedded run must not attach to (or
@@ -303,16 +380,24 @@ def ensure_ray(spec: AuditSpec) -> bool:
     # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER, read when `ray` is imported. Its child processes
     # read the variable; this process has read it already, so its constant is set too.
     _loopback_only()
-    ray_temp_dir = tempfile.mkdtemp(prefix="dxray-ray-")
-    ray.init(
-        address="local",
-        _node_ip_address="127.0.0.1",
-        _temp_dir=ray_temp_dir,
-        include_dashboard=False,
-        num_cpus=max(needed, os.cpu_count() or 1),
-        num_gpus=None,
-        log_to_driver=True,
-    )
+    remove_stale_temp_dirs()
+    ray_temp_dir = tempfile.mkdtemp(prefix=RAY_TEMP_PREFIX)
+    with open(os.path.join(ray_temp_dir, OWNER_FILE), "w") as handle:
+        handle.write(f"{os.getpid()}\n")
+    try:
+        with _signals_held():
+            ray.init(
+                address="local",
+                _node_ip_address="127.0.0.1",
+                _temp_dir=ray_temp_dir,
+                include_dashboard=False,
+                num_cpus=max(needed, os.cpu_count() or 1),
+                num_gpus=None,
+                log_to_driver=True,
+            )
+    except BaseException:  # interrupted while starting: nobody else will stop this Ray
+        stop_ray()
+        raise
     return True
 
 
