@@ -117,26 +117,29 @@ def test_a_render_that_fails_becomes_an_error_row(shortcut_spec, monkeypatch):
     assert "out of memory" in rows[1]["error"] and rows[1]["logits"] is None
 
 
-def test_the_cli_says_what_was_found_and_what_was_skipped(capsys):
+def test_the_cli_says_what_was_found_and_what_was_skipped(capsys, tmp_path):
+    """The audit's closing lines: the test's findings as sentences, leads apart, and the
+    vocabulary's problems on stderr."""
     from collections import Counter
-    from pathlib import Path
 
-    from dxray.cli import _echo_shortcuts
+    from dxray.catalog.sample import write_sample
+    from dxray.cli import _echo_answer
     from dxray.run.pipeline import AuditSummary
     from dxray.run.shortcuts import ShortcutSummary
 
-    summary = AuditSummary("r", Path("c"), total=1, skipped=0)
+    write_sample(tmp_path)
+    summary = AuditSummary("ckpt-a", tmp_path, total=1, skipped=0)
     summary.shortcuts = ShortcutSummary(
         renders=160, rendered=20, statuses=Counter(kept=139, object=21),
-        findings=[("circle", "water", 2.73)], candidates=[("star", "a watermark", 0.875)],
+        findings=[("circle", "water", 2.4)], candidates=[("hexagon", "grass", 0.75)],
         problems=["attribute [3] skipped: an empty string"],
         notes=["brick: 2 usable images of 16 rendered"],
     )  # fmt: skip
-    _echo_shortcuts(summary)
+    _echo_answer(summary)
     out, err = capsys.readouterr()
-    assert "160 images (20 rendered now, 139 usable)" in out
-    assert "findings: circle <- water (+2.7 nats)" in out
-    assert "single out: star <- a watermark (88%)" in out
+    assert "circle: its score rises 2.4 nats (about 11x the odds) on water" in out
+    leads = out.index("Leads the test did not confirm")
+    assert out.index("circle: its score") < leads < out.index("hexagon <- grass?")
     assert "attribute [3] skipped" in err and "brick: 2 usable images" in err
 
 

@@ -63,7 +63,8 @@ def test_a_piped_demo_prints_its_plan_a_few_lines_per_stage_and_the_summary(tiny
     assert any(line.startswith("audit tiny-") for line in lines), out
     # The chatter is in the log instead
     text = log.read_text()
-    assert "Started a local Ray instance" in text and "Token authentication" in text
+    # (Ray prints its token notice once per machine: not asserted)
+    assert "Started a local Ray instance" in text
     assert "Loading weights" in text  # the hosts' bars, forwarded by Ray
 
     # --verbose: the chatter on the terminal too (and still in the log)
