@@ -39,7 +39,7 @@ def rebase_on_package(spec: AuditSpec) -> AuditSpec:
     moved = {}
     for role in ROLES:
         source = getattr(spec, role).source
-        if isinstance(source, str) and source.startswith("dxray/") and not Path(source).exists():
-            if (root / source).exists():
-                moved[f"{role}.source"] = str(root / source)
+        local = isinstance(source, str) and source.startswith("dxray/") and Path(source).exists()
+        if isinstance(source, str) and not local and (root / source).exists():
+            moved[f"{role}.source"] = str(root / source)
     return with_overrides(spec, **moved) if moved else spec

@@ -113,7 +113,6 @@ def test_the_cli_scores_writes_and_reports(scored, tmp_path):
 
 def test_a_run_without_labels_says_what_to_do(tmp_path):
     from dxray.catalog.sample import write_sample
-
     from dxray.catalog.writer import CatalogWriter
 
     write_sample(tmp_path)
