@@ -934,7 +934,6 @@ def zoo_truth(
         _fail(str(err))
 
 
-DEMO_SPEC = Path("pipelines/toy.yaml")
 # {run}: the demo's run id. A catalog keeps every run; an edited spec is a new run beside the old.
 DEMO_QUERIES = (
     "SELECT class_name, attribute, round(lift, 2) AS lift, round(low, 2) AS low, "
@@ -950,8 +949,15 @@ DEMO_QUERIES = (
 
 @app.command()
 def demo(
-    spec_path: Path = typer.Option(DEMO_SPEC, "--spec", help="The audit to run."),
+    spec_path: Path = typer.Option(
+        None,
+        "--spec",
+        help="The audit to run (default: pipelines/toy.yaml, or the installed copy).",
+    ),
     out: Path = typer.Option(None, help="The HTML report (default: <catalog>/report.html)."),
+    limit: int = typer.Option(
+        None, min=1, help="Compute at most this many targets (a partial run; rerun to finish)."
+    ),
     verbose: bool = typer.Option(
         False, "--verbose", help="Also show what Ray and the models print (always in the log)."
     ),
@@ -965,18 +971,18 @@ def demo(
 
     from dxray.report.page import write_report
     from dxray.spec.model import SpecError
-    from dxray.spec.parse import load_spec
+    from dxray.toyworld.demo import demo_spec
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        spec = load_spec(spec_path)
+        spec = demo_spec(spec_path)
     except (SpecError, OSError) as err:
         _fail(str(err))
     zoo = Path(str(spec.classifier.source)).parent
     if not zoo.is_dir():
         _fail(f"the toy zoo is missing at {zoo}: train it with `dxray zoo train --out {zoo}`")
 
-    summary = _run_quietly(spec, "demo", verbose)
+    summary = _run_quietly(spec, "demo", verbose, limit=limit)
     report = write_report(summary.catalog, out or summary.catalog / "report.html", summary.run_id)
     typer.echo("")
     typer.echo(

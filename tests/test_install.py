@@ -55,3 +55,16 @@ def test_an_installed_dxray_reads_a_catalog_from_another_directory(installed, tm
     report = dxray(installed, elsewhere, "report", str(catalog), "--out", "r.html")
     assert report.returncode == 0, report.stderr
     assert "What this classifier relies on" in (elsewhere / "r.html").read_text()
+
+
+def test_an_installed_dxray_runs_its_demo_from_any_folder(installed, tmp_path):
+    """The demo's spec and the toy zoo are package data: from a folder with neither, `dxray
+    demo` audits (here two targets: a partial run) and writes the catalog and the report."""
+    elsewhere = tmp_path / "work"
+    elsewhere.mkdir()
+    demo = dxray(installed, elsewhere, "demo", "--limit", "2")
+    assert demo.returncode == 0, demo.stderr[-3000:] + demo.stdout[-2000:]
+    assert (elsewhere / "catalogs" / "toy" / "report.html").is_file()
+    assert "report:  catalogs/toy/report.html" in demo.stdout
+    assert (installed / "dxray" / "toyworld" / "zoo" / "default" / "classifier").is_dir()
+    assert not (elsewhere / "dxray").exists()  # the zoo was read from the package
