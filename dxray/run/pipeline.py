@@ -15,6 +15,7 @@ batches in flight, and a rerun of the same spec completes it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -84,6 +85,15 @@ def plan(spec: AuditSpec) -> tuple[str, list[dict], str, list[str]]:
     run_id = spec.run_id_for(sha)
     ranking = None
     if spec.targets.units.top_k:
+        # The listed and CSV units and the ranked layer first: a typo is refused in a second,
+        # not after the generator has loaded for the ranking
+        units = spec.targets.units
+        unranked = dataclasses.replace(
+            spec,
+            targets=dataclasses.replace(spec.targets, units=dataclasses.replace(units, top_k=0)),
+        )
+        check_units(classifier, expand_targets(unranked, classifier.class_names, run_id), spec)
+        check_units(classifier, [{"kind": "unit", "layer": units.layer, "channel": 0}], spec)
         from dxray.models.generator import load_generator
         from dxray.run.ranking import rank_class_units
 
