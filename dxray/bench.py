@@ -7,8 +7,9 @@ A benchmark prints ratios measured in one run (this machine is noisy); it is not
 
 from __future__ import annotations
 
+import hashlib
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -146,6 +147,18 @@ class AuditTiming:
     verdicts: dict[tuple[str, int], str | None]  # (target_id, seed) -> verdict
     findings: set[tuple[str, str, str]]  # (class_name, attribute, method) with a finding
     candidates: set[tuple[str, str]]  # (class_name, attribute) singled out by the pool
+    rows: dict[str, dict] = field(default_factory=dict)  # table -> key -> what a row computed
+
+
+# What makes two runs' rows the same: per table, its key and the columns a worker computed
+# (images by a hash of their PNG bytes)
+ROW_COLUMNS = {
+    "explanations": (("target_id", "seed"), ("status", "steps", "objective_value", "probability")),
+    "verdicts": (("target_id", "seed"), ("verdict", "presence", "kept")),
+    "images": (("target_id", "seed"), ("png",)),
+    "shortcut_images": (("render_id",), ("status", "logits", "png")),
+    "shortcut_pool": (("render_id",), ("status", "logits", "png")),
+}
 
 
 def time_audit(
@@ -213,8 +226,17 @@ def read_audit_timing(catalog: Path, *, tree: str, spec: str, wall: float) -> Au
         for r in leads
         if r["score_id"] == latest and r.get("candidate")
     }
+    computed = {}
+    for table, (key, columns) in ROW_COLUMNS.items():
+        computed[table] = {
+            tuple(r[k] for k in key): tuple(
+                hashlib.sha256(r[c]).hexdigest() if isinstance(r[c], bytes) else r[c]
+                for c in columns
+            )
+            for r in sorted(rows(table), key=lambda r: r["created_at"])
+        }
     return AuditTiming(tree, spec, wall, final["wall_seconds"] or 0.0, stages, verdicts,
-                       findings, candidates)  # fmt: skip
+                       findings, candidates, computed)  # fmt: skip
 
 
 def compare_audits(baseline: AuditTiming, new: AuditTiming) -> list[str]:
@@ -246,5 +268,9 @@ def compare_audits(baseline: AuditTiming, new: AuditTiming) -> list[str]:
         "candidates: " + ("the same" if baseline.candidates == new.candidates else
                           f"baseline {sorted(baseline.candidates)}, new {sorted(new.candidates)}")
     )  # fmt: skip
+    for table in ROW_COLUMNS:
+        a, b = baseline.rows.get(table, {}), new.rows.get(table, {})
+        same = sum(a[k] == b.get(k) for k in a)
+        lines.append(f"rows of {table}: {same} of {len(a)} identical ({len(b)} in the new run)")
     lines.append(f"ratio (process wall, new / baseline): {new.wall / baseline.wall:.2f}")
     return lines
