@@ -1,0 +1,361 @@
+"""`dxray sweep`: the evaluation over many random toy worlds, resumable, one folder per world.
+
+    dxray sweep pipelines/toy.yaml --worlds 8 --seed 1        # sweeps/seed-1/world-{0..7}/
+
+Per world k of sweep S (`dxray.toyworld.random_worlds.random_world(S, k)`), in
+`<out>/seed-<S>/world-<k>/`:
+
+1. `world.yaml` (the world config) and `zoo.json` (the world, and the base zoo's generator,
+   segmenter and oracle, shared: they only know how things look);
+2. `classifier/` trained with the committed zoos' recipe (`SweepSettings.classifier`);
+   `classifier-fixed/` too with `fixed`;
+3. `truth/` (and `truth-fixed/`): `write_zoo_truth`, units.csv included;
+4. the audit (`catalog/`, not committed): every class and every truth unit, `seeds` seeds
+   each, with the class-shortcut test on the world's vocabulary (`eval_spec`);
+5. `result.json`: every (class, factor) pair's truth and the test's lift, finding and
+   object-free explanation readout; every truth unit's label and the audit's verdict (each
+   seed's too); timings; the key of the settings it was made with.
+
+Each step is skipped when its output is there: a killed sweep picks up where it stopped (the
+audit resumes from its catalog), and a committed `result.json` whose key matches the
+settings is read, not redone. `sweep_table.py` pools the worlds' results into the table and
+the SWEEP line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from dxray.spec.model import AuditSpec
+from dxray.spec.parse import with_overrides
+from dxray.toyworld.train_classifier import ToyClassifierConfig
+
+RESULT_FILE = "result.json"
+WORLD_FILE = "world.yaml"
+SHARED_PARTS = ("generator", "segmenter", "oracle")
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class SweepSettings:
+    """What every world of a sweep is trained, measured and audited with."""
+
+    seeds: int = 2  # noise seeds per target: a cost setting (the eval's ablation: units
+    # agree 94% / 93% / 94% with 1 / 2 / 4 seeds on the default world)
+    threads: int = 1  # torch threads of the trainer and of the one Ray worker (2 shared cores)
+    classifier: ToyClassifierConfig = field(
+        default_factory=lambda: ToyClassifierConfig(hide_object=0.1)  # the committed zoos'
+    )
+    classifier_seed: int = 0
+    truth_n: int = 500  # scenes per truth measurement (`dxray zoo truth`'s default)
+    truth_k: int = 5  # units per class and per planted tie (the committed truths')
+    fixed: bool = False  # also train (and measure) each world's fixed release
+
+    def key(self, spec: AuditSpec) -> str:
+        """What a world's result depends on besides its world: these settings and the spec's
+        engine, judge and shortcut sections (not where or how wide it runs)."""
+        content = spec.to_dict()
+        engine = {k: v for k, v in content["engine"].items() if k != "batch_size"}
+        shortcuts = {k: v for k, v in content["shortcuts"].items() if k != "batch_size"}
+        data = {
+            "settings": asdict(self) | {"threads": None},
+            "engine": engine,
+            "judge": content["judge"],
+            "shortcuts": shortcuts,
+        }
+        text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def world_dir(out: str | Path, seed: int, index: int) -> Path:
+    return Path(out) / f"seed-{seed}" / f"world-{index}"
+
+
+# ---------------------------------------------------------------------------------------------
+# One world
+# ---------------------------------------------------------------------------------------------
+
+
+def prepare_world(folder: Path, seed: int, index: int, base_zoo: Path) -> Path:
+    """world.yaml and zoo.json (sharing the base zoo's generator, segmenter and oracle, by
+    paths relative to the folder). An existing world.yaml must be the one (seed, index) makes."""
+    from dxray.toyworld.random_worlds import random_world, write_world
+    from dxray.toyworld.world import load_world
+    from dxray.toyworld.zoo import MANIFEST_FILE, has_part, zoo_part, zoo_world
+
+    base_world = zoo_world(base_zoo)
+    world = random_world(seed, index, base=base_world)
+    path = folder / WORLD_FILE
+    if path.is_file():
+        if load_world(path) != load_world_like(world, path):
+            raise ValueError(
+                f"{path} is not world {index} of sweep {seed}: remove the folder {folder} "
+                "to make it afresh"
+            )
+    else:
+        write_world(world, path)
+    shared = {
+        part: os.path.relpath(zoo_part(base_zoo, part), folder)
+        for part in SHARED_PARTS
+        if has_part(base_zoo, part)
+    }
+    manifest = {"world": WORLD_FILE, "shared": shared}
+    (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+    return path
+
+
+def load_world_like(world, path: Path):
+    """`world` as `load_world(path)` would return it (its `source` is the file)."""
+    from dataclasses import replace
+
+    return replace(world, source=str(path))
+
+
+def train_world(folder: Path, settings: SweepSettings, progress: Progress) -> float:
+    """The world's classifier (and fixed release), unless trained; returns seconds spent."""
+    from dataclasses import replace
+
+    from dxray.toyworld.train_classifier import TRAINING_FILE, train_classifier
+    from dxray.toyworld.zoo import zoo_world
+
+    world = zoo_world(folder)
+    started = time.perf_counter()
+    modes = ("biased", "fixed") if settings.fixed else ("biased",)
+    for mode in modes:
+        out = folder / ("classifier" if mode == "biased" else "classifier-fixed")
+        if (out / TRAINING_FILE).is_file():
+            continue
+        progress(f"{folder.name}: training the {mode} classifier")
+        train_classifier(
+            world,
+            out,
+            replace(settings.classifier, mode=mode),
+            seed=settings.classifier_seed,
+            progress=None,
+        )
+    return time.perf_counter() - started
+
+
+def truth_world(folder: Path, settings: SweepSettings, progress: Progress) -> float:
+    """The world's ground truth (truth/, units.csv), unless measured; returns seconds spent."""
+    from dxray.toyworld.zoo import TRUTH_RECORD, write_zoo_truth
+
+    wanted = ["truth"] + (["truth-fixed"] if settings.fixed else [])
+    if all((folder / t / TRUTH_RECORD).is_file() for t in wanted):
+        return 0.0
+    started = time.perf_counter()
+    progress(f"{folder.name}: measuring the truth")
+    write_zoo_truth(folder, n=settings.truth_n, k=settings.truth_k)
+    return time.perf_counter() - started
+
+
+def sweep_spec(spec: AuditSpec, folder: Path, settings: SweepSettings) -> AuditSpec:
+    """The world's audit: `eval_spec` (every class, every truth unit, the shortcut test on the
+    world's vocabulary) with `settings.seeds` seeds, in the world's catalog, one Ray worker
+    with `settings.threads` threads."""
+    from dxray.eval.specs import eval_spec
+
+    audit = eval_spec(spec, folder, seeds=settings.seeds, catalog=folder / "catalog")
+    return with_overrides(
+        audit,
+        **{
+            "name": "sweep",
+            "ray.workers": 1,
+            "ray.num_cpus_per_worker": settings.threads,
+        },
+    )
+
+
+def audit_world(spec: AuditSpec, progress: Progress) -> tuple[str, float]:
+    """Run (or resume) the world's audit; (run id, seconds)."""
+    from dxray.run.pipeline import run_audit
+
+    started = time.perf_counter()
+    last = [0.0]
+
+    def tick(done: int, total: int, statuses) -> None:
+        if time.perf_counter() - last[0] > 60 or done == total:
+            last[0] = time.perf_counter()
+            progress(f"  audit: {done}/{total} targets")
+
+    summary = run_audit(spec, progress=tick)
+    if summary.status != "finished":
+        raise RuntimeError(f"the audit of {spec.output.catalog} is {summary.status}: {summary.error}")
+    return summary.run_id, time.perf_counter() - started
+
+
+def score_world(folder: Path, run_id: str) -> dict:
+    """The world's pairs and units, scored from its catalog and truth (see the module doc)."""
+    from dxray.eval.classes import attach_shortcuts, truth_class_rows
+    from dxray.eval.neurons import neuron_rows, unit_verdicts
+    from dxray.eval.reads import query, read_run
+    from dxray.toyworld.random_worlds import ties_per_class
+    from dxray.toyworld.truth import read_truth
+    from dxray.toyworld.zoo import zoo_world
+
+    world = zoo_world(folder)
+    catalog = folder / "catalog"
+    class_truth, neuron_truth = (t.to_pylist() for t in read_truth(folder / "truth"))
+    audit_rows, _, _ = read_run(catalog, run_id)
+
+    # Pairs: the truth's (class, factor) with the shortcut test's call
+    pairs = truth_class_rows(class_truth)
+    found = query(catalog, "SELECT * FROM class_shortcuts WHERE run_id = ?", [run_id])
+    attach_shortcuts(pairs, found, {t["factor"] for t in class_truth})
+    planted_p = {(t["class"], t["factor"]): t["planted_p"] for t in class_truth}
+    ties = ties_per_class(world)
+    keep = (
+        "class_name", "factor_kind", "factor", "planted", "reliance_logit", "relied",
+        "with_object_logprob", "shortcut_lift", "shortcut_low", "shortcut_high",
+        "shortcut_images", "shortcut_found", "explanation_candidate", "explanation_rate",
+        "explanation_pool_rate",
+    )  # fmt: skip
+    pair_rows = [
+        {k: p.get(k) for k in keep}
+        | {
+            "planted_p": planted_p[(p["class_name"], p["factor"])],
+            "ties_on_class": ties[p["class_name"]],
+        }
+        for p in pairs
+    ]
+
+    # Units: the truth's label, the audit's verdict (majority over seeds) and each seed's
+    units = neuron_rows(neuron_truth, unit_verdicts(audit_rows))
+    per_seed: dict[tuple[str, str], dict[int, str]] = {}
+    for r in audit_rows:
+        if r["kind"] == "unit" and r["ok"] and r["class_name"] is not None:
+            unit = f"{r['layer']}:{int(r['channel'])}"
+            per_seed.setdefault((r["class_name"], unit), {})[int(r["seed"])] = r["verdict"]
+    unit_rows = [
+        {
+            k: u[k]
+            for k in ("class_name", "unit", "selection", "truth", "margin", "seeds", "verdict")
+        }
+        | {"seed_verdicts": per_seed.get((u["class_name"], u["unit"]), {})}
+        for u in units
+    ]
+    return {
+        "world": world.name,
+        "run_id": run_id,
+        "ties": [{"name": c.name, "kind": c.kind, "p": c.p} for c in world.correlations],
+        "pairs": pair_rows,
+        "units": unit_rows,
+    }
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(_clean(data), indent=1, sort_keys=False) + "\n")
+    tmp.replace(path)
+
+
+def _clean(value):
+    import math
+
+    if isinstance(value, float):
+        return None if not math.isfinite(value) else round(value, 6)
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def read_result(folder: Path, key: str | None = None) -> dict | None:
+    """The world's result.json, or None when there is none (or it was made with another key)."""
+    path = folder / RESULT_FILE
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    if key is not None and data.get("key") != key:
+        return None
+    return data
+
+
+def run_world(
+    spec: AuditSpec,
+    out: Path,
+    seed: int,
+    index: int,
+    base_zoo: Path,
+    settings: SweepSettings,
+    progress: Progress,
+) -> dict:
+    """Every step of one world, skipping what is done; returns its result."""
+    folder = world_dir(out, seed, index)
+    key = settings.key(spec)
+    cached = read_result(folder, key)
+    if cached is not None:
+        progress(f"{folder}: done (result.json)")
+        return cached
+    folder.mkdir(parents=True, exist_ok=True)
+    prepare_world(folder, seed, index, base_zoo)
+    seconds = {"train": train_world(folder, settings, progress)}
+    seconds["truth"] = truth_world(folder, settings, progress)
+    progress(f"{folder.name}: auditing")
+    run_id, seconds["audit"] = audit_world(sweep_spec(spec, folder, settings), progress)
+    result = score_world(folder, run_id)
+    result |= {
+        "seed": seed,
+        "index": index,
+        "key": key,
+        "settings": asdict(settings),
+        "seconds": {k: round(v, 1) for k, v in seconds.items()},
+    }
+    _write_json(folder / RESULT_FILE, result)
+    progress(f"{folder.name}: wrote {folder / RESULT_FILE}")
+    return result
+
+
+def run_sweep(
+    spec: AuditSpec,
+    *,
+    out: str | Path,
+    seed: int,
+    worlds: int,
+    base_zoo: str | Path,
+    settings: SweepSettings = SweepSettings(),
+    progress: Progress = print,
+) -> list[dict]:
+    """Worlds 0..`worlds`-1 of sweep `seed` (see the module docstring), in order; one Ray for
+    all the audits. Returns every world's result."""
+    import torch
+
+    from dxray.run.pipeline import ensure_ray, stop_ray
+
+    if worlds < 1:
+        raise ValueError(f"worlds must be >= 1, got {worlds}")
+    out, base_zoo = Path(out), Path(base_zoo)
+    torch.set_num_threads(settings.threads)
+    key = settings.key(spec)
+    results: list[dict] = []
+    ray_started = False
+    try:
+        for index in range(worlds):
+            folder = world_dir(out, seed, index)
+            cached = read_result(folder, key)
+            if cached is None and not ray_started:
+                ray_started = ensure_ray(spec)
+            results.append(run_world(spec, out, seed, index, base_zoo, settings, progress))
+    finally:
+        if ray_started:
+            stop_ray()
+    return results
+
+
+def read_sweep(out: str | Path, seed: int) -> list[dict]:
+    """Every finished world's result of sweep `seed` under `out`, by index."""
+    root = Path(out) / f"seed-{seed}"
+    found = []
+    for folder in sorted(root.glob("world-*"), key=lambda p: int(p.name.split("-")[1])):
+        data = read_result(folder)
+        if data is not None:
+            found.append(data)
+    return found
