@@ -357,7 +357,9 @@ def sweep(
     settings = SweepSettings(seeds=seeds, threads=threads, fixed=fixed, truth_n=truth_n,
                              truth_k=truth_k)  # fmt: skip
     if classifier_steps is not None:
-        settings = replace(settings, classifier=replace(settings.classifier, steps=classifier_steps))
+        settings = replace(
+            settings, classifier=replace(settings.classifier, steps=classifier_steps)
+        )
     try:
         results = run_sweep(
             load_spec(spec_path), out=out, seed=seed, worlds=worlds, base_zoo=base_zoo,

@@ -187,7 +187,9 @@ def audit_world(spec: AuditSpec, progress: Progress) -> tuple[str, float]:
 
     summary = run_audit(spec, progress=tick)
     if summary.status != "finished":
-        raise RuntimeError(f"the audit of {spec.output.catalog} is {summary.status}: {summary.error}")
+        raise RuntimeError(
+            f"the audit of {spec.output.catalog} is {summary.status}: {summary.error}"
+        )
     return summary.run_id, time.perf_counter() - started
 
 
@@ -228,11 +230,11 @@ def score_world(folder: Path, run_id: str) -> dict:
 
     # Units: the truth's label, the audit's verdict (majority over seeds) and each seed's
     units = neuron_rows(neuron_truth, unit_verdicts(audit_rows))
-    per_seed: dict[tuple[str, str], dict[int, str]] = {}
+    per_seed: dict[tuple[str, str], dict[str, str]] = {}  # seed -> verdict (JSON keys)
     for r in audit_rows:
         if r["kind"] == "unit" and r["ok"] and r["class_name"] is not None:
             unit = f"{r['layer']}:{int(r['channel'])}"
-            per_seed.setdefault((r["class_name"], unit), {})[int(r["seed"])] = r["verdict"]
+            per_seed.setdefault((r["class_name"], unit), {})[str(r["seed"])] = r["verdict"]
     unit_rows = [
         {
             k: u[k]
