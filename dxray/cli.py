@@ -332,7 +332,7 @@ def sweep(
         Path("dxray/toyworld/zoo/default"),
         help="The zoo whose generator, segmenter and oracle every world shares (its visuals).",
     ),
-    seeds: int = typer.Option(2, help="Noise seeds per audited target."),
+    seeds: int = typer.Option(1, help="Noise seeds per audited target."),
     threads: int = typer.Option(1, help="torch threads of training and of the Ray worker."),
     fixed: bool = typer.Option(False, help="Also train and measure each world's fixed release."),
     classifier_steps: int = typer.Option(None, help="Classifier steps (default: the zoo's 800)."),
