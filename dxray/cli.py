@@ -338,6 +338,9 @@ def sweep(
     classifier_steps: int = typer.Option(None, help="Classifier steps (default: the zoo's 800)."),
     truth_n: int = typer.Option(500, help="Scenes per truth measurement."),
     truth_k: int = typer.Option(5, help="Truth units per class and per planted tie."),
+    stability: int = typer.Option(
+        0, help="Rerun this world's audit with other batches, threads, workers (-1: none)."
+    ),
     scatter: Path = typer.Option(None, help="Write the lift-vs-reliance scatter PNG here."),
     json_out: Path = typer.Option(None, "--json", help="Also write the pooled table as JSON."),
 ) -> None:
@@ -349,7 +352,7 @@ def sweep(
     """
     from dataclasses import replace
 
-    from dxray.eval.sweep import SweepSettings, run_sweep
+    from dxray.eval.sweep import SweepSettings, read_stability, run_sweep
     from dxray.eval.sweep_table import format_sweep, pool_sweep, write_scatter
     from dxray.spec.model import SpecError
     from dxray.spec.parse import load_spec
@@ -363,11 +366,12 @@ def sweep(
     try:
         results = run_sweep(
             load_spec(spec_path), out=out, seed=seed, worlds=worlds, base_zoo=base_zoo,
-            settings=settings, progress=lambda line: typer.echo(f"[dxray sweep] {line}"),
+            settings=settings, stability=None if stability < 0 else stability,
+            progress=lambda line: typer.echo(f"[dxray sweep] {line}"),
         )  # fmt: skip
     except (SpecError, OSError, ValueError, RuntimeError) as err:
         _fail(str(err))
-    table = pool_sweep(results)
+    table = pool_sweep(results, read_stability(out, seed))
     if scatter is not None:
         write_scatter(table, scatter)
     if json_out is not None:

@@ -37,6 +37,14 @@ from dxray.spec.parse import with_overrides
 from dxray.toyworld.train_classifier import ToyClassifierConfig
 
 RESULT_FILE = "result.json"
+STABILITY_FILE = "stability.json"
+# Reruns of one world's audit that change only how it runs, never what it computes (the spec
+# hash leaves them out): do the verdicts stay? (issue #20, "stable verdicts")
+STABILITY_VARIANTS: dict[str, dict[str, object]] = {
+    "batch 7": {"engine.batch_size": 7},  # other batch compositions, in another order
+    "threads 2": {"ray.num_cpus_per_worker": 2},  # the worker's torch threads
+    "workers 2": {"ray.workers": 2},  # the rows split over two actors
+}
 WORLD_FILE = "world.yaml"
 SHARED_PARTS = ("generator", "segmenter", "oracle")
 
@@ -316,6 +324,45 @@ def run_world(
     return result
 
 
+def stability_world(
+    spec: AuditSpec,
+    folder: Path,
+    settings: SweepSettings,
+    progress: Progress,
+    variants: dict[str, dict[str, object]] = STABILITY_VARIANTS,
+) -> dict:
+    """Rerun the world's audit (classes and units, without the shortcut test) once per
+    variant, each into its own catalog, and compare every (target, seed) verdict with the
+    world's main run (`verdict_changes`). Cached in stability.json by the settings' key."""
+    from dxray.eval.reads import read_run
+    from dxray.eval.sweep_table import verdict_changes
+
+    key = settings.key(spec)
+    path = folder / STABILITY_FILE
+    done = json.loads(path.read_text()) if path.is_file() else {}
+    if done.get("key") != key:
+        done = {"key": key, "variants": {}}
+    main = read_result(folder, key)
+    if main is None:
+        raise ValueError(f"{folder} has no result.json of these settings: run its sweep first")
+    reference, _, _ = read_run(folder / "catalog", main["run_id"])
+    for name, overrides in variants.items():
+        if name in done["variants"]:
+            continue
+        slug = name.replace(" ", "-")
+        progress(f"{folder.name}: stability rerun [{name}]")
+        variant = with_overrides(
+            sweep_spec(spec, folder, settings),
+            **overrides,
+            **{"output.catalog": str(folder / f"catalog-{slug}"), "shortcuts.enabled": False},
+        )
+        run_id, seconds = audit_world(variant, progress)
+        rerun, _, _ = read_run(folder / f"catalog-{slug}", run_id)
+        done["variants"][name] = verdict_changes(reference, rerun) | {"seconds": round(seconds)}
+        _write_json(path, done)
+    return done
+
+
 def run_sweep(
     spec: AuditSpec,
     *,
@@ -324,10 +371,12 @@ def run_sweep(
     worlds: int,
     base_zoo: str | Path,
     settings: SweepSettings = SweepSettings(),
+    stability: int | None = 0,
     progress: Progress = print,
 ) -> list[dict]:
-    """Worlds 0..`worlds`-1 of sweep `seed` (see the module docstring), in order; one Ray for
-    all the audits. Returns every world's result."""
+    """Worlds 0..`worlds`-1 of sweep `seed` (see the module docstring), in order, and the
+    stability reruns of world `stability` (None: none) right after it; one Ray for all the
+    audits. Returns every world's result."""
     import torch
 
     from dxray.run.pipeline import ensure_ray, stop_ray
@@ -343,13 +392,33 @@ def run_sweep(
         for index in range(worlds):
             folder = world_dir(out, seed, index)
             cached = read_result(folder, key)
-            if cached is None and not ray_started:
+            rerun = index == stability and _stability_missing(folder, key)
+            if (cached is None or rerun) and not ray_started:
                 ray_started = ensure_ray(spec)
             results.append(run_world(spec, out, seed, index, base_zoo, settings, progress))
+            if rerun:
+                stability_world(spec, folder, settings, progress)
     finally:
         if ray_started:
             stop_ray()
     return results
+
+
+def _stability_missing(folder: Path, key: str) -> bool:
+    path = folder / STABILITY_FILE
+    if not path.is_file():
+        return True
+    done = json.loads(path.read_text())
+    return done.get("key") != key or set(done["variants"]) != set(STABILITY_VARIANTS)
+
+
+def read_stability(out: str | Path, seed: int) -> list[dict]:
+    """Every stability.json of sweep `seed`: one row per (world, variant)."""
+    rows = []
+    for path in sorted((Path(out) / f"seed-{seed}").glob(f"world-*/{STABILITY_FILE}")):
+        for name, changes in json.loads(path.read_text())["variants"].items():
+            rows.append({"world": path.parent.name, "variant": name, **changes})
+    return rows
 
 
 def read_sweep(out: str | Path, seed: int) -> list[dict]:

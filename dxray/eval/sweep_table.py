@@ -127,6 +127,42 @@ def bootstrap_units(
     }
 
 
+def verdict_changes(reference: Sequence[Mapping], rerun: Sequence[Mapping]) -> dict:
+    """Two runs of one audit (rows of the catalog's `audit` view), compared per (target, seed):
+    unit verdicts that changed, how far the share of activation kept moved, class targets
+    whose success (p >= 0.9 on the final image) changed."""
+    from dxray.eval.metrics import SUCCESS_PROB
+
+    def by_key(rows):
+        return {(r["target_id"], int(r["seed"])): r for r in rows if r["ok"]}
+
+    a, b = by_key(reference), by_key(rerun)
+    common = sorted(set(a) & set(b))
+    units = [k for k in common if a[k]["kind"] == "unit"]
+    classes = [k for k in common if a[k]["kind"] == "class"]
+    changes = [
+        {"target": k[0], "seed": k[1], "from": a[k]["verdict"], "to": b[k]["verdict"],
+         "kept_from": a[k].get("kept"), "kept_to": b[k].get("kept")}
+        for k in units if a[k]["verdict"] != b[k]["verdict"]
+    ]  # fmt: skip
+    moved = sorted(
+        abs(a[k]["kept"] - b[k]["kept"])
+        for k in units
+        if a[k].get("kept") is not None and b[k].get("kept") is not None
+    )
+    succeeded = [(a[k]["probability"] or 0) >= SUCCESS_PROB for k in classes]
+    succeeded_b = [(b[k]["probability"] or 0) >= SUCCESS_PROB for k in classes]
+    return {
+        "units": len(units),
+        "unit_changes": len(changes),
+        "kept_change_median": moved[len(moved) // 2] if moved else math.nan,
+        "kept_change_max": moved[-1] if moved else math.nan,
+        "classes": len(classes),
+        "class_success_changes": sum(x != y for x, y in zip(succeeded, succeeded_b, strict=True)),
+        "changes": changes,
+    }
+
+
 # ---------------------------------------------------------------------------------------------
 # Pooling
 # ---------------------------------------------------------------------------------------------
@@ -251,7 +287,7 @@ def pool_sweep(results: Sequence[Mapping], reruns: Sequence[Mapping] = ()) -> Sw
                                          if u["truth"] == "core")}
         )  # fmt: skip
 
-    table.stability = list(reruns)
+    table.stability = [{k: v for k, v in r.items() if k != "changes"} for r in reruns]
     table.goals = _goals(table)
     return table
 

@@ -137,6 +137,19 @@ def test_a_rerun_resumes_and_the_cli_prints_the_table(swept, base_zoo, spec_dict
     assert len(read_sweep(out, SEED)) == 2
 
 
+def test_stability_reruns_compare_every_verdict(swept):
+    from dxray.eval.sweep import STABILITY_VARIANTS, read_stability
+
+    out, results, lines, _ = swept
+    rows = read_stability(out, SEED)  # world 0 only (run_sweep's default)
+    assert {r["world"] for r in rows} == {"world-0"}
+    assert {r["variant"] for r in rows} == set(STABILITY_VARIANTS)
+    for r in rows:
+        assert r["units"] == len(results[0]["units"]) and r["classes"] == 5
+        assert 0 <= r["unit_changes"] == len(r["changes"]) <= r["units"]
+    assert any("stability rerun [workers 2]" in line for line in lines)
+
+
 def test_cached_results_are_read_not_redone(swept):
     out, results, _, spec = swept
     lines: list[str] = []

@@ -13,6 +13,7 @@ from dxray.eval.sweep_table import (
     pool_sweep,
     ranks,
     spearman,
+    verdict_changes,
     write_scatter,
 )
 
@@ -133,3 +134,37 @@ def test_goals_and_the_sweep_line(results, tmp_path):
     assert text.endswith(line) and "Detection by truth reliance" in text
     png = write_scatter(t, tmp_path / "s.png")
     assert png.read_bytes().startswith(b"\x89PNG")
+
+
+def _row(target, kind, verdict=None, kept=None, probability=None, ok=True):
+    return {"target_id": target, "seed": 0, "kind": kind, "ok": ok, "verdict": verdict,
+            "kept": kept, "probability": probability}  # fmt: skip
+
+
+def test_verdict_changes_between_two_runs(results):
+    a = [
+        _row("u1", "unit", "core", 0.40),
+        _row("u2", "unit", "spurious", 0.52),
+        _row("u3", "unit", "core", 0.1),
+        _row("c1", "class", probability=0.95),
+        _row("c2", "class", probability=0.5),
+        _row("u4", "unit", "core", 0.2),
+    ]
+    b = [_row("u1", "unit", "core", 0.41), _row("u2", "unit", "uncertain", 0.48),
+         _row("u3", "unit", "core", 0.1), _row("c1", "class", probability=0.85),
+         _row("c2", "class", probability=0.6), _row("u4", "unit", "core", ok=False)]  # fmt: skip
+    got = verdict_changes(a, b)
+    assert (got["units"], got["unit_changes"], got["classes"]) == (3, 1, 2)
+    assert got["changes"][0] | {} == {
+        "target": "u2",
+        "seed": 0,
+        "from": "spurious",
+        "to": "uncertain",
+        "kept_from": 0.52,
+        "kept_to": 0.48,
+    }
+    assert got["kept_change_max"] == pytest.approx(0.04)
+    assert got["class_success_changes"] == 1
+    table = pool_sweep(results, [{"world": "w0", "variant": "batch 7", **got}])
+    assert table.stability[0]["unit_changes"] == 1 and "changes" not in table.stability[0]
+    assert "Stable verdicts" in format_sweep(table)
