@@ -338,6 +338,9 @@ def sweep(
     classifier_steps: int = typer.Option(None, help="Classifier steps (default: the zoo's 800)."),
     truth_n: int = typer.Option(500, help="Scenes per truth measurement."),
     truth_k: int = typer.Option(5, help="Truth units per class and per planted tie."),
+    spurious_k: int = typer.Option(
+        20, help="Also audit the truly spurious units among the top-K of each (0: none)."
+    ),
     stability: int = typer.Option(
         0, help="Rerun this world's audit with other batches, threads, workers (-1: none)."
     ),
@@ -358,7 +361,7 @@ def sweep(
     from dxray.spec.parse import load_spec
 
     settings = SweepSettings(seeds=seeds, threads=threads, fixed=fixed, truth_n=truth_n,
-                             truth_k=truth_k)  # fmt: skip
+                             truth_k=truth_k, spurious_k=spurious_k)  # fmt: skip
     if classifier_steps is not None:
         settings = replace(
             settings, classifier=replace(settings.classifier, steps=classifier_steps)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import time
 from collections.abc import Callable
@@ -64,6 +65,10 @@ class SweepSettings:
     classifier_seed: int = 0
     truth_n: int = 500  # scenes per truth measurement (`dxray zoo truth`'s default)
     truth_k: int = 5  # units per class and per planted tie (the committed truths')
+    # ... plus every unit the truth labels spurious among each class's and each planted tie's
+    # top `spurious_k` (selection "wide"): a world's top-5 hold 0-3 spurious units, too few
+    # to pool 20 over 8 worlds (docs/EVALUATION.md, "The sweep"). 0: none.
+    spurious_k: int = 20
     fixed: bool = False  # also train (and measure) each world's fixed release
 
     def key(self, spec: AuditSpec) -> str:
@@ -152,16 +157,57 @@ def train_world(folder: Path, settings: SweepSettings, progress: Progress) -> fl
 
 
 def truth_world(folder: Path, settings: SweepSettings, progress: Progress) -> float:
-    """The world's ground truth (truth/, units.csv), unless measured; returns seconds spent."""
+    """The world's ground truth (truth/, units.csv), unless measured with these settings;
+    returns seconds spent."""
     from dxray.toyworld.zoo import TRUTH_RECORD, write_zoo_truth
 
     wanted = ["truth"] + (["truth-fixed"] if settings.fixed else [])
-    if all((folder / t / TRUTH_RECORD).is_file() for t in wanted):
+    record = folder / "truth" / TRUTH_RECORD
+    if all((folder / t / TRUTH_RECORD).is_file() for t in wanted) and (
+        json.loads(record.read_text()).get("spurious_k", 0) == settings.spurious_k
+    ):
         return 0.0
     started = time.perf_counter()
     progress(f"{folder.name}: measuring the truth")
     write_zoo_truth(folder, n=settings.truth_n, k=settings.truth_k)
+    if settings.spurious_k > settings.truth_k:
+        add_spurious_units(folder, settings)
     return time.perf_counter() - started
+
+
+def add_spurious_units(folder: Path, settings: SweepSettings) -> int:
+    """Add to truth/ (and its units.csv) every unit that the truth, measured with k =
+    `spurious_k`, labels spurious and the k = `truth_k` table does not list, with selection
+    "wide". The labels are the same measurement (same scenes, same rule); only which units
+    are listed grows. Returns how many were added."""
+    import pyarrow as pa
+
+    from dxray.models.classifier_io import load_classifier
+    from dxray.toyworld.data import class_names
+    from dxray.toyworld.truth import NEURON_TRUTH_SCHEMA, compute_truth, read_truth, write_truth
+    from dxray.toyworld.zoo import TRUTH_RECORD, zoo_world
+
+    world = zoo_world(folder)
+    out = folder / "truth"
+    class_table, neurons = read_truth(out)
+    listed = {(r["class"], r["unit"]) for r in neurons.to_pylist()}
+    _, wide = compute_truth(
+        world,
+        load_classifier(folder / "classifier"),
+        n=settings.truth_n,
+        k=settings.spurious_k,
+    )
+    extra = [
+        r | {"selection": "wide"}
+        for r in wide.to_pylist()
+        if r["label"] == "spurious" and (r["class"], r["unit"]) not in listed
+    ]
+    merged = pa.Table.from_pylist(neurons.to_pylist() + extra, schema=NEURON_TRUTH_SCHEMA)
+    write_truth(out, class_table, merged, classes=class_names(world))
+    record = json.loads((out / TRUTH_RECORD).read_text())
+    record |= {"spurious_k": settings.spurious_k, "wide_units": len(extra)}
+    (out / TRUTH_RECORD).write_text(json.dumps(record, indent=2) + "\n")
+    return len(extra)
 
 
 def sweep_spec(spec: AuditSpec, folder: Path, settings: SweepSettings) -> AuditSpec:
@@ -307,11 +353,13 @@ def run_world(
         return cached
     folder.mkdir(parents=True, exist_ok=True)
     prepare_world(folder, seed, index, base_zoo)
-    seconds = {"train": train_world(folder, settings, progress)}
-    seconds["truth"] = truth_world(folder, settings, progress)
+    train_world(folder, settings, progress)
+    truth_world(folder, settings, progress)
+    seconds = {}
     progress(f"{folder.name}: auditing")
     run_id, seconds["audit"] = audit_world(sweep_spec(spec, folder, settings), progress)
     result = score_world(folder, run_id)
+    seconds = _recorded_seconds(folder) | {"audit": seconds["audit"]}
     result |= {
         "seed": seed,
         "index": index,
@@ -361,6 +409,23 @@ def stability_world(
         done["variants"][name] = verdict_changes(reference, rerun) | {"seconds": round(seconds)}
         _write_json(path, done)
     return done
+
+
+def _recorded_seconds(folder: Path) -> dict[str, float]:
+    """Training and truth seconds as their records hold them (a resumed world spent none)."""
+    from dxray.toyworld.train_classifier import TRAINING_FILE
+    from dxray.toyworld.zoo import TRUTH_RECORD
+
+    out = {}
+    for name, path, field_ in (
+        ("train", folder / "classifier" / TRAINING_FILE, "wall_seconds"),
+        ("truth", folder / "truth" / TRUTH_RECORD, "seconds"),
+    ):
+        try:
+            out[name] = float(json.loads(path.read_text())[field_])
+        except (OSError, ValueError, KeyError):
+            out[name] = math.nan
+    return out
 
 
 def run_sweep(

@@ -268,6 +268,17 @@ def pool_sweep(results: Sequence[Mapping], reruns: Sequence[Mapping] = ()) -> Sw
     if len(set(truth)) == 2:
         table.units |= unit_scores(truth, calls)
         table.units["intervals"] = bootstrap_units(truth, calls)
+    table.units["by_selection"] = [
+        {"selection": sel, "units": len(mine),
+         "spurious": sum(u["truth"] == "spurious" for u in mine),
+         "spurious_called_spurious": sum(u["truth"] == "spurious" and u["verdict"] == "spurious"
+                                         for u in mine),
+         "core_called_spurious": sum(u["truth"] == "core" and u["verdict"] == "spurious"
+                                     for u in mine),
+         "uncertain": sum(u["verdict"] not in ("core", "spurious") for u in mine)}
+        for sel in sorted({u.get("selection", "top") for u in units})
+        for mine in [[u for u in units if u.get("selection", "top") == sel]]
+    ]  # fmt: skip
 
     # 5. Per world
     for r in results:
@@ -399,6 +410,11 @@ def format_sweep(t: SweepTable) -> str:
                  "balanced": with_ci("balanced_accuracy"), "recall": with_ci("recall"),
                  "precision": with_ci("precision")}]),
     ]  # fmt: skip
+    parts.append(
+        _table("Units by how the truth selected them", u.get("by_selection", []),
+               "top / factor: the truth's top-5 per class / per planted tie; wide: the units "
+               "it labels spurious among the top-20 of either, added to pool spurious units")
+    )  # fmt: skip
     if t.stability:
         parts.append(_table("Stable verdicts: two runs of one audit", t.stability))
     parts.append(_table("Goals (issue #20, chosen before measuring)", t.goals))

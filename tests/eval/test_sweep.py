@@ -23,7 +23,11 @@ SEED = 5
 # The CLI's recipe with --classifier-steps 20 (the zoo's classifier, 20 steps), so that the
 # CLI below finds these results by their key
 TINY = SweepSettings(
-    seeds=1, classifier=ToyClassifierConfig(hide_object=0.1, steps=20), truth_n=8, truth_k=1
+    seeds=1,
+    classifier=ToyClassifierConfig(hide_object=0.1, steps=20),
+    truth_n=8,
+    truth_k=1,
+    spurious_k=3,
 )
 
 
@@ -90,6 +94,10 @@ def test_every_world_gets_its_config_zoo_truth_and_result(swept, base_zoo):
         assert zoo_part(folder, "generator").resolve() == (base_zoo / "generator").resolve()
         assert zoo_part(folder, "classifier") == folder / "classifier"
         units = (folder / "truth" / "units.csv").read_text().strip().splitlines()[1:]
+        truth = json.loads((folder / "truth" / "truth.json").read_text())
+        assert truth["spurious_k"] == 3
+        wide = [u for u in result["units"] if u["selection"] == "wide"]
+        assert len(wide) == truth["wide_units"] and all(u["truth"] == "spurious" for u in wide)
         assert len(result["units"]) == len(units) and all(u["seeds"] == 1 for u in result["units"])
         assert all(u["truth"] in ("core", "spurious") for u in result["units"])
         assert all(set(u["seed_verdicts"]) == {"0"} for u in result["units"])
@@ -124,8 +132,8 @@ def test_a_rerun_resumes_and_the_cli_prints_the_table(swept, base_zoo, spec_dict
         app,
         ["sweep", str(spec_path), "--worlds", "2", "--seed", str(SEED), "--out", str(out),
          "--base-zoo", str(base_zoo), "--seeds", "1", "--classifier-steps", "20",
-         "--truth-n", "8", "--truth-k", "1", "--scatter", str(tmp_path / "s.png"),
-         "--json", str(tmp_path / "t.json")],
+         "--truth-n", "8", "--truth-k", "1", "--spurious-k", "3",
+         "--scatter", str(tmp_path / "s.png"), "--json", str(tmp_path / "t.json")],
     )  # fmt: skip
     assert got.exit_code == 0, got.output
     assert got.output.count("done (result.json)") == 2
