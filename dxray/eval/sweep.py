@@ -378,10 +378,13 @@ def stability_world(
     settings: SweepSettings,
     progress: Progress,
     variants: dict[str, dict[str, object]] = STABILITY_VARIANTS,
+    *,
+    refresh: bool = False,
 ) -> dict:
     """Rerun the world's audit (classes and units, without the shortcut test) once per
     variant, each into its own catalog, and compare every (target, seed) verdict with the
-    world's main run (`verdict_changes`). Cached in stability.json by the settings' key."""
+    world's main run (`verdict_changes`). Cached in stability.json by the settings' key;
+    `refresh` recompares the reruns still in their catalogs."""
     from dxray.eval.reads import read_run
     from dxray.eval.sweep_table import verdict_changes
 
@@ -395,18 +398,27 @@ def stability_world(
         raise ValueError(f"{folder} has no result.json of these settings: run its sweep first")
     reference, _, _ = read_run(folder / "catalog", main["run_id"])
     for name, overrides in variants.items():
-        if name in done["variants"]:
-            continue
         slug = name.replace(" ", "-")
-        progress(f"{folder.name}: stability rerun [{name}]")
-        variant = with_overrides(
-            sweep_spec(spec, folder, settings),
-            **overrides,
-            **{"output.catalog": str(folder / f"catalog-{slug}"), "shortcuts.enabled": False},
-        )
-        run_id, seconds = audit_world(variant, progress)
-        rerun, _, _ = read_run(folder / f"catalog-{slug}", run_id)
-        done["variants"][name] = verdict_changes(reference, rerun) | {"seconds": round(seconds)}
+        catalog = folder / f"catalog-{slug}"
+        if name in done["variants"]:
+            if not refresh or not catalog.is_dir():
+                continue
+            # a variant changes none of what the run id hashes: the main run's id, by default
+            run_id = done["variants"][name].get("run_id", main["run_id"])
+            seconds = done["variants"][name]["seconds"]
+        else:
+            progress(f"{folder.name}: stability rerun [{name}]")
+            variant = with_overrides(
+                sweep_spec(spec, folder, settings),
+                **overrides,
+                **{"output.catalog": str(catalog), "shortcuts.enabled": False},
+            )
+            run_id, seconds = audit_world(variant, progress)
+        rerun, _, _ = read_run(catalog, run_id)
+        done["variants"][name] = verdict_changes(reference, rerun) | {
+            "seconds": round(seconds),
+            "run_id": run_id,
+        }
         _write_json(path, done)
     return done
 

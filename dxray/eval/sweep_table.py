@@ -142,7 +142,8 @@ def verdict_changes(reference: Sequence[Mapping], rerun: Sequence[Mapping]) -> d
     classes = [k for k in common if a[k]["kind"] == "class"]
     changes = [
         {"target": k[0], "seed": k[1], "from": a[k]["verdict"], "to": b[k]["verdict"],
-         "kept_from": a[k].get("kept"), "kept_to": b[k].get("kept")}
+         "kept_from": a[k].get("kept"), "kept_to": b[k].get("kept"),
+         "activation_from": a[k].get("activation"), "activation_to": b[k].get("activation")}
         for k in units if a[k]["verdict"] != b[k]["verdict"]
     ]  # fmt: skip
     moved = sorted(
