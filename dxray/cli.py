@@ -344,6 +344,9 @@ def sweep(
     stability: int = typer.Option(
         0, help="Rerun this world's audit with other batches, threads, workers (-1: none)."
     ),
+    rescore: bool = typer.Option(
+        False, help="Score the finished worlds again from their catalogs first (no audit)."
+    ),
     scatter: Path = typer.Option(None, help="Write the lift-vs-reliance scatter PNG here."),
     json_out: Path = typer.Option(None, "--json", help="Also write the pooled table as JSON."),
 ) -> None:
@@ -355,7 +358,7 @@ def sweep(
     """
     from dataclasses import replace
 
-    from dxray.eval.sweep import SweepSettings, read_stability, run_sweep
+    from dxray.eval.sweep import SweepSettings, read_stability, rescore_world, run_sweep, world_dir
     from dxray.eval.sweep_table import format_sweep, pool_sweep, write_scatter
     from dxray.spec.model import SpecError
     from dxray.spec.parse import load_spec
@@ -367,6 +370,9 @@ def sweep(
             settings, classifier=replace(settings.classifier, steps=classifier_steps)
         )
     try:
+        for index in range(worlds) if rescore else ():
+            if rescore_world(world_dir(out, seed, index)) is not None:
+                typer.echo(f"[dxray sweep] rescored {world_dir(out, seed, index)}")
         results = run_sweep(
             load_spec(spec_path), out=out, seed=seed, worlds=worlds, base_zoo=base_zoo,
             settings=settings, stability=None if stability < 0 else stability,

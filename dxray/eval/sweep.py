@@ -285,16 +285,26 @@ def score_world(folder: Path, run_id: str) -> dict:
     # Units: the truth's label, the audit's verdict (majority over seeds) and each seed's
     units = neuron_rows(neuron_truth, unit_verdicts(audit_rows))
     per_seed: dict[tuple[str, str], dict[str, str]] = {}  # seed -> verdict (JSON keys)
+    measured: dict[tuple[str, str], list[tuple[float | None, float | None]]] = {}
     for r in audit_rows:
         if r["kind"] == "unit" and r["ok"] and r["class_name"] is not None:
             unit = f"{r['layer']}:{int(r['channel'])}"
             per_seed.setdefault((r["class_name"], unit), {})[str(r["seed"])] = r["verdict"]
+            measured.setdefault((r["class_name"], unit), []).append((r["activation"], r["kept"]))
     unit_rows = [
         {
             k: u[k]
             for k in ("class_name", "unit", "selection", "truth", "margin", "seeds", "verdict")
         }
-        | {"seed_verdicts": per_seed.get((u["class_name"], u["unit"]), {})}
+        | {
+            "seed_verdicts": per_seed.get((u["class_name"], u["unit"]), {}),
+            # the unit on its own explanation image, and the share kept without the objects
+            # (means over seeds; None when silent)
+            "activation": _mean(a for a, _ in measured.get((u["class_name"], u["unit"]), [])),
+            "kept": _mean(k for _, k in measured.get((u["class_name"], u["unit"]), [])),
+            "object_response": u["object_response"],
+            "factor_response": u["factor_response"],
+        }
         for u in units
     ]
     return {
@@ -304,6 +314,22 @@ def score_world(folder: Path, run_id: str) -> dict:
         "pairs": pair_rows,
         "units": unit_rows,
     }
+
+
+def _mean(values) -> float | None:
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    return sum(values) / len(values) if values else None
+
+
+def rescore_world(folder: Path) -> dict | None:
+    """Score a finished world again from its catalog (after a change of the scoring, not of
+    the audit), keeping its key and timings; None when it has no result or no catalog."""
+    result = read_result(folder)
+    if result is None or not (folder / "catalog").is_dir():
+        return None
+    result |= score_world(folder, result["run_id"])
+    _write_json(folder / RESULT_FILE, result)
+    return result
 
 
 def _write_json(path: Path, data: dict) -> None:

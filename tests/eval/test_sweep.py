@@ -126,6 +126,7 @@ def test_a_rerun_resumes_and_the_cli_prints_the_table(swept, base_zoo, spec_dict
     from dxray.cli import app
 
     out, results, _, _ = swept
+    before = read_sweep(out, SEED)
     spec_path = tmp_path / "spec.yaml"
     spec_path.write_text(yaml.safe_dump(spec_dict))
     got = CliRunner().invoke(
@@ -133,10 +134,15 @@ def test_a_rerun_resumes_and_the_cli_prints_the_table(swept, base_zoo, spec_dict
         ["sweep", str(spec_path), "--worlds", "2", "--seed", str(SEED), "--out", str(out),
          "--base-zoo", str(base_zoo), "--seeds", "1", "--classifier-steps", "20",
          "--truth-n", "8", "--truth-k", "1", "--spurious-k", "3",
-         "--scatter", str(tmp_path / "s.png"), "--json", str(tmp_path / "t.json")],
+         "--scatter", str(tmp_path / "s.png"), "--json", str(tmp_path / "t.json"),
+         "--rescore"],
     )  # fmt: skip
     assert got.exit_code == 0, got.output
     assert got.output.count("done (result.json)") == 2
+    assert got.output.count("[dxray sweep] rescored") == 2
+    rescored = read_sweep(out, SEED)
+    assert [r["pairs"] for r in rescored] == [r["pairs"] for r in before]
+    assert all("activation" in u for r in rescored for u in r["units"])
     assert "SWEEP: 2 worlds; class shortcuts found" in got.output.splitlines()[-1]
     assert (tmp_path / "s.png").read_bytes().startswith(b"\x89PNG")
     table = json.loads((tmp_path / "t.json").read_text())

@@ -155,14 +155,9 @@ def test_verdict_changes_between_two_runs(results):
          _row("c2", "class", probability=0.6), _row("u4", "unit", "core", ok=False)]  # fmt: skip
     got = verdict_changes(a, b)
     assert (got["units"], got["unit_changes"], got["classes"]) == (3, 1, 2)
-    assert got["changes"][0] | {} == {
-        "target": "u2",
-        "seed": 0,
-        "from": "spurious",
-        "to": "uncertain",
-        "kept_from": 0.52,
-        "kept_to": 0.48,
-    }
+    change = {k: v for k, v in got["changes"][0].items() if not k.startswith("activation")}
+    assert change == {"target": "u2", "seed": 0, "from": "spurious", "to": "uncertain",
+                      "kept_from": 0.52, "kept_to": 0.48}  # fmt: skip
     assert got["kept_change_max"] == pytest.approx(0.04)
     assert got["class_success_changes"] == 1
     table = pool_sweep(results, [{"world": "w0", "variant": "batch 7", **got}])
