@@ -269,6 +269,7 @@ def pool_sweep(results: Sequence[Mapping], reruns: Sequence[Mapping] = ()) -> Sw
     if len(set(truth)) == 2:
         table.units |= unit_scores(truth, calls)
         table.units["intervals"] = bootstrap_units(truth, calls)
+    table.units["errors"] = unit_errors(units)
     table.units["by_selection"] = [
         {"selection": sel, "units": len(mine),
          "spurious": sum(u["truth"] == "spurious" for u in mine),
@@ -302,6 +303,40 @@ def pool_sweep(results: Sequence[Mapping], reruns: Sequence[Mapping] = ()) -> Sw
     table.stability = [{k: v for k, v in r.items() if k != "changes"} for r in reruns]
     table.goals = _goals(table)
     return table
+
+
+SILENT = 1e-3  # the intervention judge's floor (`judge_units`): at or below, it abstains
+
+
+def unit_errors(units: Sequence[Mapping]) -> list[dict]:
+    """Where unit verdicts go wrong, measured: per (truth, verdict) the units, how many were
+    silent on their own explanation image (activation <= `SILENT`: the judge abstains), and
+    the median ratio of the explanation's activation to the unit's truth response to what
+    should drive it (its planted factor for a spurious unit, its class's object for a core
+    one): far above 1, the explanation found a stronger stimulus than the truth measured; far
+    below, it did not reach it."""
+    rows = []
+    for truth in ("spurious", "core"):
+        for verdict in ("spurious", "core", "uncertain"):
+            mine = [u for u in units if u["truth"] == truth and
+                    (u["verdict"] if u["verdict"] in ("spurious", "core") else "uncertain")
+                    == verdict]  # fmt: skip
+            if not mine:
+                continue
+            key = "factor_response" if truth == "spurious" else "object_response"
+            ratios = sorted(
+                u["activation"] / u[key]
+                for u in mine
+                if u.get("activation") is not None and u.get(key) and u[key] > SILENT
+            )
+            kept = sorted(u["kept"] for u in mine if u.get("kept") is not None)
+            rows.append(
+                {"truth": truth, "verdict": verdict, "units": len(mine),
+                 "silent": sum((u.get("activation") or 0.0) <= SILENT for u in mine),
+                 "activation_vs_truth_median": ratios[len(ratios) // 2] if ratios else math.nan,
+                 "kept_median": kept[len(kept) // 2] if kept else math.nan}
+            )  # fmt: skip
+    return rows
 
 
 def _goals(t: SweepTable) -> list[dict]:
@@ -415,6 +450,12 @@ def format_sweep(t: SweepTable) -> str:
         _table("Units by how the truth selected them", u.get("by_selection", []),
                "top / factor: the truth's top-5 per class / per planted tie; wide: the units "
                "it labels spurious among the top-20 of either, added to pool spurious units")
+    )  # fmt: skip
+    parts.append(
+        _table("Units: where the verdicts go wrong", u.get("errors", []),
+               "silent: activation <= 0.001 on its own explanation (the judge abstains); "
+               "activation_vs_truth: the explanation's activation over the truth's response to "
+               "the factor (spurious units) or to the class's object (core units)")
     )  # fmt: skip
     if t.stability:
         parts.append(_table("Stable verdicts: two runs of one audit", t.stability))

@@ -163,3 +163,24 @@ def test_verdict_changes_between_two_runs(results):
     table = pool_sweep(results, [{"world": "w0", "variant": "batch 7", **got}])
     assert table.stability[0]["unit_changes"] == 1 and "changes" not in table.stability[0]
     assert "Stable verdicts" in format_sweep(table)
+
+
+def test_unit_errors_measure_silence_and_the_explanations_reach():
+    from dxray.eval.sweep_table import unit_errors
+
+    def unit(truth, verdict, activation, kept, obj=10.0, factor=2.0):
+        return {"truth": truth, "verdict": verdict, "activation": activation, "kept": kept,
+                "object_response": obj, "factor_response": factor}  # fmt: skip
+
+    rows = unit_errors(
+        [unit("spurious", "uncertain", 0.0, None), unit("spurious", "core", 20.0, 0.1),
+         unit("spurious", "core", 40.0, 0.0), unit("core", "spurious", 1.0, 1.0),
+         unit("core", "core", 12.0, 0.0)]
+    )  # fmt: skip
+    got = {(r["truth"], r["verdict"]): r for r in rows}
+    assert got[("spurious", "uncertain")]["silent"] == 1
+    assert got[("spurious", "core")]["units"] == 2
+    assert got[("spurious", "core")]["activation_vs_truth_median"] == pytest.approx(20.0)
+    assert got[("core", "spurious")]["activation_vs_truth_median"] == pytest.approx(0.1)
+    assert got[("core", "spurious")]["kept_median"] == 1.0
+    assert ("spurious", "spurious") not in got
