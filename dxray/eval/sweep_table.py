@@ -247,6 +247,21 @@ def pool_sweep(results: Sequence[Mapping], reruns: Sequence[Mapping] = ()) -> Sw
         "mae_relied": sum(relied_errors) / len(relied_errors) if relied_errors else math.nan,
         "max_error": max(errors) if errors else math.nan,
     }
+    table.calibration["by_kind"] = [
+        {"pairs": kind, "n": len(mine), "spearman": spearman(
+            [p["reliance_logit"] for p in mine], [p["shortcut_lift"] for p in mine]),
+         "mae": sum(abs(p["shortcut_lift"] - p["reliance_logit"]) for p in mine) / len(mine),
+         "mean_lift_minus_reliance": sum(p["shortcut_lift"] - p["reliance_logit"]
+                                         for p in mine) / len(mine)}
+        for kind, test in (("scene", lambda p: p["factor_kind"] == "context"),
+                           ("cue", lambda p: p["factor_kind"] == "cue"),
+                           ("scene, relied", lambda p: p["factor_kind"] == "context"
+                            and p["reliance_logit"] >= RELIED),
+                           ("cue, relied", lambda p: p["factor_kind"] == "cue"
+                            and p["reliance_logit"] >= RELIED))
+        for mine in [[p for p in scored if test(p)]]
+        if mine
+    ]  # fmt: skip
     table.points = [
         {"world": p["world"], "pair": f"{p['class_name']}-{p['factor']}",
          "kind": p["factor_kind"], "reliance": p["reliance_logit"], "lift": p["shortcut_lift"],
@@ -434,8 +449,10 @@ def format_sweep(t: SweepTable) -> str:
         _table("Relied-on ties (>= 1 nat) by group", t.breakdown,
                "planted: planted ties of the group, relied on or not; found: the test; "
                "singled_out: the object-free explanations"),
-        _table("Calibration: the test's lift vs the truth's reliance, every pair", [cal],
+        _table("Calibration: the test's lift vs the truth's reliance, every pair",
+               [{k: v for k, v in cal.items() if k != "by_kind"}],
                "mae: mean |lift - reliance| in nats; scatter: docs/sweep-calibration.png"),
+        _table("Calibration by kind of pair", cal.get("by_kind", [])),
         _table("Object-free explanations alone",
                [{"relied": e["relied"], "singled_out": e["found"], "unrelated": e["unrelated"],
                  "false_leads": e["false"], "false_per_world": e["false_per_world"],
