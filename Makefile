@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint demo bench clean
+.PHONY: venv test lint demo bench sweep clean
 
 # torch first, pinned: the CPU wheel 2.13.0 lies on this machine's disk, and an open range
 # would pull a multi-GB CUDA build. Everything else resolves around it.
@@ -30,6 +30,11 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/dxray bench engine
+
+# The evaluation over random toy worlds (docs/EVALUATION.md, "The sweep"): hours on a CPU,
+# resumable (every world's result is cached in sweeps/seed-1/world-<k>/).
+sweep: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/dxray sweep pipelines/toy.yaml --worlds 8 --seed 1 --scatter docs/sweep-calibration.png
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

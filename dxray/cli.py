@@ -386,6 +386,74 @@ def score(
 
 
 @app.command()
+def sweep(
+    spec_path: Path = typer.Argument(
+        Path("pipelines/toy.yaml"), help="The audit spec whose engine, judge and shortcut test run."
+    ),
+    worlds: int = typer.Option(8, help="Random worlds 0..N-1 of the sweep."),
+    seed: int = typer.Option(1, help="The sweep's seed: which random worlds (any seed works)."),
+    out: Path = typer.Option(Path("sweeps"), help="Where the worlds' folders go."),
+    base_zoo: Path = typer.Option(
+        Path("dxray/toyworld/zoo/default"),
+        help="The zoo whose generator, segmenter and oracle every world shares (its visuals).",
+    ),
+    seeds: int = typer.Option(1, help="Noise seeds per audited target."),
+    threads: int = typer.Option(1, help="torch threads of training and of the Ray worker."),
+    fixed: bool = typer.Option(False, help="Also train and measure each world's fixed release."),
+    classifier_steps: int = typer.Option(None, help="Classifier steps (default: the zoo's 800)."),
+    truth_n: int = typer.Option(500, help="Scenes per truth measurement."),
+    truth_k: int = typer.Option(5, help="Truth units per class and per planted tie."),
+    spurious_k: int = typer.Option(
+        20, help="Also audit the truly spurious units among the top-K of each (0: none)."
+    ),
+    stability: int = typer.Option(
+        0, help="Rerun this world's audit with other batches, threads, workers (-1: none)."
+    ),
+    rescore: bool = typer.Option(
+        False, help="Score the finished worlds again from their catalogs first (no audit)."
+    ),
+    scatter: Path = typer.Option(None, help="Write the lift-vs-reliance scatter PNG here."),
+    json_out: Path = typer.Option(None, "--json", help="Also write the pooled table as JSON."),
+) -> None:
+    """Evaluate over random toy worlds: train what is missing, measure the truth, audit with
+    the class-shortcut test, pool the scores (docs/EVALUATION.md, "The sweep"). Resumes:
+    every world's result is cached in its folder.
+
+    Example: dxray sweep pipelines/toy.yaml --worlds 8 --seed 1
+    """
+    from dataclasses import replace
+
+    from dxray.eval.sweep import SweepSettings, read_stability, rescore_world, run_sweep, world_dir
+    from dxray.eval.sweep_table import format_sweep, pool_sweep, write_scatter
+    from dxray.spec.model import SpecError
+    from dxray.spec.parse import load_spec
+
+    settings = SweepSettings(seeds=seeds, threads=threads, fixed=fixed, truth_n=truth_n,
+                             truth_k=truth_k, spurious_k=spurious_k)  # fmt: skip
+    if classifier_steps is not None:
+        settings = replace(
+            settings, classifier=replace(settings.classifier, steps=classifier_steps)
+        )
+    try:
+        for index in range(worlds) if rescore else ():
+            if rescore_world(world_dir(out, seed, index)) is not None:
+                typer.echo(f"[dxray sweep] rescored {world_dir(out, seed, index)}")
+        results = run_sweep(
+            load_spec(spec_path), out=out, seed=seed, worlds=worlds, base_zoo=base_zoo,
+            settings=settings, stability=None if stability < 0 else stability,
+            progress=lambda line: typer.echo(f"[dxray sweep] {line}"),
+        )  # fmt: skip
+    except (SpecError, OSError, ValueError, RuntimeError) as err:
+        _fail(str(err))
+    table = pool_sweep(results, read_stability(out, seed))
+    if scatter is not None:
+        write_scatter(table, scatter)
+    if json_out is not None:
+        json_out.write_text(table.to_json())
+    typer.echo(format_sweep(table))
+
+
+@app.command()
 def report(
     catalog: Path = typer.Argument(..., help="A catalog folder."),
     out: Path = typer.Option(Path("report.html"), help="The HTML file to write."),

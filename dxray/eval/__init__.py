@@ -14,8 +14,11 @@ a catalog) and scores it against the zoo's measured truth (`dxray.toyworld.truth
 - labels.py    `dxray score`: a run's unit verdicts vs the human labels stored with it;
 - runner.py    the orchestration (audits, scoring, ablations, writing the eval tables);
 - report.py    the evaluation's tables, as text for the terminal, and the headline line
-               (the HTML page's evaluation section is dxray/report/evaluation.py).
+               (the HTML page's evaluation section is dxray/report/evaluation.py);
+- sweep.py     `dxray sweep`: random toy worlds, each trained, measured and audited in a
+               folder of its own, resumable; stability reruns;
+- sweep_table.py  the sweep's pooled table, the SWEEP line and the calibration scatter.
 
-metrics, neurons, classes, images and report are pure computation over rows and tensors:
+metrics, neurons, classes, images, report and sweep_table are pure computation over rows and tensors:
 no Ray, no files.
 """
