@@ -37,12 +37,12 @@ import math
 import xml.etree.ElementTree as ET
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import date, datetime
 from typing import Any, Literal
 
 import duckdb
 
 from dxray.catalog.views import named_queries
+from dxray.catalog.writer import json_safe
 from dxray.spec.model import GateSpec
 from dxray.spec.parse import recorded_spec
 from dxray.text import MISSING, few
@@ -519,7 +519,7 @@ def to_json(result: GateResult) -> dict[str, Any]:
         "checks": [dataclasses.asdict(c) for c in result.checks],
         "notes": list(result.notes),
     }
-    return _plain(document)
+    return json_safe(document)
 
 
 def to_json_text(result: GateResult) -> str:
@@ -555,7 +555,7 @@ def to_junit(result: GateResult) -> str:
         case = ET.SubElement(
             suite, "testcase", classname=_xml(f"dxray.gate.{c.kind}.{group}"), name=_xml(c.name)
         )
-        detail = _xml(json.dumps(_plain({"baseline": c.baseline, "candidate": c.candidate})))
+        detail = _xml(json.dumps(json_safe({"baseline": c.baseline, "candidate": c.candidate})))
         if c.status == FAIL:
             failure = ET.SubElement(case, "failure", message=_xml(c.message), type=c.change)
             failure.text = detail
@@ -581,16 +581,3 @@ def _xml(text: Any) -> str:
         else "\ufffd"
         for ch in str(text)
     )
-
-
-def _plain(value: Any) -> Any:
-    """Plain JSON: timestamps as ISO text, non-finite floats as null."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

@@ -11,13 +11,10 @@ written by the next scan, so the diffs always cover the whole chain.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable
-from datetime import date, datetime
 from pathlib import Path
-from typing import Any
 
-from dxray.catalog.writer import write_text_atomic
+from dxray.catalog.writer import json_safe, write_text_atomic
 from dxray.run.checkpoints import Checkpoint
 
 DIFF_DIR = "diffs"
@@ -75,7 +72,7 @@ def _write_diffs(
                 "shortcuts": diff.shortcuts.to_pylist() if diff.shortcuts is not None else [],
             }
             path = diff_path(catalog, from_run, to_run)
-            write_text_atomic(path, json.dumps(_json_safe(document), indent=1, allow_nan=False))
+            write_text_atomic(path, json.dumps(json_safe(document), indent=1, allow_nan=False))
             written.append(path)
             if in_place:
                 say(
@@ -104,18 +101,3 @@ def _diff_line(rows: list[dict], from_run: str, to_run: str, path: Path) -> str:
         f"diff  {from_run} -> {to_run}: units {named('new spurious')}, {named('resolved')}; "
         f"{changed} other targets changed -> {path}"
     )
-
-
-def _json_safe(value: Any) -> Any:
-    """Plain JSON: timestamps as ISO text, non-finite floats as null."""
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    return str(value)
