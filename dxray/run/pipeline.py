@@ -93,7 +93,8 @@ def plan(spec: AuditSpec) -> tuple[str, list[dict], str, list[str]]:
             targets=dataclasses.replace(spec.targets, units=dataclasses.replace(units, top_k=0)),
         )
         check_units(classifier, expand_targets(unranked, classifier.class_names, run_id), spec)
-        check_units(classifier, [{"kind": "unit", "layer": units.layer, "channel": 0}], spec)
+        if units.layer is not None:  # None: the layer that feeds the head, found by ranking
+            check_units(classifier, [{"kind": "unit", "layer": units.layer, "channel": 0}], spec)
         from dxray.models.generator import load_generator
         from dxray.run.ranking import rank_class_units
 
