@@ -482,7 +482,7 @@ def run_sweep(
     audits. Returns every world's result."""
     import torch
 
-    from dxray.run.pipeline import ensure_ray, stop_ray
+    from dxray.run.session import ray_session
 
     if worlds < 1:
         raise ValueError(f"worlds must be >= 1, got {worlds}")
@@ -490,20 +490,13 @@ def run_sweep(
     torch.set_num_threads(settings.threads)
     key = settings.key(spec)
     results: list[dict] = []
-    ray_started = False
-    try:
+    with ray_session(spec):  # one Ray for all the audits, started only when one runs
         for index in range(worlds):
             folder = world_dir(out, seed, index)
-            cached = read_result(folder, key)
             rerun = index == stability and _stability_missing(folder, key)
-            if (cached is None or rerun) and not ray_started:
-                ray_started = ensure_ray(spec)
             results.append(run_world(spec, out, seed, index, base_zoo, settings, progress))
             if rerun:
                 stability_world(spec, folder, settings, progress)
-    finally:
-        if ray_started:
-            stop_ray()
     return results
 
 
