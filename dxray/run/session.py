@@ -41,6 +41,13 @@ import numpy as np
 
 from dxray.spec.model import AuditSpec
 
+# How a host's idle torch threads wait: OpenMP's default spins, and a host with two threads on
+# cores that something else uses (Ray's processes, another host) then ran ~5x slower; passive
+# threads sleep instead. Measured on the 2-core build machine, two hosts' processes side by
+# side, 14 targets x 12 iterations each: 1 thread 9.5 s, 2 threads spinning 46 s, 2 threads
+# passive 10.1 s with the 2-thread results bit for bit (docs/BENCHMARKS.md). The driver's
+# OMP_WAIT_POLICY, if set, is passed on instead.
+OMP_WAIT_POLICY = os.environ.get("OMP_WAIT_POLICY", "PASSIVE")
 # The temp folder of the Ray this process started (embedded), removed by `stop_ray`.
 ray_temp_dir: str | None = None
 # The session open in this process (`ray_session`): an inner one is the same session.
@@ -182,6 +189,7 @@ class Session:
             # A host that dies is restarted (its models load again) and its batch retried.
             "max_restarts": r.max_retries,
             "max_task_retries": r.max_retries,
+            "runtime_env": {"env_vars": {"OMP_WAIT_POLICY": OMP_WAIT_POLICY}},
         }
         # Named, so that the dispatcher finds them by name: a restarted dispatcher too, and
         # no actor handle goes through the object store as a constructor argument
