@@ -93,8 +93,8 @@ class Session:
         classifier_sha256: str | None = None,
     ) -> Iterator[list[dict[str, Any]]]:
         """Serve `rows` to stage `stage` of the hosts (`dxray.run.host.stages`) in batches of
-        `batch_size` consecutive rows, for `spec` (`ModelHost.use`); yield each batch's result
-        rows as it comes back."""
+        at most `batch_size` consecutive rows (`batch_bounds`), for `spec` (`ModelHost.use`);
+        yield each batch's result rows as it comes back."""
         parts = [(stage, rows, batch_size)]
         for _, results in self.map_stages(spec, parts, classifier_sha256=classifier_sha256):
             yield results
