@@ -132,7 +132,7 @@ def scale_timing(
 # ---------------------------------------------------------------------------------------------
 
 # The stages of an audit as its catalog dates them: each ends with the last row it wrote.
-AUDIT_STAGES = ("targets", "vocabulary", "pool", "with_object", "finish")
+AUDIT_STAGES = ("targets", "vocabulary", "pool", "with_object")
 
 
 @dataclass
@@ -143,7 +143,9 @@ class AuditTiming:
     spec: str
     wall: float  # the process, start to exit (imports, planning and Ray start included)
     run_seconds: float  # the run's own wall_seconds (planning done, to the finished row)
-    stages: dict[str, float]  # seconds per stage (AUDIT_STAGES), from the catalog's row times
+    # per stage (AUDIT_STAGES): seconds from the run's start to its last row (stages may
+    # overlap), and the workers' compute seconds (the sum of its rows' `seconds`)
+    stages: dict[str, tuple[float, float]]
     verdicts: dict[tuple[str, int], str | None]  # (target_id, seed) -> verdict
     findings: set[tuple[str, str, str]]  # (class_name, attribute, method) with a finding
     candidates: set[tuple[str, str]]  # (class_name, attribute) singled out by the pool
@@ -196,19 +198,20 @@ def read_audit_timing(catalog: Path, *, tree: str, spec: str, wall: float) -> Au
     start = min(r["created_at"] for r in runs)
     final = max(runs, key=lambda r: r["updated_at"])
     images = rows("shortcut_images")
-    ends = {
-        "targets": [r["created_at"] for r in rows("explanations")],
-        "vocabulary": [r["created_at"] for r in images if r["variant"] == "object_free"],
-        "pool": [r["created_at"] for r in rows("shortcut_pool")],
-        "with_object": [r["created_at"] for r in images if r["variant"] == "with_object"],
-        "finish": [final["updated_at"]],
+    of_stage = {
+        "targets": rows("explanations"),
+        "vocabulary": [r for r in images if r["variant"] == "object_free"],
+        "pool": rows("shortcut_pool"),
+        "with_object": [r for r in images if r["variant"] == "with_object"],
     }
-    stages, before = {}, start
-    for stage in AUDIT_STAGES:
-        if ends[stage]:
-            end = max(ends[stage])
-            stages[stage] = (end - before).total_seconds()
-            before = end
+    stages = {
+        stage: (
+            (max(r["created_at"] for r in made) - start).total_seconds(),
+            sum(r["seconds"] or 0.0 for r in made),
+        )
+        for stage, made in of_stage.items()
+        if made
+    }
     verdicts = {}
     for r in sorted(rows("verdicts"), key=lambda r: r["created_at"]):
         verdicts[(r["target_id"], int(r["seed"]))] = r["verdict"]
@@ -242,18 +245,22 @@ def read_audit_timing(catalog: Path, *, tree: str, spec: str, wall: float) -> Au
 def compare_audits(baseline: AuditTiming, new: AuditTiming) -> list[str]:
     """The lines `dxray bench audit` prints: each tree's seconds per stage, the ratios, and
     whether the two runs reached the same verdicts, findings and candidates."""
-    lines = [f"{'':<14}{'baseline':>10}{'new':>10}{'ratio':>8}"]
+    lines = [
+        "seconds          done at (since the run's start)   compute (its rows' worker seconds)",
+        f"{'':<14}{'baseline':>10}{'new':>10}{'ratio':>8}   {'baseline':>10}{'new':>10}{'ratio':>8}",
+    ]
 
-    def line(name: str, a: float | None, b: float | None) -> str:
+    def cells(a: float | None, b: float | None) -> str:
         ratio = f"{b / a:8.2f}" if a and b is not None else f"{'-':>8}"
         fa = f"{a:10.1f}" if a is not None else f"{'-':>10}"
         fb = f"{b:10.1f}" if b is not None else f"{'-':>10}"
-        return f"{name:<14}{fa}{fb}{ratio}"
+        return f"{fa}{fb}{ratio}"
 
     for stage in AUDIT_STAGES:
-        lines.append(line(stage, baseline.stages.get(stage), new.stages.get(stage)))
-    lines.append(line("run", baseline.run_seconds, new.run_seconds))
-    lines.append(line("process", baseline.wall, new.wall))
+        a, b = baseline.stages.get(stage, (None, None)), new.stages.get(stage, (None, None))
+        lines.append(f"{stage:<14}{cells(a[0], b[0])}   {cells(a[1], b[1])}")
+    lines.append(f"{'run':<14}{cells(baseline.run_seconds, new.run_seconds)}")
+    lines.append(f"{'process':<14}{cells(baseline.wall, new.wall)}")
     keys = baseline.verdicts.keys() | new.verdicts.keys()
     differ = sorted(k for k in keys if baseline.verdicts.get(k) != new.verdicts.get(k))
     lines.append(

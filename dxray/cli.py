@@ -215,7 +215,9 @@ def _run_quietly(spec, command: str, verbose: bool, **options):
     check_before_models(spec)  # bad inputs: one line before the log (or anything) is made
     log = log_path(spec.output.catalog, command)
     with library_output(log, verbose=verbose) as terminal:
-        return run_audit(spec, stages=TerminalProgress(terminal, log=log), **options)
+        # Live bars only when nothing else writes to the terminal meanwhile
+        progress = TerminalProgress(terminal, log=log, live=False if verbose else None)
+        return run_audit(spec, stages=progress, **options)
 
 
 def _exit_for(summary) -> None:

@@ -83,7 +83,7 @@ def test_toy_preset_becomes_the_expected_engine_config():
     assert "a watermark" in spec.judge.probes
     ray = spec.ray
     assert (ray.address, ray.workers, ray.num_cpus_per_worker, ray.num_gpus_per_worker) == (
-        None, 2, 1, 0
+        None, 2, 2, 0
     )  # fmt: skip
 
 

@@ -17,6 +17,7 @@ tests/run/test_terminal.py runs a piped demo and checks).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from collections.abc import Iterator
@@ -32,6 +33,40 @@ def log_path(catalog: str | Path, command: str) -> Path:
     """Where a command's library output goes: `<catalog>/logs/<command>-<UTC time>.log`."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     return Path(catalog) / LOG_DIR / f"{command}-{stamp}.log"
+
+
+class _LogFile:
+    """A text stream to a file made on first use: a command refused before anything was
+    printed (a bad spec, a catalog path that is a file) leaves no log and no folder behind."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.encoding = "utf-8"
+        self._file: TextIO | None = None
+
+    def _open(self) -> TextIO:
+        if self._file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # kept open while the block runs; library_output closes it
+            self._file = open(self.path, "a", buffering=1, encoding="utf-8", errors="replace")  # noqa: SIM115
+        return self._file
+
+    def write(self, text: str) -> int:
+        return self._open().write(text) if text else 0
+
+    def flush(self) -> None:
+        if self._file is not None:
+            self._file.flush()
+
+    def fileno(self) -> int:
+        return self._open().fileno()
+
+    def isatty(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
 
 
 class _Tee:
@@ -59,12 +94,12 @@ class _Tee:
 
 @contextmanager
 def library_output(path: str | Path, *, verbose: bool = False) -> Iterator[TextIO]:
-    """Send what is printed inside the block to the log file `path` (created, appended to);
-    yield the stream of the terminal. `verbose`: also show it on stderr."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Send what is printed inside the block to the log file `path` (created when something
+    is first written, appended to); yield the stream of the terminal. `verbose`: also show it
+    on stderr."""
     terminal, errors = sys.stdout, sys.stderr
-    with open(path, "a", buffering=1, encoding="utf-8", errors="replace") as log:
+    log = _LogFile(Path(path))
+    with contextlib.closing(log):
         sink = _Tee(log, errors) if verbose else log
         # Handlers that captured the terminal's streams when they were made (logging's
         # basicConfig, the libraries' own) write to the log too, while the block runs

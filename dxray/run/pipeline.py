@@ -1,8 +1,8 @@
 """The audit pipeline: spec -> targets -> Ray Data -> model hosts -> catalog.
 
-    targets --Session.map("targets", batch_size=B)--> ModelHost actors (one per worker)
-            --> CatalogWriter.write_batch            (one Parquet file per worker batch)
-    then the class-shortcut test on the same hosts (dxray/run/shortcuts.py)
+    targets + object-free renders + pool --Session.map_stages--> ModelHost actors (one per
+        worker) --> CatalogWriter                (one Parquet file per worker batch)
+    then the shortcut test's scoring and with-object renders on the same hosts
 
 `dxray.run.session` holds the Ray side: one Ray Data pipeline per stage, feeding model hosts
 that load the generator, the classifier and the segmenter once and serve every stage.
@@ -32,7 +32,7 @@ from dxray.run.lock import FileLock
 from dxray.run.preflight import check_before_models
 from dxray.run.progress import LogProgress, Progress
 from dxray.run.session import ray_session
-from dxray.run.shortcuts import ShortcutSummary, run_shortcuts
+from dxray.run.shortcuts import ShortcutSummary, ShortcutTest
 from dxray.run.targets import expand_targets
 from dxray.spec.model import AuditSpec, SpecError
 from dxray.spec.unit_csv import read_units
@@ -190,24 +190,34 @@ def run_audit(
         )
         try:
             with ray_session(spec) as session:
-                execute = partial(session.map, spec, classifier_sha256=sha)
-                # 3. The targets, batch by batch through the model hosts; each batch written
-                #    as it comes back
+                test = (
+                    ShortcutTest(spec, run_id, writer, class_names, stages) if shortcuts else None
+                )
+                # 3. Every stage that needs nothing from another, in one pipeline through the
+                #    model hosts: the targets (first: their batches are the longest), the
+                #    shortcut test's object-free renders and its pool. Each batch is written as
+                #    it comes back.
                 if todo:
                     stages.stage("targets", summary.skipped, summary.total)
-                for rows in execute("targets", todo, spec.engine.batch_size):
+                parts = [("targets", todo, spec.engine.batch_size)]
+                parts += test.first_parts() if test is not None else []
+                for stage, rows in session.map_stages(spec, parts, classifier_sha256=sha):
+                    lock.heartbeat()  # the lock is alive while batches come back
+                    if stage != "targets":
+                        test.take(stage, rows)
+                        continue
                     explanations, verdicts, images = split_rows(rows)
                     writer.write_batch(run_id, explanations, verdicts, images)
-                    lock.heartbeat()
                     summary.statuses.update(r["status"] for r in explanations)
                     done_now = summary.skipped + summary.computed
                     stages.stage("targets", done_now, summary.total)
                     if progress is not None:
                         progress(done_now, summary.total, summary.statuses)
-                # 4. The class-shortcut test on the same hosts (dxray/run/shortcuts.py)
-                if shortcuts:
-                    summary.shortcuts = run_shortcuts(
-                        spec, run_id, writer, class_names, execute, stages
+                # 4. What needs them: the shortcut test's scoring, then the with-object renders
+                #    its findings ask for, on the same hosts (dxray/run/shortcuts.py)
+                if test is not None:
+                    summary.shortcuts = test.finish(
+                        partial(session.map, spec, classifier_sha256=sha)
                     )
                 summary.model_loads = session.model_loads()
                 if summary.model_loads:

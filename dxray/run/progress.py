@@ -50,15 +50,18 @@ class LogProgress:
 
 
 class TerminalProgress(LogProgress):
-    """A live bar per stage on a terminal (redrawn in place); on a pipe or a file, a line when
-    a stage starts and at each quarter of it, so a log of the run stays short."""
+    """A live bar per stage on a terminal (the block of bars redrawn in place: stages may run
+    side by side); on a pipe or a file, a line when a stage starts and at each quarter of it,
+    so that a log of the run stays short."""
 
     def __init__(self, stream: TextIO, *, live: bool | None = None, log: Path | None = None):
         super().__init__()
         self.stream = stream
-        self.log = log  # where the library output goes, said under the plan
         self.live = stream.isatty() if live is None else live
+        self.log = log  # where the library output goes, said under the plan
         self._quarter: dict[str, int] = {}
+        self._bars: dict[str, str] = {}  # live: the block's lines, by stage
+        self._drawn = 0  # live: lines of the block on screen
 
     def plan(self, line: str) -> None:
         self._write(line + "\n")
@@ -71,7 +74,10 @@ class TerminalProgress(LogProgress):
             self._started[name] = time.perf_counter()
         text = self._line(name, done, total)
         if self.live:
-            self._write("\r" + text + ("\n" if done >= total else ""))
+            self._bars[name] = text
+            up = f"\x1b[{self._drawn}F" if self._drawn else ""
+            self._write(up + "".join(f"{line}\x1b[K\n" for line in self._bars.values()))
+            self._drawn = len(self._bars)
             return
         quarter = PIPED_LINES * done // max(total, 1)
         if first or quarter > self._quarter.get(name, -1):

@@ -1,10 +1,12 @@
 """The Ray session of a command, and its model hosts: one per worker, loaded once, every stage.
 
     with ray_session(spec) as session:              # Ray starts on first use, stops at the end
-        for rows in session.map(spec, "targets", todo, batch_size=16): ...
-        for rows in session.map(spec, "pool", jobs, batch_size=32): ...
+        for stage, rows in session.map_stages(spec, [("targets", todo, 16),
+                                                     ("pool", jobs, 32)]): ...
+        for rows in session.map(spec, "renders", jobs, batch_size=32): ...
 
-Each stage is a Ray Data pipeline whose batches go to long-lived model hosts:
+Stages are Ray Data pipelines whose batches go to long-lived model hosts (stages that depend on
+nothing from each other share one pipeline, so no host waits at a stage's end):
 
     rows --from_blocks (one block per batch)--> map_batches(serve_batch)     Ray Data tasks
          --> Dispatcher: the batch waits for a free host (one async actor, no CPU)
@@ -31,7 +33,7 @@ import tempfile
 import uuid
 import warnings
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -39,6 +41,13 @@ import numpy as np
 
 from dxray.spec.model import AuditSpec
 
+# How a host's idle torch threads wait: OpenMP's default spins, and a host with two threads on
+# cores that something else uses (Ray's processes, another host) then ran ~5x slower; passive
+# threads sleep instead. Measured on the 2-core build machine, two hosts' processes side by
+# side, 14 targets x 12 iterations each: 1 thread 9.5 s, 2 threads spinning 46 s, 2 threads
+# passive 10.1 s with the 2-thread results bit for bit (docs/BENCHMARKS.md). The driver's
+# OMP_WAIT_POLICY, if set, is passed on instead.
+OMP_WAIT_POLICY = os.environ.get("OMP_WAIT_POLICY", "PASSIVE")
 # The temp folder of the Ray this process started (embedded), removed by `stop_ray`.
 ray_temp_dir: str | None = None
 # The session open in this process (`ray_session`): an inner one is the same session.
@@ -84,22 +93,41 @@ class Session:
         classifier_sha256: str | None = None,
     ) -> Iterator[list[dict[str, Any]]]:
         """Serve `rows` to stage `stage` of the hosts (`dxray.run.host.stages`) in batches of
-        `batch_size` consecutive rows, for `spec` (`ModelHost.use`); yield each batch's result
-        rows as it comes back."""
-        if not rows:
+        at most `batch_size` consecutive rows (`batch_bounds`), for `spec` (`ModelHost.use`);
+        yield each batch's result rows as it comes back."""
+        parts = [(stage, rows, batch_size)]
+        for _, results in self.map_stages(spec, parts, classifier_sha256=classifier_sha256):
+            yield results
+
+    def map_stages(
+        self,
+        spec: AuditSpec,
+        parts: Sequence[tuple[str, list[dict[str, Any]], int]],
+        *,
+        classifier_sha256: str | None = None,
+    ) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+        """Serve stages that depend on nothing from each other in one pipeline: `parts` are
+        (stage, rows, batch size), their batches queued in that order (put the longest first);
+        yield (stage, result rows) per batch as it comes back. No host waits at the end of one
+        stage while another has work."""
+        parts = [(stage, rows, max(1, size)) for stage, rows, size in parts if rows]
+        if not parts:
             return
         import pyarrow as pa
         import ray
 
         dispatcher, hosts = self._hosts_for(spec, classifier_sha256)
-        size = max(1, batch_size)
         # One block per batch, made here: a batch holds the same rows however many hosts
         # there are (a target's result does not depend on how wide the audit runs), and no
         # task has to wait for a CPU the hosts hold (`from_arrow` runs one per block).
-        blocks = [pa.Table.from_pylist(rows[i : i + size]) for i in range(0, len(rows), size)]
+        blocks = []
+        for stage, rows, size in parts:
+            for start, end in batch_bounds(len(rows), size):
+                batch = pa.Table.from_pylist(rows[start:end])
+                blocks.append(batch.append_column(STAGE, pa.array([stage] * batch.num_rows)))
         results = ray.data.from_blocks(blocks).map_batches(
             serve_batch,
-            fn_kwargs={"dispatcher": dispatcher, "stage": stage, "spec": spec.to_dict(),
+            fn_kwargs={"dispatcher": dispatcher, "spec": spec.to_dict(),
                        "classifier_sha256": classifier_sha256},
             batch_size=None,
             batch_format="numpy",
@@ -108,8 +136,9 @@ class Session:
             num_cpus=0,
         )  # fmt: skip
         for columns in results.iter_batches(batch_size=None, batch_format="numpy"):
+            stage = str(columns.pop(STAGE)[0])
             n = len(next(iter(columns.values())))
-            yield [{k: _py(v[i]) for k, v in columns.items()} for i in range(n)]
+            yield stage, [{k: _py(v[i]) for k, v in columns.items()} for i in range(n)]
 
     def model_loads(self) -> Counter[str]:
         """Models the session's hosts have loaded, by role, summed over the hosts."""
@@ -160,6 +189,7 @@ class Session:
             # A host that dies is restarted (its models load again) and its batch retried.
             "max_restarts": r.max_retries,
             "max_task_retries": r.max_retries,
+            "runtime_env": {"env_vars": {"OMP_WAIT_POLICY": OMP_WAIT_POLICY}},
         }
         # Named, so that the dispatcher finds them by name: a restarted dispatcher too, and
         # no actor handle goes through the object store as a constructor argument
@@ -219,21 +249,40 @@ class Dispatcher:
             self.free.put_nowait(host)
 
 
+STAGE = "__stage__"  # the column that says which stage a block's rows are for
+
+
+def batch_bounds(n: int, size: int) -> list[tuple[int, int]]:
+    """(start, end) of each batch of a stage's `n` rows, at most `size` each, cut as dxray's
+    pipeline has always cut them: Ray Data's `from_items` made ceil(n / size) near-equal
+    blocks, consecutive blocks were gathered until they held `size` rows, and each gathering
+    was cut into `size`-row batches. A row's batch decides its rounding (a batch's kernels
+    depend on its size), so keeping the cut keeps every result bit-identical to the earlier
+    versions'. Mostly runs of `size`: 136 rows of 16 are 16, 16, 14, 16, 14, 16, 14, 16, 14."""
+    blocks = max(1, -(-n // size))
+    small, larger = divmod(n, blocks)
+    bounds, start, gathered = [], 0, 0
+    for i in range(blocks):
+        gathered += small + (i < larger)
+        if gathered >= size or i == blocks - 1:
+            end = start + gathered
+            bounds += [(at, min(at + size, end)) for at in range(start, end, size)]
+            start, gathered = end, 0
+    return bounds
+
+
 def serve_batch(
-    batch: dict[str, np.ndarray],
-    *,
-    dispatcher: Any,
-    stage: str,
-    spec: dict,
-    classifier_sha256: str | None,
+    batch: dict[str, np.ndarray], *, dispatcher: Any, spec: dict, classifier_sha256: str | None
 ) -> dict[str, np.ndarray]:
     """One Ray Data batch through a model host: numpy columns -> rows -> result columns."""
     import ray
 
+    stage = str(batch.pop(STAGE)[0])
     n = len(next(iter(batch.values())))
     rows = [{key: plain(key, values[i]) for key, values in batch.items()} for i in range(n)]
     out = ray.get(dispatcher.serve.remote(stage, rows, spec, classifier_sha256))
-    return {key: column([row[key] for row in out]) for key in out[0]}
+    results = {key: column([row[key] for row in out]) for key in out[0]}
+    return {**results, STAGE: column([stage] * len(out))}
 
 
 INT_KEYS = ("class_index", "channel", "seed")

@@ -221,6 +221,142 @@ def _thumbnail(image, side: int = 128):
     return F.interpolate(image[None], size=(side, side), mode="area")[0]
 
 
+# ---------------------------------------------------------------------------------------------
+# On the driver: what to render, in which order, and the scoring
+# ---------------------------------------------------------------------------------------------
+
+Part = tuple[str, list[dict[str, Any]], int]  # (host stage, jobs, batch size)
+
+
+class ShortcutTest:
+    """The class-shortcut test of one run on the driver, in the order of the module docstring:
+
+        test = ShortcutTest(spec, run_id, writer, class_names, progress)
+        parts = test.first_parts()        # 1. the object-free renders and the pool, not yet
+        ...                               #    in the catalog: serve them (with the run's other
+        test.take(stage, rows)            #    independent work), each batch handed back here
+        summary = test.finish(execute)    # 2.-4. scoring, with-object renders, final scoring
+
+    `execute(stage, jobs, batch_size)` yields lists of result rows as the hosts return them
+    (`dxray.run.session.Session.map`); `progress` gets a bar per part: "vocabulary renders",
+    "pool renders", "with-object renders"."""
+
+    def __init__(
+        self,
+        spec: AuditSpec,
+        run_id: str,
+        writer: CatalogWriter,
+        class_names: Sequence[str],
+        progress: Progress | None = None,
+    ):
+        self.spec, self.run_id, self.writer = spec, run_id, writer
+        self.class_names = list(class_names)
+        self.progress = progress or LogProgress()
+        self.summary = ShortcutSummary()
+        sc = spec.shortcuts
+        self.attributes, self.summary.problems = parse_vocabulary(sc.entries(spec.judge))
+        for problem in self.summary.problems:
+            log.warning("shortcuts: %s", problem)
+        self.plan = vocabulary_plan(spec)
+        self.pool = pool_plan(spec) if sc.pool and self.attributes else []
+        self._bars: dict[str, list[int]] = {}  # bar -> [done, total]
+
+    def first_parts(self) -> list[Part]:
+        """The object-free renders and the pool members the catalog lacks: they depend on
+        nothing, so they may share a pipeline with the targets."""
+        parts = [self._missing_renders(self.plan, "vocabulary renders")]
+        done = _done(self.writer, self.run_id, "shortcut_pool")
+        todo = [j for j in self.pool if j["render_id"] not in done]
+        if todo:
+            self._bar("pool renders", len(self.pool) - len(todo), len(self.pool))
+            parts.append(("pool", todo, self.spec.shortcuts.batch_size))
+        return [part for part in parts if part[1]]
+
+    def take(self, stage: str, rows: list[dict[str, Any]]) -> None:
+        """Write a batch of results that a host returned for one of this test's parts."""
+        if stage == "pool":
+            for row in rows:
+                row["probe_scores"] = list(json.loads(row["probe_scores"] or "{}").items())
+            self.writer.write("shortcut_pool", rows, self.run_id)
+            self._advance("pool renders", len(rows))
+            return
+        self.writer.write("shortcut_images", rows, self.run_id)
+        self.summary.rendered += len(rows)
+        for variant, bar in (("object_free", "vocabulary renders"),
+                             ("with_object", "with-object renders")):  # fmt: skip
+            self._advance(bar, sum(r["variant"] == variant for r in rows))
+
+    def finish(self, execute: Callable[[str, list[dict], int], Iterable[list[dict]]]):
+        """Score the object-free renders, read the pool's candidates, render the with-object
+        variants the findings ask for, score again and write the scoring; the summary."""
+        sc, summary, names = self.spec.shortcuts, self.summary, self.class_names
+        rule = FindingRule(sc.min_lift, sc.confidence, sc.min_images)
+        # 2. The first scoring: which (class, attribute) pairs are findings
+        plan = list(self.plan)
+        scored = _rendered(self.writer, self.run_id, plan)
+        rows = lift_rows(scored, self.attributes, len(names), rule)
+        # 2b. Object-free explanations: each class's top images of the shared pool
+        candidate_rows = []
+        if self.pool:
+            wanted = {j["render_id"] for j in self.pool}
+            candidate_rows = _candidates(self.writer, self.run_id, wanted, self.attributes, sc)
+            if not candidate_rows:
+                summary.problems.append(
+                    f"object-free explanations: none of the {sc.pool} pool images was free of "
+                    "objects after erasing (the segmenter still found one in each): no "
+                    "candidates. Check the segmenter's object masks on a few images of the "
+                    "shortcut_pool table."
+                )
+            summary.candidates = [
+                (names[r["class_index"]], r["attribute"], r["rate"])
+                for r in candidate_rows
+                if r["candidate"]
+            ]
+        # 3. The with-object renders for the chosen classes; 4. the final scoring
+        if sc.with_object != "none" and self.attributes:
+            findings = {r["class_index"] for r in rows if r["finding"]}
+            more = with_object_plan(self.spec, names, findings)
+            if more:
+                stage, jobs, size = self._missing_renders(more, "with-object renders")
+                for batch in execute(stage, jobs, size):
+                    self.take(stage, batch)
+                plan += more
+                scored = _rendered(self.writer, self.run_id, plan)
+                rows = lift_rows(scored, self.attributes, len(names), rule)
+        summary.renders = len(plan)
+        summary.statuses = Counter(r["status"] for r in scored)
+        _write_scores(self.writer, self.run_id, rows, names, summary.problems, candidate_rows)
+        summary.notes = sorted(
+            {f"{r['attribute']}: {r['note']}" for r in rows
+             if r["note"] and r["method"] == "object_free"}
+        )  # fmt: skip
+        for note in summary.notes:
+            log.warning("shortcuts: %s", note)
+        summary.findings = [
+            (names[r["class_index"]], r["attribute"], r["lift"])
+            for r in rows
+            if r["finding"] and r["method"] == "object_free"
+        ]
+        return summary
+
+    def _missing_renders(self, plan: list[Render], bar: str) -> Part:
+        done = _done(self.writer, self.run_id, "shortcut_images")
+        todo = [_job(r, self.class_names) for r in plan if r.key not in done]
+        if todo:
+            self._bar(bar, len(plan) - len(todo), len(plan))
+        return "renders", todo, self.spec.shortcuts.batch_size
+
+    def _bar(self, name: str, done: int, total: int) -> None:
+        self._bars[name] = [done, total]
+        self.progress.stage(name, done, total)
+
+    def _advance(self, name: str, n: int) -> None:
+        if n and name in self._bars:
+            bar = self._bars[name]
+            bar[0] += n
+            self.progress.stage(name, *bar)
+
+
 def run_shortcuts(
     spec: AuditSpec,
     run_id: str,
@@ -229,78 +365,13 @@ def run_shortcuts(
     execute: Callable[[str, list[dict], int], Iterable[list[dict]]],
     progress: Progress | None = None,
 ) -> ShortcutSummary:
-    """The stage described in the module docstring. `execute(stage, jobs, batch_size)` yields
-    lists of result rows as the model hosts return them (`dxray.run.session.Session.map`);
-    `progress` gets a bar per part: "vocabulary renders", "pool renders", "with-object
-    renders"."""
-    sc = spec.shortcuts
-    progress = progress or LogProgress()
-    summary = ShortcutSummary()
-    attributes, summary.problems = parse_vocabulary(sc.entries(spec.judge))
-    for problem in summary.problems:
-        log.warning("shortcuts: %s", problem)
-    rule = FindingRule(sc.min_lift, sc.confidence, sc.min_images)
-    # 1. Object-free renders; 2. first scoring
-    plan = vocabulary_plan(spec)
-    _render_missing(spec, run_id, writer, plan, class_names, execute, summary, progress,
-                    "vocabulary renders")  # fmt: skip
-    scored = _rendered(writer, run_id, plan)
-    rows = lift_rows(scored, attributes, len(class_names), rule)
-    # 2b. Object-free explanations: the shared pool, each class's top images
-    candidate_rows = []
-    if sc.pool and attributes:
-        pool = pool_plan(spec)
-        done = _done(writer, run_id, "shortcut_pool")
-        todo = [j for j in pool if j["render_id"] not in done]
-        if todo:
-            rendered = len(pool) - len(todo)
-            progress.stage("pool renders", rendered, len(pool))
-            for batch in execute("pool", todo, sc.batch_size):
-                for row in batch:
-                    row["probe_scores"] = list(json.loads(row["probe_scores"] or "{}").items())
-                writer.write("shortcut_pool", batch, run_id)
-                rendered += len(batch)
-                progress.stage("pool renders", rendered, len(pool))
-        candidate_rows = _candidates(writer, run_id, {j["render_id"] for j in pool}, attributes, sc)
-        if not candidate_rows:
-            summary.problems.append(
-                f"object-free explanations: none of the {sc.pool} pool images was free of "
-                "objects after erasing (the segmenter still found one in each): no candidates. "
-                "Check the segmenter's object masks on a few images of the shortcut_pool table."
-            )
-        summary.candidates = [
-            (class_names[r["class_index"]], r["attribute"], r["rate"])
-            for r in candidate_rows
-            if r["candidate"]
-        ]
-    # 3. With-object renders for the chosen classes; 4. final scoring
-    if sc.with_object != "none" and attributes:
-        findings = {r["class_index"] for r in rows if r["finding"]}
-        more = with_object_plan(spec, class_names, findings)
-        if more:
-            _render_missing(spec, run_id, writer, more, class_names, execute, summary, progress,
-                            "with-object renders")  # fmt: skip
-            plan += more
-            scored = _rendered(writer, run_id, plan)
-            rows = lift_rows(scored, attributes, len(class_names), rule)
-    summary.renders = len(plan)
-    summary.statuses = Counter(r["status"] for r in scored)
-    _write_scores(writer, run_id, rows, class_names, summary.problems, candidate_rows)
-    summary.notes = sorted(
-        {
-            f"{r['attribute']}: {r['note']}"
-            for r in rows
-            if r["note"] and r["method"] == "object_free"
-        }
-    )
-    for note in summary.notes:
-        log.warning("shortcuts: %s", note)
-    summary.findings = [
-        (class_names[r["class_index"]], r["attribute"], r["lift"])
-        for r in rows
-        if r["finding"] and r["method"] == "object_free"
-    ]
-    return summary
+    """The whole test, its parts one after the other (`run_audit` serves the first parts in
+    one pipeline with the targets instead)."""
+    test = ShortcutTest(spec, run_id, writer, class_names, progress)
+    for stage, jobs, size in test.first_parts():
+        for rows in execute(stage, jobs, size):
+            test.take(stage, rows)
+    return test.finish(execute)
 
 
 def _tag(spec: AuditSpec) -> str:
@@ -337,22 +408,6 @@ def pool_plan(spec: AuditSpec) -> list[dict[str, Any]]:
     engine = spec.engine
     key = f"pool|{engine.template}|{engine.n_vectors}|{_tag(spec)}"
     return [{"render_id": f"{key}|{seed}", "seed": seed} for seed in range(spec.shortcuts.pool)]
-
-
-def _render_missing(spec, run_id, writer, plan: list[Render], class_names, execute, summary,
-                    progress: Progress, name: str):  # fmt: skip
-    done = _done(writer, run_id, "shortcut_images")
-    todo = [_job(r, class_names) for r in plan if r.key not in done]
-    if not todo:
-        return
-    already = len(plan) - len(todo)
-    progress.stage(name, already, len(plan))
-    rendered = 0
-    for rows in execute("renders", todo, spec.shortcuts.batch_size):
-        writer.write("shortcut_images", rows, run_id)
-        rendered += len(rows)
-        progress.stage(name, already + rendered, len(plan))
-    summary.rendered += rendered
 
 
 def _job(render: Render, class_names: Sequence[str]) -> dict[str, Any]:

@@ -35,7 +35,9 @@ def _table(catalog, table, run_id, key):
 
 
 def _batches(items, size):
-    return [items[i : i + size] for i in range(0, len(items), size)]
+    from dxray.run.session import batch_bounds
+
+    return [items[start:end] for start, end in batch_bounds(len(items), size)]
 
 
 def test_every_stage_runs_on_hosts_that_load_their_models_once(every_stage):
@@ -110,3 +112,22 @@ def test_a_session_keeps_its_hosts_and_swaps_only_the_classifier(tiny_spec, tmp_
 
     assert probabilities(first) != probabilities(second)  # the new weights were used
     assert probabilities(second) == probabilities(third)
+
+
+def test_batches_are_cut_where_the_previous_pipeline_cut_them():
+    """The cuts Ray Data's from_items + map_batches(batch_size) made in dxray before the model
+    hosts (measured on Ray 2.60 with the landed tree): a row keeps its batch, so its rounding."""
+    from dxray.run.session import batch_bounds
+
+    measured = {
+        (136, 16): [16, 16, 14, 16, 14, 16, 14, 16, 14],  # the evaluation's default world
+        (156, 16): [16] * 7 + [14, 16, 14],  # ... and the reshuffled one
+        (30, 16): [16, 14],  # the demo
+        (20, 16): [16, 4],
+        (1024, 32): [32] * 32,
+    }
+    for (n, size), sizes in measured.items():
+        bounds = batch_bounds(n, size)
+        assert [end - start for start, end in bounds] == sizes, (n, size)
+        assert bounds[0][0] == 0 and bounds[-1][1] == n
+        assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:], strict=False))  # no gap

@@ -79,3 +79,29 @@ def test_a_piped_demo_prints_its_plan_a_few_lines_per_stage_and_the_summary(tiny
     assert run.returncode == 0, verbose
     assert "Started a local Ray instance" in verbose and "1 of 12 targets to compute" in verbose
     assert "Started a local Ray instance" in next((other / "logs").glob("audit-*.log")).read_text()
+
+
+def test_bars_live_on_a_terminal_and_a_few_lines_on_a_pipe():
+    import io
+
+    from dxray.run.progress import TerminalProgress
+
+    def feed(progress):
+        progress.plan("run r: 2 stages")
+        for done in range(0, 33, 4):  # two stages side by side, 9 updates each
+            progress.stage("targets", done, 32)
+            progress.stage("pool renders", done, 32)
+
+    piped = io.StringIO()
+    feed(TerminalProgress(piped, live=False))
+    lines = piped.getvalue().splitlines()
+    assert lines[0] == "run r: 2 stages"
+    for stage in ("targets", "pool renders"):
+        mine = [line for line in lines if line.strip().startswith(stage)]
+        assert len(mine) == 5 and mine[-1].split()[-3] == "32/32", mine  # start + 4 quarters
+    live = io.StringIO()
+    feed(TerminalProgress(live, live=True))
+    text = live.getvalue()
+    # the block redrawn in place: after its first line, then after both
+    assert text.count("\x1b[1F") == 1 and text.count("\x1b[2F") == 2 * 9 - 2
+    assert text.rstrip("\n").endswith("\x1b[K")
