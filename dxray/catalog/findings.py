@@ -152,6 +152,7 @@ class Lead:
     attribute: str
     rate: float  # share of the class's top pool images that show the attribute
     pool_rate: float | None  # ... and of the whole pool
+    pool_lift: float | None  # the class's score on pool images with it minus without (nats)
     lift: float | None  # the test's lift for the pair (None: not in the vocabulary)
     low: float | None
     high: float | None
@@ -165,6 +166,8 @@ class Lead:
         shown = f"{self.attribute} is in {self.rate:.0%} of its object-free explanation's images"
         if self.pool_rate is not None:
             shown += f" ({self.pool_rate:.0%} of all)"
+        if self.pool_lift is not None:
+            shown += f" and its score is {self.pool_lift:.1f} nats higher on those that show it"
         if self.lift is None:
             return f"{self.label} {shown}; the test's vocabulary has no such attribute"
         return (
@@ -309,7 +312,8 @@ def read_answer(con: duckdb.DuckDBPyConnection, run_id: str) -> Answer:
     leads = []
     for c in _rows(
         con,
-        "SELECT class_index, class_name, attribute, rate, pool_rate FROM shortcut_candidates "
+        "SELECT class_index, class_name, attribute, rate, pool_rate, pool_lift "
+        "FROM shortcut_candidates "
         "WHERE run_id = $run_id AND candidate ORDER BY class_index, rate DESC, attribute",
         run_id,
     ):
@@ -322,6 +326,7 @@ def read_answer(con: duckdb.DuckDBPyConnection, run_id: str) -> Answer:
                 attribute=c["attribute"],
                 rate=c["rate"],
                 pool_rate=c["pool_rate"],
+                pool_lift=c.get("pool_lift"),
                 lift=None if tested is None else tested["lift"],
                 low=None if tested is None else tested["low"],
                 high=None if tested is None else tested["high"],

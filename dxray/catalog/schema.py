@@ -149,6 +149,8 @@ SHORTCUT_IMAGES = pa.schema(
         pa.field("object_query", pa.string()),  # ... and which object that was
         pa.field("attribute_presence", pa.float64()),  # of the attribute the image must show
         pa.field("logits", pa.list_(pa.float32())),  # the classifier's, one per class
+        # layer -> its channel means, for the layers of the run's class units (the unit test)
+        pa.field("unit_means", pa.map_(pa.string(), pa.list_(pa.float32()))),
         pa.field("png", pa.binary()),
         pa.field("seconds", pa.float64()),  # the worker batch's time, shared by its images
         pa.field("worker", pa.string()),
@@ -179,7 +181,7 @@ SHORTCUT_POOL = pa.schema(
 )
 
 # What each class's object-free explanation shows: per attribute, its rate in the class's top
-# pool images vs in the whole pool; a candidate when high in both senses (see `discover`).
+# pool images vs in the whole pool, and the pool lift; a candidate by `discover.CandidateRule`.
 SHORTCUT_CANDIDATES = pa.schema(
     [
         _required("run_id", pa.string()),
@@ -191,8 +193,36 @@ SHORTCUT_CANDIDATES = pa.schema(
         pa.field("pool_rate", pa.float64()),
         pa.field("images", pa.int64()),
         pa.field("mean_z", pa.float64()),  # the class's centred logit on its chosen images
+        # the class's mean centred logit on the pool's images with the attribute minus without
+        pa.field("pool_lift", pa.float64()),
         pa.field("candidate", pa.bool_()),
         pa.field("chosen", pa.list_(pa.string())),  # render ids of the class's explanation
+        _required("created_at", TIMESTAMP),
+    ]
+)
+
+# The unit-shortcut test (dxray/shortcuts/unit_score.py): per class unit, its mean on the
+# factors' object-free images vs on the class's object, the margin, its interval, the verdict.
+UNIT_SHORTCUTS = pa.schema(
+    [
+        _required("run_id", pa.string()),
+        _required("score_id", pa.string()),
+        _required("class_index", pa.int32()),
+        pa.field("class_name", pa.string()),
+        _required("unit", pa.string()),  # "layer:channel"
+        pa.field("layer", pa.string()),
+        pa.field("channel", pa.int64()),
+        pa.field("factors_from", pa.string()),  # findings (the class's) | vocabulary (all)
+        pa.field("factor", pa.string()),  # the factor that drives the unit most
+        pa.field("factor_response", pa.float64()),
+        pa.field("object_response", pa.float64()),
+        pa.field("margin", pa.float64()),  # factor - object
+        pa.field("low", pa.float64()),
+        pa.field("high", pa.float64()),
+        pa.field("factor_images", pa.int64()),
+        pa.field("object_images", pa.int64()),
+        pa.field("verdict", pa.string()),  # spurious | core | uncertain
+        pa.field("note", pa.string()),
         _required("created_at", TIMESTAMP),
     ]
 )
@@ -315,6 +345,7 @@ SCHEMAS: dict[str, pa.Schema] = {
     "shortcuts": SHORTCUTS,
     "shortcut_pool": SHORTCUT_POOL,
     "shortcut_candidates": SHORTCUT_CANDIDATES,
+    "unit_shortcuts": UNIT_SHORTCUTS,
     "eval_metrics": EVAL_METRICS,
     "eval_neurons": EVAL_NEURONS,
     "eval_classes": EVAL_CLASSES,
@@ -343,6 +374,10 @@ CHOICES: dict[str, dict[str, frozenset[str]]] = {
     },
     "shortcut_pool": {"status": frozenset({"kept", "object", "error"})},
     "shortcut_candidates": {},
+    "unit_shortcuts": {
+        "verdict": frozenset({"core", "spurious", "uncertain"}),
+        "factors_from": frozenset({"findings", "vocabulary"}),
+    },
     "shortcuts": {
         "kind": frozenset({"scene", "overlay"}),
         "method": frozenset({"object_free", "with_object", "vocabulary"}),

@@ -47,6 +47,7 @@ VIEWS = (
     "shortcut_pool",
     "shortcut_candidates",
     "class_shortcuts",
+    "unit_shortcuts",
     "eval_metrics",
     "eval_neurons",
     "eval_classes",

@@ -34,6 +34,7 @@ from dxray.run.progress import LogProgress, Progress
 from dxray.run.session import ray_session
 from dxray.run.shortcuts import ShortcutSummary, ShortcutTest
 from dxray.run.targets import expand_targets
+from dxray.shortcuts.unit_score import UnitTarget
 from dxray.spec.model import AuditSpec, SpecError
 from dxray.spec.unit_csv import read_units
 
@@ -111,6 +112,16 @@ def plan(spec: AuditSpec) -> tuple[str, list[dict], str, list[str]]:
     targets = expand_targets(spec, classifier.class_names, run_id, unit_ranking=ranking)
     check_units(classifier, targets, spec)
     return run_id, targets, sha, list(classifier.class_names)
+
+
+def class_units(targets: list[dict]) -> list[UnitTarget]:
+    """The run's units audited for a class (the unit-shortcut test's), each once."""
+    units = {
+        UnitTarget(int(t["class_index"]), t["layer"], int(t["channel"]))
+        for t in targets
+        if t["kind"] == "unit" and t["class_index"] is not None
+    }
+    return sorted(units, key=lambda u: (u.class_index, u.layer, u.channel))
 
 
 def check_units(classifier, targets: list[dict], spec: AuditSpec) -> None:
@@ -191,7 +202,11 @@ def run_audit(
         try:
             with ray_session(spec) as session:
                 test = (
-                    ShortcutTest(spec, run_id, writer, class_names, stages) if shortcuts else None
+                    ShortcutTest(
+                        spec, run_id, writer, class_names, stages, units=class_units(targets)
+                    )
+                    if shortcuts
+                    else None
                 )
                 # 3. Every stage that needs nothing from another, in one pipeline through the
                 #    model hosts: the targets (first: their batches are the longest), the
@@ -253,8 +268,11 @@ def describe_plan(
         pool = f", a pool of {len(pool_plan(spec))} object-free explanations" if sc.pool else ""
         beside = {"findings": ", with-object renders for the classes with a finding",
                   "all": ", with-object renders for every class", "none": ""}[sc.with_object]  # fmt: skip
+        u = spec.targets.units
+        units = ", the unit-shortcut test" if sc.units and (u.top_k or u.csv) else ""
         text += (
             f"; class-shortcut test: {len(vocabulary_plan(spec))} vocabulary renders{pool}{beside}"
+            f"{units}"
         )
     return text + f"; {r.workers} worker(s) of {each} on {where}"
 

@@ -4,10 +4,13 @@
             --> CatalogWriter.write("shortcut_images")   (one file per batch)
     shortcut_images --dxray.shortcuts.score.lift_rows--> CatalogWriter.write("shortcuts")
 
-1. the object-free renders (every scene alone, every overlay on every scene, `seeds` each);
+1. the object-free renders (every scene alone, every overlay on every scene, `seeds` each),
+   and for the unit-shortcut test (`shortcuts.units`) each unit class's object on every scene;
+   every render reports the channel means of the run's unit layers then;
 2. a first scoring: which (class, attribute) pairs are findings;
 3. the with-object renders for those classes (or all, or none: `shortcuts.with_object`);
-4. the final scoring, written as one `shortcuts` batch with a new score id.
+4. the final scoring, written as one `shortcuts` batch with a new score id, and the unit
+   test's rows (`unit_shortcuts`, dxray.shortcuts.unit_score) under the same score id.
 A render already in the catalog is never rendered again (resume); scoring is cheap and reads
 only the renders the current vocabulary asks for.
 """
@@ -30,6 +33,7 @@ from dxray.catalog.writer import CatalogWriter, part_files
 from dxray.run.progress import LogProgress, Progress
 from dxray.run.worker import png
 from dxray.shortcuts.score import FindingRule, lift_rows
+from dxray.shortcuts.unit_score import UnitRule, UnitTarget, unit_rows
 from dxray.shortcuts.vocabulary import (
     Render,
     object_free_renders,
@@ -44,7 +48,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("dxray.audit")
 
 JOB_KEYS = ("render_id", "variant", "scene", "overlay", "class_index", "class_name", "prompt",
-            "seed", "attribute")  # fmt: skip
+            "seed", "attribute", "unit_layers")  # fmt: skip
 SCORING_COLUMNS = ("render_id", "variant", "scene", "overlay", "class_index", "seed", "status",
                    "logits", "created_at")  # fmt: skip
 
@@ -55,6 +59,9 @@ class ShortcutSummary:
     rendered: int = 0  # ... rendered in this session (the rest were in the catalog)
     statuses: Counter = field(default_factory=Counter)  # of all renders
     findings: list[tuple[str, str, float]] = field(default_factory=list)  # class, attribute, lift
+    # the unit-shortcut test's spurious units: class, unit, factor, margin
+    spurious_units: list[tuple[str, str, str, float]] = field(default_factory=list)
+    units_tested: int = 0
     # what the object-free explanations single out: class, attribute, rate in its images
     candidates: list[tuple[str, str, float]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # vocabulary entries skipped, and why
@@ -72,6 +79,7 @@ def render_batch(host: ModelHost, jobs: list[dict[str, Any]]) -> list[dict[str, 
     from dxray.shortcuts.render import check_images, render_text
 
     started = time.perf_counter()
+    layers = json.loads(jobs[0].get("unit_layers") or "[]")
     images = render_text(
         host.generator, [j["prompt"] for j in jobs], [int(j["seed"]) for j in jobs],
         _sampler(host.spec), batch_size=len(jobs),
@@ -84,6 +92,7 @@ def render_batch(host: ModelHost, jobs: list[dict[str, Any]]) -> list[dict[str, 
         _object_queries(host),
         own_object=[j["class_index"] for j in jobs],
         top_k=_top_k(host.spec),
+        layers=layers,
     )
     seconds = (time.perf_counter() - started) / len(jobs)
     return [
@@ -95,6 +104,10 @@ def render_batch(host: ModelHost, jobs: list[dict[str, Any]]) -> list[dict[str, 
             object_query=checked.object_query[i],
             attribute_presence=float(checked.attribute_presence[i]),
             logits=checked.logits[i].tolist(),
+            # JSON through Ray Data, like the pool's probes; None when no unit is tested
+            unit_means=json.dumps({k: v[i].tolist() for k, v in checked.units.items()})
+            if layers
+            else None,
             png=png(images[i]),
             seconds=seconds,
         )
@@ -109,8 +122,8 @@ def render_error_row(job: dict[str, Any], error: str, worker: str) -> dict[str, 
 
 def _render_row(job: dict[str, Any], worker: str, **result) -> dict[str, Any]:
     empty = dict.fromkeys(("error", "object_presence", "object_query", "attribute_presence",
-                           "logits", "png", "seconds"))  # fmt: skip
-    row = {k: v for k, v in job.items() if k != "attribute"}
+                           "logits", "unit_means", "png", "seconds"))  # fmt: skip
+    row = {k: v for k, v in job.items() if k not in ("attribute", "unit_layers")}
     return {**row, **empty, **result, "worker": worker}
 
 
@@ -239,7 +252,7 @@ class ShortcutTest:
 
     `execute(stage, jobs, batch_size)` yields lists of result rows as the hosts return them
     (`dxray.run.session.Session.map`); `progress` gets a bar per part: "vocabulary renders",
-    "pool renders", "with-object renders"."""
+    "pool renders", "unit-test renders", "with-object renders"."""
 
     def __init__(
         self,
@@ -248,9 +261,14 @@ class ShortcutTest:
         writer: CatalogWriter,
         class_names: Sequence[str],
         progress: Progress | None = None,
+        units: Sequence[UnitTarget] = (),
     ):
         self.spec, self.run_id, self.writer = spec, run_id, writer
         self.class_names = list(class_names)
+        # The unit-shortcut test's units (the run's units audited for a class) and the layers
+        # every render reports channel means of
+        self.units = list(units) if spec.shortcuts.units else []
+        self.layers = sorted({u.layer for u in self.units})
         self.progress = progress or LogProgress()
         self.summary = ShortcutSummary()
         sc = spec.shortcuts
@@ -258,13 +276,21 @@ class ShortcutTest:
         for problem in self.summary.problems:
             log.warning("shortcuts: %s", problem)
         self.plan = vocabulary_plan(spec)
+        self.unit_plan = (
+            object_on_scenes_plan(spec, class_names, {u.class_index for u in self.units})
+            if self.units and self.attributes
+            else []
+        )
         self.pool = pool_plan(spec) if sc.pool and self.attributes else []
         self._bars: dict[str, list[int]] = {}  # bar -> [done, total]
+        self._bar_of: dict[str, str] = {}  # render id -> its bar
 
     def first_parts(self) -> list[Part]:
         """The object-free renders and the pool members the catalog lacks: they depend on
         nothing, so they may share a pipeline with the targets."""
         parts = [self._missing_renders(self.plan, "vocabulary renders")]
+        if self.unit_plan:
+            parts.append(self._missing_renders(self.unit_plan, "unit-test renders"))
         done = _done(self.writer, self.run_id, "shortcut_pool")
         todo = [j for j in self.pool if j["render_id"] not in done]
         if todo:
@@ -280,11 +306,14 @@ class ShortcutTest:
             self.writer.write("shortcut_pool", rows, self.run_id)
             self._advance("pool renders", len(rows))
             return
+        for row in rows:
+            if row.get("unit_means") is not None:
+                row["unit_means"] = list(json.loads(row["unit_means"]).items())
         self.writer.write("shortcut_images", rows, self.run_id)
         self.summary.rendered += len(rows)
-        for variant, bar in (("object_free", "vocabulary renders"),
-                             ("with_object", "with-object renders")):  # fmt: skip
-            self._advance(bar, sum(r["variant"] == variant for r in rows))
+        counts = Counter(self._bar_of.get(r["render_id"], "vocabulary renders") for r in rows)
+        for bar, n in counts.items():
+            self._advance(bar, n)
 
     def finish(self, execute: Callable[[str, list[dict], int], Iterable[list[dict]]]):
         """Score the object-free renders, read the pool's candidates, render the with-object
@@ -323,9 +352,14 @@ class ShortcutTest:
                 plan += more
                 scored = _rendered(self.writer, self.run_id, plan)
                 rows = lift_rows(scored, self.attributes, len(names), rule)
-        summary.renders = len(plan)
+        summary.renders = len(plan) + len({r.key for r in self.unit_plan} - {r.key for r in plan})
         summary.statuses = Counter(r["status"] for r in scored)
-        _write_scores(self.writer, self.run_id, rows, names, summary.problems, candidate_rows)
+        score_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+        _write_scores(
+            self.writer, self.run_id, score_id, rows, names, summary.problems, candidate_rows
+        )
+        if self.units:
+            self._score_units(score_id, plan, rows)
         summary.notes = sorted(
             {f"{r['attribute']}: {r['note']}" for r in rows
              if r["note"] and r["method"] == "object_free"}
@@ -339,11 +373,45 @@ class ShortcutTest:
         ]
         return summary
 
+    def _score_units(self, score_id: str, plan: list[Render], rows: list[dict]) -> None:
+        """The unit-shortcut test on the renders of `plan` and the unit plan; its rows."""
+        keys = {r.key for r in plan} | {r.key for r in self.unit_plan}
+        columns = (*SCORING_COLUMNS, "unit_means")
+        renders = _latest(self.writer, self.run_id, "shortcut_images", keys, columns)
+        findings: dict[int, list[str]] = {}
+        for r in rows:
+            if r["finding"] and r["method"] == "object_free":
+                findings.setdefault(r["class_index"], []).append(r["attribute"])
+        sc = self.spec.shortcuts
+        out = unit_rows(
+            renders, self.units, self.attributes, findings, UnitRule(sc.confidence, sc.min_images)
+        )
+        self.summary.units_tested = len(out)
+        self.summary.spurious_units = [
+            (self.class_names[r["class_index"]], r["unit"], r["factor"], r["margin"])
+            for r in out
+            if r["verdict"] == "spurious"
+        ]
+        if out:
+            self.writer.write(
+                "unit_shortcuts",
+                [{**r, "run_id": self.run_id, "score_id": score_id,
+                  "class_name": self.class_names[r["class_index"]]} for r in out],
+                self.run_id,
+            )  # fmt: skip
+
     def _missing_renders(self, plan: list[Render], bar: str) -> Part:
-        done = _done(self.writer, self.run_id, "shortcut_images")
-        todo = [_job(r, self.class_names) for r in plan if r.key not in done]
+        """The renders of `plan` the catalog lacks (or, with the unit test, has without the
+        units' channel means: rendered again), as a part with its own bar."""
+        if self.layers:
+            done = _done_with_units(self.writer, self.run_id)
+        else:
+            done = _done(self.writer, self.run_id, "shortcut_images")
+        layers = json.dumps(self.layers) if self.layers else None
+        todo = [_job(r, self.class_names, layers) for r in plan if r.key not in done]
         if todo:
             self._bar(bar, len(plan) - len(todo), len(plan))
+            self._bar_of.update((job["render_id"], bar) for job in todo)
         return "renders", todo, self.spec.shortcuts.batch_size
 
     def _bar(self, name: str, done: int, total: int) -> None:
@@ -410,7 +478,19 @@ def pool_plan(spec: AuditSpec) -> list[dict[str, Any]]:
     return [{"render_id": f"{key}|{seed}", "seed": seed} for seed in range(spec.shortcuts.pool)]
 
 
-def _job(render: Render, class_names: Sequence[str]) -> dict[str, Any]:
+def object_on_scenes_plan(
+    spec: AuditSpec, class_names: Sequence[str], classes: set[int]
+) -> list[Render]:
+    """The unit test's with-object renders: each class's object on every scene, no overlay
+    (the same renders, by key, as the with-object variant's)."""
+    sc = spec.shortcuts
+    attributes, _ = parse_vocabulary(sc.entries(spec.judge))
+    objects = {c: spec.judge.object_query(class_names[c]) for c in sorted(classes)}
+    renders = with_object_renders(attributes, sc.template, range(sc.seeds), objects, _tag(spec))
+    return [r for r in renders if r.overlay is None]
+
+
+def _job(render: Render, class_names: Sequence[str], unit_layers: str | None) -> dict[str, Any]:
     index = render.class_index
     return {
         "render_id": render.key,
@@ -422,12 +502,24 @@ def _job(render: Render, class_names: Sequence[str]) -> dict[str, Any]:
         "prompt": render.prompt,
         "seed": render.seed,
         "attribute": render.attribute,
+        "unit_layers": unit_layers,  # JSON list of layers to report channel means of, or None
     }
 
 
 def _done(writer: CatalogWriter, run_id: str, table: str) -> set[str]:
     """Render ids of `run_id` in `table` with a usable result (an "error" is retried)."""
     return {key for (key,) in writer.usable_keys(table, run_id, ("render_id",))}
+
+
+def _done_with_units(writer: CatalogWriter, run_id: str) -> set[str]:
+    """Render ids of `run_id` with a usable row that carries the units' channel means."""
+    done: set[str] = set()
+    for path in part_files(writer.root, "shortcut_images", run_id):
+        if "unit_means" not in pq.read_schema(path).names:
+            continue
+        table = pq.read_table(path, columns=["render_id", "status", "unit_means"]).to_pylist()
+        done.update(r["render_id"] for r in table if r["status"] != "error" and r["unit_means"])
+    return done
 
 
 def _rendered(writer: CatalogWriter, run_id: str, plan: list[Render]) -> list[dict]:
@@ -441,7 +533,9 @@ def _latest(writer, run_id, table: str, wanted: set[str], columns) -> list[dict]
     the catalog's files, whose names are random."""
     best: dict[str, dict] = {}
     for path in part_files(writer.root, table, run_id):
-        for row in pq.read_table(path, columns=list(columns)).to_pylist():
+        names = set(pq.read_schema(path).names)  # files of older versions lack new columns
+        read = pq.read_table(path, columns=[c for c in columns if c in names]).to_pylist()
+        for row in ({c: r.get(c) for c in columns} for r in read):
             key = row["render_id"]
             if key not in wanted:
                 continue
@@ -476,8 +570,7 @@ def _candidates(writer, run_id, wanted: set[str], attributes, sc) -> list[dict]:
     return out
 
 
-def _write_scores(writer, run_id, rows, class_names, problems, candidate_rows=()) -> None:
-    score_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+def _write_scores(writer, run_id, score_id, rows, class_names, problems, candidate_rows=()):
     if candidate_rows:
         writer.write(
             "shortcut_candidates",

@@ -12,7 +12,7 @@ attribute). A with-object image counts if its own class's object and the attribu
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -73,6 +73,8 @@ class CheckedImages:
     # [N] "kept", or why not: "object" (an object where none may be), "no object" (with_object:
     # its own object is missing), "no attribute"
     status: list[str]
+    # layer -> [N, channels]: the spatial mean of every channel of the layers asked for
+    units: dict[str, Tensor] = field(default_factory=dict)
 
 
 @torch.no_grad()
@@ -86,6 +88,7 @@ def check_images(
     own_object: Sequence[int | None] | None = None,
     top_k: int | None = None,
     present: float = PRESENT,
+    layers: Sequence[str] = (),
 ) -> CheckedImages:
     """Classify and segment `images`; `attributes[i]` is what image i must show.
 
@@ -93,13 +96,16 @@ def check_images(
     (`object_queries[c]` is class c's): all of them, or with `top_k` only the classifier's
     k most likely classes on that image (a 1,000-class model: 5 queries an image, not 1,000).
     With-object images (own_object[i] = class c) must show class c's object. Each image is
-    encoded once by the segmenter; every query costs one light decoder pass."""
+    encoded once by the segmenter; every query costs one light decoder pass. `layers`: hidden
+    layers whose channel means come back too (the unit-shortcut test reads them)."""
     n = images.shape[0]
     own = list(own_object) if own_object is not None else [None] * n
     if len(attributes) != n or len(own) != n:
         raise ValueError("attributes and own_object need one entry per image")
     x = images.to(classifier.device, classifier.dtype)
-    logits = classifier.outputs(x, []).logits.float().cpu()
+    out = classifier.outputs(x, list(layers))
+    logits = out.logits.float().cpu()
+    units = {layer: out.units[layer].float().cpu() for layer in layers}
     if len(object_queries) != logits.shape[1]:
         raise ValueError(
             f"{len(object_queries)} object queries for a classifier with {logits.shape[1]} classes"
@@ -132,4 +138,4 @@ def check_images(
             status.append("no attribute")
         else:
             status.append("kept")
-    return CheckedImages(logits, torch.tensor(best), best_query, torch.tensor(found), status)
+    return CheckedImages(logits, torch.tensor(best), best_query, torch.tensor(found), status, units)

@@ -233,6 +233,10 @@ class ShortcutSpec:
     pool: int = 1024
     top: int = 8
     fill: Literal["texture", "blur", "mean"] = "texture"  # how erased objects are filled
+    # The unit-shortcut test (dxray.shortcuts.unit_score): each class unit's mean on the
+    # factors' object-free renders vs on its class's object drawn on every scene (those
+    # with-object renders are added for the classes with units).
+    units: bool = True
 
     def entries(self, judge: JudgeSpec) -> tuple[Any, ...]:
         """The vocabulary's entries: `attributes`, or else the judge's probes."""

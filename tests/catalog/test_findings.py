@@ -101,8 +101,9 @@ def test_thresholds_come_from_the_run_spec(tmp_path):
     limits = run_thresholds(con, "r1")
     assert (limits.keep, limits.min_lift) == (0.7, 1.5)
     assert run_thresholds(con, "r2").keep == 0.5  # unreadable: the defaults
-    lead = Lead("square", "water", 1.0, 0.4, 0.6, 0.5, 0.8, limits.min_lift)
+    lead = Lead("square", "water", 1.0, 0.4, 1.2, 0.6, 0.5, 0.8, limits.min_lift)
     assert "needs 1.5 nats with the interval above 0" in lead.sentence()
+    assert "1.2 nats higher on those that show it" in lead.sentence()
 
 
 def test_the_terminal_prints_the_answer(tmp_path, capsys):

@@ -166,3 +166,45 @@ def test_scoring_reads_renders_in_a_fixed_order_whatever_the_files_are_called(
     backward = shortcuts._latest(writer, "run", "shortcut_images", wanted, columns)
     assert [r["render_id"] for r in forward] == [r["render_id"] for r in backward]
     assert [r["render_id"] for r in forward] == ["r0", "r1", "r2", "r3"]
+
+
+def test_class_units_get_the_unit_test_and_old_renders_are_rendered_again(shortcut_spec):
+    """With units audited for a class, every render reports the units' layer, the class's
+    object is drawn on every scene, and each unit gets a unit_shortcuts row. A catalog whose
+    renders lack the channel means (the test off, then on) renders them again."""
+    import dataclasses
+
+    spec = dataclasses.replace(
+        shortcut_spec,
+        targets=dataclasses.replace(
+            shortcut_spec.targets,
+            units=dataclasses.replace(shortcut_spec.targets.units, top_k=1),
+        ),
+        shortcuts=dataclasses.replace(shortcut_spec.shortcuts, with_object="none", units=False),
+    )
+    off = run_audit(spec)
+    assert off.shortcuts.units_tested == 0
+    assert not _rows(off.catalog, "SELECT * FROM unit_shortcuts")
+    on = run_audit(
+        dataclasses.replace(spec, shortcuts=dataclasses.replace(spec.shortcuts, units=True))
+    )
+    sc = on.shortcuts
+    # 8 object-free renders again (now with means) + class 0's object on 2 scenes x 2 seeds
+    assert sc.rendered == 8 + 4
+    images = _rows(on.catalog, "SELECT * FROM shortcut_images")
+    assert all(r["unit_means"] is not None for r in images)
+    units = _rows(on.catalog, "SELECT * FROM unit_shortcuts")
+    targets = _rows(on.catalog, "SELECT * FROM explanations WHERE kind = 'unit'")
+    assert len(units) == len({t["target_id"] for t in targets}) == sc.units_tested == 1
+    (unit,) = units
+    assert unit["class_index"] == 0 and unit["verdict"] in {"core", "spurious", "uncertain"}
+    layer = unit["layer"]
+    means = dict(images[0]["unit_means"])
+    assert set(means) == {layer} and unit["channel"] < len(means[layer])
+    if unit["margin"] is not None:
+        assert unit["low"] <= unit["margin"] <= unit["high"]
+    # a rerun renders nothing
+    again = run_audit(
+        dataclasses.replace(spec, shortcuts=dataclasses.replace(spec.shortcuts, units=True))
+    )
+    assert again.shortcuts.rendered == 0 and again.shortcuts.units_tested == 1

@@ -211,13 +211,42 @@ def test_object_free_explanations_single_out_what_the_top_images_share():
     assert all(set(r["chosen"]).isdisjoint(range(0, n, 4)) for r in rows)
 
 
-def test_a_common_attribute_can_still_be_singled_out():
-    """Water is in 65% of the pool; a class whose 8 best images all show it is a candidate
-    (8 of 8 by chance: 0.65^8 = 3%), one with 7 of 8 is not (17%)."""
+def test_the_candidate_rule_asks_for_enrichment_and_a_lift_across_the_pool():
+    """Water is in 65% of the pool: 8 of 8 of a class's best images is enriched (0.65^8 = 3%),
+    7 of 8 is not (17%). Snow is in 1%: 2 of 8 is enriched (the share rule of >= 75% never
+    singled out a rare attribute or one of two ties). Either way the class's score must rise
+    with the attribute across the pool by the test's 1 nat."""
     from dxray.shortcuts.discover import CandidateRule, binomial_tail
 
     assert binomial_tail(8, 8, 0.65) == pytest.approx(0.65**8)
     assert binomial_tail(0, 8, 0.3) == pytest.approx(1.0)
     rule = CandidateRule()
-    assert rule.singles_out(8, 8, 0.65) and not rule.singles_out(7, 8, 0.65)
-    assert rule.singles_out(6, 8, 0.05) and not rule.singles_out(5, 8, 0.05)  # rate >= 0.75
+    assert rule.singles_out(8, 8, 0.65, 1.5) and not rule.singles_out(7, 8, 0.65, 1.5)
+    assert rule.singles_out(2, 8, 0.01, 1.2) and not rule.singles_out(1, 8, 0.01, 1.2)
+    assert not rule.singles_out(8, 8, 0.65, 0.4)  # common among its best, no lift: no lead
+    assert not rule.singles_out(8, 8, 0.01, math.nan)
+    assert not rule.singles_out(0, 8, 0.0, 2.0)
+
+
+def test_a_class_with_two_ties_has_both_singled_out():
+    """Class 1 fires on water (every 4th image) and on snow (2 images of 80): its 8 best share
+    them (6 and 2); both are candidates, with their pool lifts."""
+    from dxray.shortcuts.discover import candidates
+
+    n = 80
+    presence = torch.zeros(n, 3)
+    presence[::4, 0] = 0.9  # water
+    presence[[2, 3], 1] = 0.9  # snow
+    presence[:, 2] = 0.9  # grass everywhere but in the water and snow images
+    presence[::4, 2] = 0.0
+    presence[[2, 3], 2] = 0.0
+    z = torch.randn(n, 3, generator=torch.Generator().manual_seed(0)) * 0.1
+    z[::4, 1] += 3.0
+    z[[2, 3], 1] += 3.5
+    rows = candidates(z, presence, ["water", "snow", "grass"], top=8)
+    got = {(r["class_index"], r["attribute"]): r for r in rows}
+    assert got[(1, "water")]["candidate"] and got[(1, "snow")]["candidate"]
+    assert got[(1, "water")]["rate"] == 0.75 and got[(1, "snow")]["rate"] == 0.25
+    assert got[(1, "snow")]["pool_lift"] > 2.5
+    assert not got[(1, "grass")]["candidate"] and got[(1, "grass")]["pool_lift"] < 0
+    assert not any(r["candidate"] for r in rows if r["class_index"] != 1)

@@ -264,7 +264,7 @@ SELECT
     f.lift, f.low, f.high, f.images, f.rendered,
     f.dropped_object, f.dropped_attribute, f.finding, f.note,
     b.with_object_lift, b.with_object_low, b.with_object_high, b.with_object_images,
-    e.candidate, e.rate AS explanation_rate, e.pool_rate,
+    e.candidate, e.rate AS explanation_rate, e.pool_rate, e.pool_lift AS explanation_pool_lift,
     coalesce(e.candidate AND f.finding, false) AS confirmed,
     c.object_in_explanation, c.object_shown_fraction, c.mean_probability, c.top_probes
 FROM shortcuts AS f
@@ -272,6 +272,14 @@ LEFT JOIN beside AS b USING (run_id, class_index, attribute)
 LEFT JOIN shortcut_candidates AS e USING (run_id, class_index, attribute)
 LEFT JOIN class_summary AS c USING (run_id, class_index)
 WHERE f.method = 'object_free' AND f.class_index IS NOT NULL;
+
+-- The unit-shortcut test (docs/SHORTCUTS.md), latest scoring: per class unit, its mean on the
+-- factors' object-free images vs on the class's object, and the verdict.
+--   SELECT class_name, unit, factor, margin, low, high FROM unit_shortcuts WHERE verdict = 'spurious'
+CREATE OR REPLACE VIEW unit_shortcuts AS
+SELECT * EXCLUDE (latest)
+FROM (SELECT *, max(score_id) OVER (PARTITION BY run_id) AS latest FROM raw_unit_shortcuts)
+WHERE score_id IS NOT DISTINCT FROM latest;
 
 -- `dxray eval` results (docs/EVALUATION.md): the latest evaluation of each evaluated run.
 CREATE OR REPLACE VIEW eval_metrics AS
