@@ -58,7 +58,10 @@ class SweepSettings:
 
     seeds: int = 1  # noise seeds per target: a cost setting (the eval's ablation: units
     # agree 94% / 93% / 94% with 1 / 2 / 4 seeds on the default world)
-    threads: int = 1  # torch threads of the trainer and of the one Ray worker (2 shared cores)
+    threads: int = 1  # torch threads of the trainer and of each Ray worker
+    # Ray workers of the audits: two one-thread workers on the 2 shared cores; the batches are
+    # cut the same whatever the number of workers, so it changes no result (not in the key)
+    workers: int = 2
     classifier: ToyClassifierConfig = field(
         default_factory=lambda: ToyClassifierConfig(hide_object=0.1)  # the committed zoos'
     )
@@ -78,7 +81,7 @@ class SweepSettings:
         engine = {k: v for k, v in content["engine"].items() if k != "batch_size"}
         shortcuts = {k: v for k, v in content["shortcuts"].items() if k != "batch_size"}
         data = {
-            "settings": asdict(self) | {"threads": None},
+            "settings": asdict(self) | {"threads": None, "workers": None},
             "engine": engine,
             "judge": content["judge"],
             "shortcuts": shortcuts,
@@ -212,8 +215,8 @@ def add_spurious_units(folder: Path, settings: SweepSettings) -> int:
 
 def sweep_spec(spec: AuditSpec, folder: Path, settings: SweepSettings) -> AuditSpec:
     """The world's audit: `eval_spec` (every class, every truth unit, the shortcut test on the
-    world's vocabulary) with `settings.seeds` seeds, in the world's catalog, one Ray worker
-    with `settings.threads` threads."""
+    world's vocabulary) with `settings.seeds` seeds, in the world's catalog, on
+    `settings.workers` Ray workers of `settings.threads` threads."""
     from dxray.eval.specs import eval_spec
 
     audit = eval_spec(spec, folder, seeds=settings.seeds, catalog=folder / "catalog")
@@ -221,7 +224,7 @@ def sweep_spec(spec: AuditSpec, folder: Path, settings: SweepSettings) -> AuditS
         audit,
         **{
             "name": "sweep",
-            "ray.workers": 1,
+            "ray.workers": settings.workers,
             "ray.num_cpus_per_worker": settings.threads,
         },
     )
@@ -282,8 +285,13 @@ def score_world(folder: Path, run_id: str) -> dict:
         for p in pairs
     ]
 
-    # Units: the truth's label, the audit's verdict (majority over seeds) and each seed's
+    # Units: the truth's label, the audit's verdict (majority over seeds) and each seed's,
+    # and the unit-shortcut test's verdict (one per class and unit)
     units = neuron_rows(neuron_truth, unit_verdicts(audit_rows))
+    tested = {
+        (r["class_name"], r["unit"]): r
+        for r in query(catalog, "SELECT * FROM unit_shortcuts WHERE run_id = ?", [run_id])
+    }
     per_seed: dict[tuple[str, str], dict[str, str]] = {}  # seed -> verdict (JSON keys)
     measured: dict[tuple[str, str], list[tuple[float | None, float | None]]] = {}
     for r in audit_rows:
@@ -304,6 +312,8 @@ def score_world(folder: Path, run_id: str) -> dict:
             "kept": _mean(k for _, k in measured.get((u["class_name"], u["unit"]), [])),
             "object_response": u["object_response"],
             "factor_response": u["factor_response"],
+            "unit_test": (tested.get((u["class_name"], u["unit"])) or {}).get("verdict"),
+            "unit_test_margin": (tested.get((u["class_name"], u["unit"])) or {}).get("margin"),
         }
         for u in units
     ]

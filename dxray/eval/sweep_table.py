@@ -45,7 +45,8 @@ class SweepTable:
     breakdown: list[dict] = field(default_factory=list)  # relied-on ties found, by group
     calibration: dict = field(default_factory=dict)  # lift vs reliance
     explanations: dict = field(default_factory=dict)
-    units: dict = field(default_factory=dict)
+    units: dict = field(default_factory=dict)  # the intervention judge (the verdicts table)
+    unit_test: dict = field(default_factory=dict)  # the unit-shortcut test (unit_shortcuts)
     stability: list[dict] = field(default_factory=list)
     per_world: list[dict] = field(default_factory=list)
     goals: list[dict] = field(default_factory=list)
@@ -275,27 +276,12 @@ def pool_sweep(results: Sequence[Mapping], reruns: Sequence[Mapping] = ()) -> Sw
     n_worlds = len({p["world"] for p in explored}) or 1
     table.explanations["false_per_world"] = table.explanations["false"] / n_worlds
 
-    # 4. Units, pooled
+    # 4. Units, pooled: the intervention judge's verdicts and the unit-shortcut test's
     units = [{**u, "world": r["world"]} for r in results for u in r["units"] if u["seeds"]]
-    truth = [u["truth"] for u in units]
-    calls = [u["verdict"] for u in units]
-    table.units = {"units": len(units), "spurious": truth.count("spurious"),
-                   "uncertain": sum(c not in ("core", "spurious") for c in calls)}  # fmt: skip
-    if len(set(truth)) == 2:
-        table.units |= unit_scores(truth, calls)
-        table.units["intervals"] = bootstrap_units(truth, calls)
-    table.units["errors"] = unit_errors(units)
-    table.units["by_selection"] = [
-        {"selection": sel, "units": len(mine),
-         "spurious": sum(u["truth"] == "spurious" for u in mine),
-         "spurious_called_spurious": sum(u["truth"] == "spurious" and u["verdict"] == "spurious"
-                                         for u in mine),
-         "core_called_spurious": sum(u["truth"] == "core" and u["verdict"] == "spurious"
-                                     for u in mine),
-         "uncertain": sum(u["verdict"] not in ("core", "spurious") for u in mine)}
-        for sel in sorted({u.get("selection", "top") for u in units})
-        for mine in [[u for u in units if u.get("selection", "top") == sel]]
-    ]  # fmt: skip
+    table.units = unit_summary(units, "verdict")
+    tested = [u for u in units if u.get("unit_test") is not None]
+    if tested:
+        table.unit_test = unit_summary(tested, "unit_test")
 
     # 5. Per world
     for r in results:
@@ -311,6 +297,8 @@ def pool_sweep(results: Sequence[Mapping], reruns: Sequence[Mapping] = ()) -> Sw
              "between_flagged": c["between_flagged"], "singled_out": e["found"],
              "false_leads": e["false"], "units": len(us), "spurious": len(spur),
              "spurious_found": sum(u["verdict"] == "spurious" for u in spur),
+             "unit_test_found": sum(u.get("unit_test") == "spurious" for u in spur)
+             if any(u.get("unit_test") for u in us) else None,
              "core_called_spurious": sum(u["verdict"] == "spurious" for u in us
                                          if u["truth"] == "core")}
         )  # fmt: skip
@@ -318,6 +306,32 @@ def pool_sweep(results: Sequence[Mapping], reruns: Sequence[Mapping] = ()) -> Sw
     table.stability = [{k: v for k, v in r.items() if k != "changes"} for r in reruns]
     table.goals = _goals(table)
     return table
+
+
+def unit_summary(units: Sequence[Mapping], key: str) -> dict:
+    """Pooled scores of the units' calls in `key` against their truth, with bootstrap
+    intervals, and the counts per selection."""
+    truth = [u["truth"] for u in units]
+    calls = [u[key] for u in units]
+    out = {"units": len(units), "spurious": truth.count("spurious"),
+           "uncertain": sum(c not in ("core", "spurious") for c in calls)}  # fmt: skip
+    if len(set(truth)) == 2:
+        out |= unit_scores(truth, calls)
+        out["intervals"] = bootstrap_units(truth, calls)
+    if key == "verdict":
+        out["errors"] = unit_errors(units)
+    out["by_selection"] = [
+        {"selection": sel, "units": len(mine),
+         "spurious": sum(u["truth"] == "spurious" for u in mine),
+         "spurious_called_spurious": sum(u["truth"] == "spurious" and u[key] == "spurious"
+                                         for u in mine),
+         "core_called_spurious": sum(u["truth"] == "core" and u[key] == "spurious"
+                                     for u in mine),
+         "uncertain": sum(u[key] not in ("core", "spurious") for u in mine)}
+        for sel in sorted({u.get("selection", "top") for u in units})
+        for mine in [[u for u in units if u.get("selection", "top") == sel]]
+    ]  # fmt: skip
+    return out
 
 
 SILENT = 1e-3  # the intervention judge's floor (`judge_units`): at or below, it abstains
@@ -355,7 +369,8 @@ def unit_errors(units: Sequence[Mapping]) -> list[dict]:
 
 
 def _goals(t: SweepTable) -> list[dict]:
-    c, e, u = t.classes, t.explanations, t.units
+    c, e = t.classes, t.explanations
+    u = t.unit_test or t.units  # the unit-shortcut test where the worlds have it
 
     def ratio(a, b):
         return a / b if b else math.nan
@@ -418,23 +433,37 @@ def _pct(v: float) -> str:
 def headline(t: SweepTable) -> str:
     """The sweep's one line, in the eval's HEADLINE style."""
     c, e, u = t.classes, t.explanations, t.units
+    units = f"units balanced {_pct(u.get('balanced_accuracy', math.nan))}"
+    if t.unit_test:
+        units = (
+            f"units balanced {_pct(t.unit_test.get('balanced_accuracy', math.nan))} by the "
+            f"unit test ({_pct(u.get('balanced_accuracy', math.nan))} by intervention)"
+        )
     return (
         f"SWEEP: {len(t.worlds)} worlds; class shortcuts found {c['found']}/{c['relied']}, "
         f"false {c['false']} (between 0.5 and 1 nat: {c['between_flagged']}/{c['between']} "
         f"flagged); lift vs reliance spearman {_cell(t.calibration['spearman'])}, "
         f"MAE {_cell(t.calibration['mae'])} nats; object-free explanations single out "
-        f"{e['found']}/{e['relied']}, false leads {e['false']}; units balanced "
-        f"{_pct(u.get('balanced_accuracy', math.nan))} on {u['spurious']} spurious"
+        f"{e['found']}/{e['relied']}, false leads {e['false']}; {units} on {u['spurious']} "
+        "spurious"
     )
 
 
 def format_sweep(t: SweepTable) -> str:
     c, e, u, cal = t.classes, t.explanations, t.units, t.calibration
-    iv = u.get("intervals", {})
 
-    def with_ci(k: str) -> str:
-        lo, hi = iv.get(k, (math.nan, math.nan))
-        return f"{_pct(u.get(k, math.nan))} [{_pct(lo)}, {_pct(hi)}]"
+    def pooled(judge: str, v: dict) -> dict:
+        def with_ci(k: str) -> str:
+            lo, hi = v.get("intervals", {}).get(k, (math.nan, math.nan))
+            return f"{_pct(v.get(k, math.nan))} [{_pct(lo)}, {_pct(hi)}]"
+
+        return {"judge": judge, "units": v["units"], "spurious": v["spurious"],
+                "uncertain": v["uncertain"], "accuracy": _pct(v.get("accuracy", math.nan)),
+                "balanced": with_ci("balanced_accuracy"), "recall": with_ci("recall"),
+                "precision": with_ci("precision")}  # fmt: skip
+
+    judges = [("unit test", t.unit_test)] if t.unit_test else []
+    judges.append(("intervention", u))
 
     parts = [
         _table("Sweep: per world", t.per_world,
@@ -458,13 +487,17 @@ def format_sweep(t: SweepTable) -> str:
                  "false_leads": e["false"], "false_per_world": e["false_per_world"],
                  "between": e["between"], "between_flagged": e["between_flagged"]}]),
         _table("Units, pooled (2,000-resample bootstrap 95% intervals)",
-               [{"units": u["units"], "spurious": u["spurious"], "uncertain": u["uncertain"],
-                 "accuracy": _pct(u.get("accuracy", math.nan)),
-                 "balanced": with_ci("balanced_accuracy"), "recall": with_ci("recall"),
-                 "precision": with_ci("precision")}]),
+               [pooled(judge, v) for judge, v in judges],
+               "unit test: the unit-shortcut test (factor alone vs the class's object, on "
+               "renders); intervention: the unit's explanation with the objects removed"),
     ]  # fmt: skip
+    if t.unit_test:
+        parts.append(
+            _table("Units by how the truth selected them: the unit test",
+                   t.unit_test.get("by_selection", []))
+        )  # fmt: skip
     parts.append(
-        _table("Units by how the truth selected them", u.get("by_selection", []),
+        _table("Units by how the truth selected them: intervention", u.get("by_selection", []),
                "top / factor: the truth's top-5 per class / per planted tie; wide: the units "
                "it labels spurious among the top-20 of either, added to pool spurious units")
     )  # fmt: skip

@@ -184,3 +184,23 @@ def test_unit_errors_measure_silence_and_the_explanations_reach():
     assert got[("core", "spurious")]["activation_vs_truth_median"] == pytest.approx(0.1)
     assert got[("core", "spurious")]["kept_median"] == 1.0
     assert ("spurious", "spurious") not in got
+
+
+def test_the_unit_test_is_pooled_beside_the_intervention_and_sets_the_goal(results):
+    calls = iter(["spurious", "core", "core", "spurious", "uncertain"])
+    for world in results:
+        for unit in world["units"]:
+            unit["unit_test"] = next(calls)
+    t = pool_sweep(results)
+    # truth: spurious, core, core | spurious, core -> unit test: 2/2 spurious, 2/3 core
+    assert t.unit_test["recall"] == pytest.approx(1.0)
+    assert t.unit_test["balanced_accuracy"] == pytest.approx((1 + 2 / 3) / 2)
+    assert t.units["balanced_accuracy"] == pytest.approx((0.5 + 2 / 3) / 2)  # unchanged
+    goal = next(g for g in t.goals if g["goal"] == "units balanced accuracy")
+    assert goal["got"] == pytest.approx(t.unit_test["balanced_accuracy"])
+    assert headline(t).endswith(
+        "units balanced 83% by the unit test (58% by intervention) on 2 spurious"
+    )
+    text = format_sweep(t)
+    assert "unit test" in text and "Units by how the truth selected them: the unit test" in text
+    assert [w["unit_test_found"] for w in t.per_world] == [1, 1]
