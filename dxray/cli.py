@@ -309,9 +309,10 @@ def eval_(
     """
     import logging
 
+    from dxray.eval.printout import format_text
     from dxray.eval.reads import latest_run, run_row
-    from dxray.eval.report import format_text
-    from dxray.eval.runner import evaluate, result_json, write_eval
+    from dxray.eval.results import result_json, write_eval
+    from dxray.eval.runner import evaluate
     from dxray.report.page import write_report
     from dxray.spec.model import SpecError
     from dxray.spec.parse import load_spec, recorded_spec
@@ -368,9 +369,9 @@ def score(
     Example: dxray score catalogs/salient-imagenet
     """
     from dxray.eval.labels import score_run
+    from dxray.eval.printout import format_text
     from dxray.eval.reads import latest_run
-    from dxray.eval.report import format_text
-    from dxray.eval.runner import result_json, write_eval
+    from dxray.eval.results import result_json, write_eval
     from dxray.report.page import write_report
 
     try:

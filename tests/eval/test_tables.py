@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from dxray.catalog.views import connect
-from dxray.eval.report import format_text
-from dxray.eval.runner import EvalResult, write_eval
+from dxray.eval.printout import format_text
+from dxray.eval.results import EvalResult, write_eval
 from dxray.report.queries import query_rows
 
 DATA = Path(__file__).parent / "data"
@@ -61,3 +61,50 @@ def test_the_evaluation_reads_back_from_a_catalog_as_printed(name, tmp_path):
     }
     text = format_text(rows["eval_metrics"], rows["eval_neurons"], rows["eval_classes"], d["world"])
     assert text == _printed(name)
+
+
+def test_a_judge_is_named_apart_from_the_setting_and_stored_as_before():
+    """The catalog's rows fold a judge into the setting (main audit) or the section
+    (ablation); `metric_key` unfolds both, and `stored_key` folds them back the same way."""
+    from dxray.eval.results import MetricKey, Metrics, metric_key, stored_key
+
+    layouts = {
+        ("neurons", "default", None): ("neurons", "default"),
+        ("neurons", "default", "dxray"): ("neurons", "default"),
+        ("neurons", "default", "always-core"): ("neurons", "always-core"),
+        ("classes", "default", "shortcuts"): ("classes", "shortcuts"),
+        ("neurons", "steps=1", "dxray"): ("neurons", "steps=1"),
+        ("neurons", "steps=1", "intervention"): ("neurons-intervention", "steps=1"),
+        ("classes", "seeds=2", "units"): ("classes-units", "seeds=2"),
+        ("bias-fixed", "circle-water", None): ("bias-fixed", "circle-water"),
+        ("labels-rank", "rank=1", None): ("labels-rank", "rank=1"),
+    }
+    for (section, setting, judge), stored in layouts.items():
+        assert stored_key(section, setting, judge) == stored
+        row = {"section": stored[0], "setting": stored[1], "metric": "n"}
+        judge = judge or ("dxray" if section in ("neurons", "classes") else None)
+        assert metric_key(row) == MetricKey(section, setting, judge, "n")
+    with pytest.raises(ValueError, match="not a judge of 'neurons'"):
+        stored_key("neurons", "default", "never")
+    with pytest.raises(ValueError, match="has no judges"):
+        stored_key("success", "default", "dxray")
+
+    result = EvalResult(run_id="r", world="w", catalog=Path("."))
+    result.add("neurons", "default", {"accuracy": 0.5}, 4)
+    result.add("neurons", "default", {"accuracy": 0.75}, 4, judge="always-core")
+    result.add("neurons", "seeds=1", {"accuracy": 0.25}, 4, judge="intervention")
+    result.add("success", "default", {"targets": 3, "median_seconds": None})
+    assert [(m["section"], m["setting"]) for m in result.metrics] == [
+        ("neurons", "default"), ("neurons", "always-core"), ("neurons-intervention", "seeds=1"),
+        ("success", "default"), ("success", "default"),
+    ]  # fmt: skip
+    assert result.get("neurons", "default", "accuracy") == 0.5
+    assert result.get("neurons", "default", "accuracy", judge="always-core") == 0.75
+    assert result.get("neurons", "seeds=1", "accuracy", judge="intervention") == 0.25
+    metrics = Metrics(result.metrics)
+    assert metrics.settings("neurons") == ["default"]  # dxray's own
+    assert metrics.settings("neurons", judge="intervention") == ["seeds=1"]
+    assert metrics.get("success", "default", "median_seconds") != metrics.get(
+        "success", "default", "median_seconds"
+    )  # stored without a value: NaN
+    assert metrics.get("success", "default", "mean_probability") is None  # never stored
