@@ -32,7 +32,7 @@ from dxray.shortcuts.discover import candidates  # noqa: E402
 from dxray.shortcuts.score import centred  # noqa: E402
 from dxray.shortcuts.vocabulary import parse_vocabulary  # noqa: E402
 from dxray.spec.parse import load_spec, with_overrides  # noqa: E402
-from dxray.toyworld.truth import read_truth  # noqa: E402
+from dxray.toyworld.truth_io import read_truth  # noqa: E402
 from dxray.toyworld.zoo import zoo_part  # noqa: E402
 
 

@@ -971,8 +971,9 @@ def zoo_check(
 
     Example: dxray zoo check dxray/toyworld/zoo/default
     """
+    from dxray.toyworld.gates import format_gates
     from dxray.toyworld.world import load_world
-    from dxray.toyworld.zoo import ZooError, check_zoo, format_gates
+    from dxray.toyworld.zoo import ZooError, check_zoo
 
     try:
         rows = check_zoo(

@@ -103,7 +103,7 @@ def _audit(spec: AuditSpec, label: str, progress) -> str:
 
 
 def _truth_rows(zoo: str | Path, part: str) -> tuple[list[dict], list[dict]]:
-    from dxray.toyworld.truth import read_truth
+    from dxray.toyworld.truth_io import read_truth
     from dxray.toyworld.zoo import zoo_part
 
     class_table, neuron_table = read_truth(zoo_part(zoo, part))

@@ -187,7 +187,8 @@ def test_a_zoo_without_a_fixed_release_skips_that_part(evaluated, small_zoo, tmp
 
 
 def test_checking_a_zoo_changes_no_file_unless_asked(small_zoo):
-    from dxray.toyworld.zoo import GATES_FILE, check_zoo
+    from dxray.toyworld.gates import GATES_FILE
+    from dxray.toyworld.zoo import check_zoo
 
     gates = small_zoo / GATES_FILE
     gates.unlink(missing_ok=True)
