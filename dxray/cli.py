@@ -547,7 +547,8 @@ def gate(
 
     Example: dxray gate catalogs/toy --baseline toy-aaaa --candidate toy-bbbb --junit gate.xml
     """
-    from dxray.catalog.gate import GateInputError, gate_runs, render_text, to_json_text, to_junit
+    from dxray.catalog.gate import GateInputError, gate_runs
+    from dxray.catalog.gate_render import render_text, to_json_text, to_junit
     from dxray.catalog.views import connect
     from dxray.spec.model import SpecError
     from dxray.spec.parse import load_spec
