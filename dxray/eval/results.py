@@ -33,6 +33,7 @@ from typing import NamedTuple
 
 DEFAULT = "default"  # the main audit's setting
 DXRAY = "dxray"  # the audit's own verdicts: the judge of an agreement section unless named
+# The agreement sections' judges, in the order the agreement table lists them
 JUDGES: dict[str, tuple[str, ...]] = {
     "neurons": (DXRAY, "intervention", "presence", "any-object", "always-core"),
     "classes": (DXRAY, "shortcuts", "explanations", "units", "never"),
@@ -46,13 +47,18 @@ class MetricKey(NamedTuple):
     metric: str
 
 
-def _judge(section: str, judge: str | None) -> str | None:
+def _judge(section: str, setting: str, judge: str | None) -> str | None:
     """`judge` checked against `section`; dxray's own where the section has judges and none is
-    named."""
+    named. A judge given as the setting (the stored layout) is refused, not read as dxray's."""
     if section not in JUDGES:
         if judge is not None:
             raise ValueError(f"section {section!r} has no judges; got judge {judge!r}")
         return None
+    if setting in JUDGES[section]:
+        raise ValueError(
+            f"{setting!r} is a judge of {section!r}, not a setting: name it as "
+            f"judge={setting!r} (setting {DEFAULT!r} for the main audit)"
+        )
     judge = judge or DXRAY
     if judge not in JUDGES[section]:
         raise ValueError(f"{judge!r} is not a judge of {section!r}: {JUDGES[section]}")
@@ -61,7 +67,7 @@ def _judge(section: str, judge: str | None) -> str | None:
 
 def stored_key(section: str, setting: str, judge: str | None = None) -> tuple[str, str]:
     """The (section, setting) of an eval_metrics row of `judge` (see the module docstring)."""
-    judge = _judge(section, judge)
+    judge = _judge(section, setting, judge)
     if judge in (None, DXRAY):
         return section, setting
     if setting == DEFAULT:
@@ -93,7 +99,7 @@ class Metrics:
             self._values[metric_key(row)] = math.nan if value is None else value
 
     def _key(self, section: str, setting: str, metric: str, judge: str | None) -> MetricKey:
-        return MetricKey(section, setting, _judge(section, judge), metric)
+        return MetricKey(section, setting, _judge(section, setting, judge), metric)
 
     def has(self, section: str, setting: str, metric: str, *, judge: str | None = None) -> bool:
         return self._key(section, setting, metric, judge) in self._values
@@ -106,7 +112,7 @@ class Metrics:
     def settings(self, section: str, *, judge: str | None = None) -> list[str]:
         """The settings of `section` (of `judge`'s metrics), in the order the rows first give
         them."""
-        judge = _judge(section, judge)
+        judge = _judge(section, DEFAULT, judge)
         seen = dict.fromkeys(
             k.setting for k in self._values if k.section == section and k.judge == judge
         )

@@ -88,6 +88,8 @@ def test_a_judge_is_named_apart_from_the_setting_and_stored_as_before():
         stored_key("neurons", "default", "never")
     with pytest.raises(ValueError, match="has no judges"):
         stored_key("success", "default", "dxray")
+    with pytest.raises(ValueError, match="name it as judge='always-core'"):
+        stored_key("neurons", "always-core")  # the stored layout, not a name
 
     result = EvalResult(run_id="r", world="w", catalog=Path("."))
     result.add("neurons", "default", {"accuracy": 0.5}, 4)
@@ -101,6 +103,8 @@ def test_a_judge_is_named_apart_from_the_setting_and_stored_as_before():
     assert result.get("neurons", "default", "accuracy") == 0.5
     assert result.get("neurons", "default", "accuracy", judge="always-core") == 0.75
     assert result.get("neurons", "seeds=1", "accuracy", judge="intervention") == 0.25
+    with pytest.raises(ValueError, match="is a judge of 'neurons', not a setting"):
+        result.get("neurons", "always-core", "accuracy")  # never a silent NaN
     metrics = Metrics(result.metrics)
     assert metrics.settings("neurons") == ["default"]  # dxray's own
     assert metrics.settings("neurons", judge="intervention") == ["seeds=1"]
