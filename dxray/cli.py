@@ -309,9 +309,10 @@ def eval_(
     """
     import logging
 
+    from dxray.eval.printout import format_text
     from dxray.eval.reads import latest_run, run_row
-    from dxray.eval.report import format_text
-    from dxray.eval.runner import evaluate, result_json, write_eval
+    from dxray.eval.results import result_json, write_eval
+    from dxray.eval.runner import evaluate
     from dxray.report.page import write_report
     from dxray.spec.model import SpecError
     from dxray.spec.parse import load_spec, recorded_spec
@@ -368,9 +369,9 @@ def score(
     Example: dxray score catalogs/salient-imagenet
     """
     from dxray.eval.labels import score_run
+    from dxray.eval.printout import format_text
     from dxray.eval.reads import latest_run
-    from dxray.eval.report import format_text
-    from dxray.eval.runner import result_json, write_eval
+    from dxray.eval.results import result_json, write_eval
     from dxray.report.page import write_report
 
     try:
@@ -546,7 +547,8 @@ def gate(
 
     Example: dxray gate catalogs/toy --baseline toy-aaaa --candidate toy-bbbb --junit gate.xml
     """
-    from dxray.catalog.gate import GateInputError, gate_runs, render_text, to_json_text, to_junit
+    from dxray.catalog.gate import GateInputError, gate_runs
+    from dxray.catalog.gate_render import render_text, to_json_text, to_junit
     from dxray.catalog.views import connect
     from dxray.spec.model import SpecError
     from dxray.spec.parse import load_spec
@@ -970,8 +972,9 @@ def zoo_check(
 
     Example: dxray zoo check dxray/toyworld/zoo/default
     """
+    from dxray.toyworld.gates import format_gates
     from dxray.toyworld.world import load_world
-    from dxray.toyworld.zoo import ZooError, check_zoo, format_gates
+    from dxray.toyworld.zoo import ZooError, check_zoo
 
     try:
         rows = check_zoo(

@@ -187,7 +187,8 @@ def add_spurious_units(folder: Path, settings: SweepSettings) -> int:
 
     from dxray.models.classifier_io import load_classifier
     from dxray.toyworld.data import class_names
-    from dxray.toyworld.truth import NEURON_TRUTH_SCHEMA, compute_truth, read_truth, write_truth
+    from dxray.toyworld.truth import NEURON_TRUTH_SCHEMA, compute_truth
+    from dxray.toyworld.truth_io import read_truth, write_truth
     from dxray.toyworld.zoo import TRUTH_RECORD, zoo_world
 
     world = zoo_world(folder)
@@ -256,7 +257,7 @@ def score_world(folder: Path, run_id: str) -> dict:
     from dxray.eval.neurons import neuron_rows, unit_verdicts
     from dxray.eval.reads import query, read_run
     from dxray.toyworld.random_worlds import ties_per_class
-    from dxray.toyworld.truth import read_truth
+    from dxray.toyworld.truth_io import read_truth
     from dxray.toyworld.zoo import zoo_world
 
     world = zoo_world(folder)

@@ -17,7 +17,6 @@ steps, wall time, final loss and accuracies.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
@@ -38,19 +37,13 @@ from dxray.toyworld.data import (
     sample_specs,
     scene_labels,
 )
+from dxray.toyworld.gates import gate_rows, write_gates
 from dxray.toyworld.nets import gaussian_blur, oracle_cnn, oracle_output_names, toy_cnn
 from dxray.toyworld.records import write_record
 from dxray.toyworld.scenes import SceneSpec, render_batch
-from dxray.toyworld.truth import (
-    accuracy,
-    classifier_gates,
-    compute_truth,
-    derive_seed,
-    describe,
-    gates_table,
-    oracle_accuracy,
-    write_truth,
-)
+from dxray.toyworld.truth import accuracy, compute_truth, derive_seed
+from dxray.toyworld.truth_gates import classifier_gates, gates_table, oracle_accuracy
+from dxray.toyworld.truth_io import describe, write_truth
 from dxray.toyworld.world import World
 
 TRAINING_FILE = "training.json"
@@ -474,7 +467,9 @@ def train_zoo_classifiers(
         "training": {name: asdict(t.record) for name, t in records.items()},
         "truth_seconds": round(truth_seconds, 2),
     }
-    (out / "gates.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_gates(
+        out, gate_rows("classifier", gates), world=world.name, seconds=time.perf_counter() - started
+    )
     if progress is not None:
         cls_cols = ["class", "factor_kind", "factor", "planted", "reliance_logit", "reliance_prob"]
         neuron_cols = ["class", "unit", "rank", "object_response", "context_response", "factor"]

@@ -31,18 +31,14 @@ from dxray.toyworld.train_classifier import (
     train_classifier,
     train_oracle,
 )
-from dxray.toyworld.truth import (
-    CLASS_TRUTH_SCHEMA,
-    NEURON_TRUTH_SCHEMA,
+from dxray.toyworld.truth import CLASS_TRUTH_SCHEMA, NEURON_TRUTH_SCHEMA, compute_truth, top_units
+from dxray.toyworld.truth_gates import (
     classifier_gates,
-    compute_truth,
     fixed_release_gates,
-    read_truth,
     reliance,
     reliance_gates,
-    top_units,
-    write_truth,
 )
+from dxray.toyworld.truth_io import read_truth, write_truth
 
 IDENTITY = Preprocessing(input_size=(32, 32), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
 

@@ -13,15 +13,8 @@ from dxray.spec.parse import load_spec
 from dxray.toyworld.data import class_names
 from dxray.toyworld.scenes import render_batch
 from dxray.toyworld.train_classifier import ToyClassifierConfig, train_classifier
-from dxray.toyworld.truth import (
-    NEURON_TRUTH_SCHEMA,
-    UNITS_FILE,
-    _factor_scenes,
-    compute_truth,
-    read_truth,
-    unit_pairs,
-    write_truth,
-)
+from dxray.toyworld.truth import NEURON_TRUTH_SCHEMA, _factor_scenes, compute_truth
+from dxray.toyworld.truth_io import UNITS_FILE, read_truth, unit_pairs, write_truth
 
 IDENTITY = Preprocessing(input_size=(32, 32), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
 
