@@ -22,7 +22,7 @@ from dxray.catalog.gate import (
 from dxray.catalog.sample import write_sample
 from dxray.catalog.views import connect
 from dxray.catalog.writer import CatalogWriter
-from dxray.cli import app
+from dxray.cli.main import app
 from dxray.spec.model import GateSpec
 
 WATERMARK = ("star", "a watermark")
