@@ -148,8 +148,8 @@ def zoo_train(
         return {k: v for k, v in values.items() if v is not None}
 
     from dxray.toyworld.generator_training.config import ToyGeneratorConfig
+    from dxray.toyworld.segmenter_training.config import ToySegmenterConfig
     from dxray.toyworld.train_classifier import ToyClassifierConfig, ToyOracleConfig
-    from dxray.toyworld.train_segmenter import ToySegmenterConfig
 
     try:  # every config checks itself before anything trains
         classifier = ToyClassifierConfig(**given(steps=classifier_steps, hide_object=hide_object))
@@ -173,7 +173,7 @@ def zoo_train(
             progress=typer.echo,
         )  # fmt: skip
     if "segmenter" in chosen:
-        from dxray.toyworld.train_segmenter import train_segmenter
+        from dxray.toyworld.segmenter_training.loop import train_segmenter
 
         train_segmenter(
             w,

@@ -314,7 +314,7 @@ def generator_gates(
     rows.append(_check("generator", "context_only_no_object", none, ">=", 0.9))
     if segmenter is not None:
         from dxray.judge.verdict import object_query
-        from dxray.toyworld.train_segmenter import presence_accuracy
+        from dxray.toyworld.segmenter_training.gates import presence_accuracy
 
         both = torch.cat([with_object, context_only])
         seen = torch.cat([pred["object"], seen_empty])
@@ -354,7 +354,7 @@ def check_zoo(
     from dxray.models.classifier_io import load_classifier
     from dxray.models.generator import load_generator
     from dxray.models.segmenter import load_segmenter
-    from dxray.toyworld.train_segmenter import segmenter_gates
+    from dxray.toyworld.segmenter_training.gates import segmenter_gates
     from dxray.toyworld.truth import classifier_gates
 
     zoo = Path(zoo)
@@ -466,7 +466,8 @@ def build_tiny_zoo(root: str | Path, world: World | None = None) -> Path:
     from dxray.models.classifier import Preprocessing
     from dxray.models.classifier_io import save_classifier
     from dxray.toyworld.nets import toy_cnn
-    from dxray.toyworld.train_segmenter import ToySegmenterConfig, build_toy_segmenter
+    from dxray.toyworld.segmenter_training.config import ToySegmenterConfig
+    from dxray.toyworld.segmenter_training.model import build_toy_segmenter
     from dxray.toyworld.world import default_world
 
     root, world = Path(root), world or default_world()

@@ -8,23 +8,20 @@ import torch
 
 from dxray.models.segmenter import load_segmenter
 from dxray.toyworld.data import class_names, context_names, cue_names
+from dxray.toyworld.gates import Gate
 from dxray.toyworld.scenes import render_batch
-from dxray.toyworld.train_segmenter import (
-    TRAIN_FILE,
-    Gate,
-    SegmenterBatch,
-    ToySegmenterConfig,
-    build_toy_segmenter,
+from dxray.toyworld.segmenter_training.checkpoints import TRAIN_FILE
+from dxray.toyworld.segmenter_training.config import ToySegmenterConfig
+from dxray.toyworld.segmenter_training.data import SegmenterBatch, sample_batch, sample_scenes
+from dxray.toyworld.segmenter_training.gates import (
     mask_iou,
-    pair_logits,
     presence_accuracy,
     presence_truth,
-    sample_batch,
-    sample_scenes,
-    segmentation_loss,
     segmenter_gates,
-    train_segmenter,
 )
+from dxray.toyworld.segmenter_training.loop import train_segmenter
+from dxray.toyworld.segmenter_training.losses import segmentation_loss
+from dxray.toyworld.segmenter_training.model import build_toy_segmenter, pair_logits
 
 # A segmenter that trains a step in milliseconds: 16 px input, 4x4 grid, 16-wide everywhere.
 TINY = dict(
