@@ -147,49 +147,65 @@ def zoo_train(
     def given(**values):  # the options set, so that the configs' defaults fill the rest
         return {k: v for k, v in values.items() if v is not None}
 
-    from dxray.toyworld.generator_training.config import ToyGeneratorConfig
+    from dxray.toyworld.generator_training.config import (
+        GeneratorTrainingConfig,
+        ToyGeneratorConfig,
+    )
+    from dxray.toyworld.run_settings import RunSettings
     from dxray.toyworld.segmenter_training.config import ToySegmenterConfig
-    from dxray.toyworld.train_classifier import ToyClassifierConfig, ToyOracleConfig
+    from dxray.toyworld.train_classifier import (
+        ToyClassifierConfig,
+        ToyOracleConfig,
+        ZooClassifiersConfig,
+    )
 
-    try:  # every config checks itself before anything trains
-        classifier = ToyClassifierConfig(**given(steps=classifier_steps, hide_object=hide_object))
-        oracle = ToyOracleConfig(**given(steps=oracle_steps))
+    # One config per trainer and the settings they share: every config checks itself before
+    # anything trains.
+    try:
+        classifiers = ZooClassifiersConfig(
+            classifier=ToyClassifierConfig(
+                **given(steps=classifier_steps, hide_object=hide_object)
+            ),
+            oracle=ToyOracleConfig(**given(steps=oracle_steps)),
+            truth_n=truth_n,
+            gate_n=gate_n,
+        )
         segmenter = ToySegmenterConfig(
-            **given(extra_object_negatives=segmenter_extra_object_negatives)
+            **given(
+                steps=segmenter_steps,
+                seconds=segmenter_seconds,
+                # One batch size whatever the device: the CPU's and CUDA's defaults differ.
+                batch_size=segmenter_batch_size,
+                cuda_batch_size=segmenter_batch_size,
+                extra_object_negatives=segmenter_extra_object_negatives,
+                save_every=segmenter_save_every,
+                init=segmenter_init,
+            )
         )
     except ValueError as err:
         fail(str(err))
-    generator = ToyGeneratorConfig.tiny() if generator_preset == "tiny" else ToyGeneratorConfig()
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
+    generator = GeneratorTrainingConfig(
+        ToyGeneratorConfig.tiny() if generator_preset == "tiny" else ToyGeneratorConfig(),
+        seconds=generator_seconds,
+        max_steps=generator_max_steps,
+        batch_size=generator_batch_size,
+        pool_size=generator_pool_size,
+        workers=generator_workers,
+        resume=not generator_fresh,
+        log_every=generator_log_every,
+        checkpoint_every=generator_checkpoint_every,
+        cuda_graphs=generator_cuda_graphs,
+    )
+    run = RunSettings(seed=seed, device=device, threads=threads, progress=typer.echo)
     out.mkdir(parents=True, exist_ok=True)
     if "classifiers" in chosen:
         from dxray.toyworld.train_classifier import train_zoo_classifiers
 
-        train_zoo_classifiers(
-            w, out, classifier, oracle, seed=seed, truth_n=truth_n, gate_n=gate_n,
-            progress=typer.echo,
-        )  # fmt: skip
+        train_zoo_classifiers(w, out, classifiers, run)
     if "segmenter" in chosen:
         from dxray.toyworld.segmenter_training.loop import train_segmenter
 
-        train_segmenter(
-            w,
-            out,
-            segmenter,
-            seed=seed,
-            device=device,
-            steps=segmenter_steps,
-            seconds=segmenter_seconds,
-            batch_size=segmenter_batch_size,
-            init=segmenter_init,
-            save_every=segmenter_save_every,
-            progress=lambda p: typer.echo(
-                f"segmenter step {p['step']}  loss {p['loss']:.4f}  {p['elapsed']:.0f}s"
-            ),
-        )
+        train_segmenter(w, out, segmenter, run)
     if "generator" in chosen:
         import shutil
 
@@ -197,23 +213,7 @@ def zoo_train(
         from dxray.toyworld.generator_training.samples import write_sample_grid
 
         scratch = out / ".generator-training"  # checkpoint.pt: large, resumable, not committed
-        report = train_generator(
-            w,
-            scratch,
-            generator,
-            seed=seed,
-            device=device,
-            progress=typer.echo,
-            seconds=generator_seconds,
-            max_steps=generator_max_steps,
-            batch_size=generator_batch_size,
-            resume=not generator_fresh,
-            log_every=generator_log_every,
-            checkpoint_every=generator_checkpoint_every,
-            pool_size=generator_pool_size,
-            workers=generator_workers,
-            cuda_graphs=generator_cuda_graphs,
-        )
+        report = train_generator(w, scratch, generator, run)
         shutil.rmtree(out / "generator", ignore_errors=True)
         shutil.copytree(report.generator_dir, out / "generator")
         if generator_sample_steps:

@@ -1,7 +1,7 @@
 """Train the toy world's segmenter: a small CLIPSeg that finds objects, contexts and cues by name.
 
     dxray zoo train --out /tmp/zoo --parts segmenter --world default
-    train_segmenter(world, "/tmp/zoo", ToySegmenterConfig(), steps=1500)  # from python (segmenter_training.loop)
+    train_segmenter(world, "/tmp/zoo", ToySegmenterConfig(steps=1500), RunSettings(seed=0))
 
 The judge asks the segmenter "is a circle here?" (object_query: "a circle"), and the probes ask
 "water?" and "a watermark?". The toy segmenter learns exactly those questions from rendered

@@ -1,4 +1,5 @@
-"""The toy segmenter's sizes and training recipe: `ToySegmenterConfig`.
+"""The toy segmenter's sizes, training recipe and budget: `ToySegmenterConfig`, the one config
+of `train_segmenter` (the seed, device and progress lines are its `RunSettings`).
 
 Its fields are recorded as "config" in the saved segmenter's `dxray_train.json`.
 """
@@ -30,6 +31,9 @@ class ToySegmenterConfig:
     presence_top_fraction: float = 0.02  # Segmenter's default: about 20 pixels of a 32 px map
     # --- training ---
     steps: int = 1500  # about 6 minutes on one CPU thread (0.23 s a step)
+    # Also stop after this many seconds of training (None: no time limit). The learning rate
+    # decays over whichever budget runs out first, so a time-limited run still ends annealed.
+    seconds: float | None = None
     batch_size: int = 32  # scenes per step on CPU; each gives one query of each kind
     cuda_batch_size: int = 128
     lr: float = 1e-3
@@ -47,10 +51,19 @@ class ToySegmenterConfig:
     # one random negative a scene, each confusable pair is seen rarely. 4 asks every class of
     # the default world about every scene, the sparring partners included.
     extra_object_negatives: int = 4
-    log_every: int = 50
+    log_every: int = 50  # a progress line (and a recorded loss) every N steps
+    # Also save every N steps (same place, its record marked "partial"; None: at the end only),
+    # so that a killed run leaves a segmenter that `init` can continue and the gates can judge.
+    save_every: int | None = None
+    # A saved toy segmenter (its folder) whose weights start this run, with the same sizes; the
+    # optimiser and schedule start afresh. Give the run another seed than its own, or the
+    # scenes repeat.
+    init: str | None = None
 
     def __post_init__(self):
         self.extract_layers = tuple(self.extract_layers)
+        if self.init is not None:
+            self.init = str(self.init)  # a Path too; recorded as text
         if not self.extract_layers or max(self.extract_layers) >= self.vision_layers:
             raise ValueError(
                 f"extract_layers {self.extract_layers} must be non-empty and each below "

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from dxray.toyworld.run_settings import RunSettings
 from dxray.toyworld.segmenter_training.checkpoints import (
     SegmenterTrainReport,
     continue_from,
@@ -32,42 +32,30 @@ def train_segmenter(
     world: World,
     out_dir: str | Path,
     config: ToySegmenterConfig | None = None,
-    *,
-    seed: int = 0,
-    device: str | torch.device = "cpu",
-    progress: Callable[[dict], None] | None = None,
-    steps: int | None = None,
-    seconds: float | None = None,
-    batch_size: int | None = None,
-    init: str | Path | None = None,
-    save_every: int | None = None,
+    run: RunSettings | None = None,
 ) -> SegmenterTrainReport:
-    """Train the toy CLIPSeg of `config` (default: the zoo's) on `world` and save it to
-    `<out_dir>/segmenter`.
+    """Train the toy CLIPSeg of `config` (default: the zoo's) on `world` with the seed and on
+    the device of `run`, and save it to `<out_dir>/segmenter`.
 
-    `init`: a saved toy segmenter to continue from (same config): its weights start the run,
-    the optimiser and schedule start afresh, and its record is kept in the new report. Use
-    another `seed` than the earlier run's, or the scenes repeat.
-
-    Stops after `steps` (default `config.steps`) or `seconds` of training, whichever comes
-    first; the learning rate decays over whichever budget runs out first, so a time-limited run
-    still ends annealed (a `seconds` budget makes the step count machine-dependent; the report
-    records it). On CUDA the model trains under bf16 autocast with `config.cuda_batch_size`.
-    `progress` is called every `config.log_every` steps with {"step", "loss", "lr", "elapsed"}.
-    `save_every`: also save every that many steps (same place, its record marked "partial"), so
-    a killed run leaves a segmenter that `init` can continue and the gates can judge.
+    Stops after `config.steps` or `config.seconds` of training, whichever comes first (a
+    `seconds` budget makes the step count machine-dependent; the report records it). On CUDA
+    the model trains under bf16 autocast with `config.cuda_batch_size` scenes a step. Every
+    `config.log_every` steps, `run` gets a line "segmenter step N  loss L  Ts". With
+    `config.init`, the weights of that saved segmenter start the run and its record is kept in
+    the new one; `config.save_every` also saves along the way.
     """
     # 1. Check inputs
     config = config or ToySegmenterConfig()
-    device = torch.device(device)
+    run = run if run is not None else RunSettings()
+    run.use_threads()
+    seed, device = run.seed, torch.device(run.device)
     on_cuda = device.type == "cuda"
-    steps = config.steps if steps is None else int(steps)
+    steps, seconds, save_every = config.steps, config.seconds, config.save_every
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     if seconds is not None and seconds <= 0:
         raise ValueError(f"seconds must be > 0, got {seconds}")
-    if batch_size is None:
-        batch_size = config.cuda_batch_size if on_cuda else config.batch_size
+    batch_size = config.cuda_batch_size if on_cuda else config.batch_size
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if save_every is not None and save_every < 1:
@@ -75,7 +63,7 @@ def train_segmenter(
 
     # 2. Build the model and optimiser
     segmenter = build_toy_segmenter(world, config, seed=seed).to(device)
-    earlier = None if init is None else continue_from(init, segmenter)
+    earlier = None if config.init is None else continue_from(config.init, segmenter)
     model = segmenter.model.train()
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     other = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
@@ -129,15 +117,8 @@ def train_segmenter(
         if step % config.log_every == 0 or step == steps:
             losses.append((step, float(np.mean(window))))
             window = []
-            if progress is not None:
-                progress(
-                    {
-                        "step": step,
-                        "loss": losses[-1][1],
-                        "lr": lr,
-                        "elapsed": time.monotonic() - start,
-                    }
-                )
+            seconds_so_far = time.monotonic() - start
+            run.say(f"segmenter step {step}  loss {losses[-1][1]:.4f}  {seconds_so_far:.0f}s")
         if save_every and step % save_every == 0 and step < steps:
             model.eval()
             save(partial=True)
