@@ -138,6 +138,7 @@ def train_world(folder: Path, settings: SweepSettings, progress: Progress) -> fl
     """The world's classifier (and fixed release), unless trained; returns seconds spent."""
     from dataclasses import replace
 
+    from dxray.toyworld.run_settings import RunSettings
     from dxray.toyworld.train_classifier import TRAINING_FILE, train_classifier
     from dxray.toyworld.zoo import zoo_world
 
@@ -153,8 +154,7 @@ def train_world(folder: Path, settings: SweepSettings, progress: Progress) -> fl
             world,
             out,
             replace(settings.classifier, mode=mode),
-            seed=settings.classifier_seed,
-            progress=None,
+            RunSettings(seed=settings.classifier_seed),
         )
     return time.perf_counter() - started
 

@@ -68,7 +68,7 @@ def generator_gates(
     rows.append(_check("generator", "context_only_no_object", none, ">=", 0.9))
     if segmenter is not None:
         from dxray.judge.verdict import object_query
-        from dxray.toyworld.train_segmenter import presence_accuracy
+        from dxray.toyworld.segmenter_training.gates import presence_accuracy
 
         both = torch.cat([with_object, context_only])
         seen = torch.cat([pred["object"], seen_empty])

@@ -262,7 +262,7 @@ def check_zoo(
     from dxray.models.generator import load_generator
     from dxray.models.segmenter import load_segmenter
     from dxray.toyworld.generator_gates import generator_gates
-    from dxray.toyworld.train_segmenter import segmenter_gates
+    from dxray.toyworld.segmenter_training.gates import segmenter_gates
     from dxray.toyworld.truth_gates import classifier_gates
 
     zoo = Path(zoo)
@@ -360,7 +360,8 @@ def build_tiny_zoo(root: str | Path, world: World | None = None) -> Path:
     from dxray.models.classifier import Preprocessing
     from dxray.models.classifier_io import save_classifier
     from dxray.toyworld.nets import toy_cnn
-    from dxray.toyworld.train_segmenter import ToySegmenterConfig, build_toy_segmenter
+    from dxray.toyworld.segmenter_training.config import ToySegmenterConfig
+    from dxray.toyworld.segmenter_training.model import build_toy_segmenter
     from dxray.toyworld.world import default_world
 
     root, world = Path(root), world or default_world()

@@ -15,7 +15,7 @@ from dxray.catalog.gate_render import FORMAT, render_text, to_json, to_json_text
 from dxray.catalog.sample import write_sample
 from dxray.catalog.views import connect
 from dxray.catalog.writer import CatalogWriter
-from dxray.cli import app
+from dxray.cli.main import app
 from dxray.spec.model import GateSpec
 
 WATERMARK = ("star", "a watermark")

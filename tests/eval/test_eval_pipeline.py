@@ -144,7 +144,7 @@ def test_text_report_and_headline(evaluated):
 
 
 def test_cli_evaluates_a_catalog_without_rerunning(evaluated, small_zoo, tmp_path):
-    from dxray.cli import app
+    from dxray.cli.main import app
 
     result, catalog, _ = evaluated
     out = tmp_path / "eval.json"
@@ -159,7 +159,7 @@ def test_cli_evaluates_a_catalog_without_rerunning(evaluated, small_zoo, tmp_pat
 
 
 def test_cli_errors_name_the_problem(small_zoo, tmp_path):
-    from dxray.cli import app
+    from dxray.cli.main import app
 
     run = CliRunner().invoke(app, ["eval", str(tmp_path), "--truth", str(small_zoo)])
     assert run.exit_code == 2 and "no finished run" in run.output

@@ -96,7 +96,7 @@ def test_the_run_is_scored_against_them(scored):
 
 
 def test_the_cli_scores_writes_and_reports(scored, tmp_path):
-    from dxray.cli import app
+    from dxray.cli.main import app
 
     summary, _ = scored
     run = CliRunner().invoke(

@@ -123,7 +123,7 @@ def test_the_cli_says_what_was_found_and_what_was_skipped(capsys, tmp_path):
     from collections import Counter
 
     from dxray.catalog.sample import write_sample
-    from dxray.cli import _echo_answer
+    from dxray.cli.audit import _echo_answer
     from dxray.run.pipeline import AuditSummary
     from dxray.run.shortcuts import ShortcutSummary
 

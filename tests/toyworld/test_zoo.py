@@ -6,7 +6,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from dxray.cli import app
+from dxray.cli.main import app
 from dxray.models.build import GeneratorArch, build_generator
 from dxray.models.classifier import Classifier, Preprocessing
 from dxray.toyworld.data import class_names
