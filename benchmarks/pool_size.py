@@ -27,7 +27,7 @@ import torch  # noqa: E402
 from dxray.eval.classes import attach_shortcuts, truth_class_rows  # noqa: E402
 from dxray.eval.specs import eval_spec  # noqa: E402
 from dxray.run.host import ModelHost  # noqa: E402
-from dxray.run.shortcuts import pool_plan  # noqa: E402
+from dxray.run.shortcut_plans import pool_plan  # noqa: E402
 from dxray.shortcuts.discover import candidates  # noqa: E402
 from dxray.shortcuts.score import centred  # noqa: E402
 from dxray.shortcuts.vocabulary import parse_vocabulary  # noqa: E402

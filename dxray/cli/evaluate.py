@@ -150,7 +150,8 @@ def sweep(
     from dataclasses import replace
 
     from dxray.eval.sweep import SweepSettings, read_stability, rescore_world, run_sweep, world_dir
-    from dxray.eval.sweep_table import format_sweep, pool_sweep, write_scatter
+    from dxray.eval.sweep_table import pool_sweep
+    from dxray.eval.sweep_text import format_sweep, write_scatter
     from dxray.spec.model import SpecError
     from dxray.spec.parse import load_spec
 

@@ -87,7 +87,7 @@ def _stage_cost(catalog: str | Path, run_id: str, found_rows: Sequence[Mapping])
     (object_free, with_object, pool): only the images its latest spec asks for (a catalog
     may hold images of earlier settings). Without a readable spec, every image of the run."""
 
-    from dxray.run.shortcuts import pool_plan, vocabulary_plan, with_object_plan
+    from dxray.run.shortcut_plans import pool_plan, vocabulary_plan, with_object_plan
 
     images = query(
         catalog,

@@ -262,7 +262,7 @@ def describe_plan(
     )
     text = f"run {run_id}: {todo} of {total} targets to compute ({skipped} in the catalog)"
     if shortcuts:
-        from dxray.run.shortcuts import pool_plan, vocabulary_plan
+        from dxray.run.shortcut_plans import pool_plan, vocabulary_plan
 
         sc = spec.shortcuts
         pool = f", a pool of {len(pool_plan(spec))} object-free explanations" if sc.pool else ""

@@ -72,18 +72,20 @@ def test_an_unreadable_gates_file_is_named(tmp_path):
 def test_training_the_classifiers_records_the_gates_in_the_one_shape(tmp_path):
     """`train_zoo_classifiers` writes gates.json through `write_gates` (tiny, untrained
     models: the file's shape is checked, not whether the gates pass)."""
+    from dxray.toyworld.run_settings import RunSettings
     from dxray.toyworld.train_classifier import (
         ToyClassifierConfig,
         ToyOracleConfig,
+        ZooClassifiersConfig,
         train_zoo_classifiers,
     )
     from dxray.toyworld.world import default_world
 
     tiny = dict(steps=1, batch=4, width=2, hidden=4, eval_n=0)
-    train_zoo_classifiers(
-        default_world(), tmp_path, ToyClassifierConfig(**tiny), ToyOracleConfig(**tiny),
-        truth_n=2, gate_n=4, progress=None,
-    )  # fmt: skip
+    config = ZooClassifiersConfig(
+        ToyClassifierConfig(**tiny), ToyOracleConfig(**tiny), truth_n=2, gate_n=4
+    )
+    train_zoo_classifiers(default_world(), tmp_path, config, RunSettings())
     record = json.loads((tmp_path / GATES_FILE).read_text())
     assert list(record) == ["world", "seconds", "gates"] and record["world"] == "default"
     assert {g["group"] for g in record["gates"]} == {"classifier"}
