@@ -81,7 +81,7 @@ def object_on_scenes_plan(
 
 
 def render_job(
-    render: Render, class_names: Sequence[str], unit_layers: str | None
+    render: Render, class_names: Sequence[str], unit_layers: str | None = None
 ) -> dict[str, Any]:
     index = render.class_index
     return {
