@@ -55,7 +55,8 @@ def build_models(arch: str, root: Path) -> dict[str, str]:
     from dxray.models.classifier import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
     from dxray.models.classifier_io import save_classifier
     from dxray.models.resnet import resnet50
-    from dxray.toyworld.train_segmenter import ToySegmenterConfig, build_toy_segmenter
+    from dxray.toyworld.segmenter_training.config import ToySegmenterConfig
+    from dxray.toyworld.segmenter_training.model import build_toy_segmenter
     from dxray.toyworld.world import default_world
 
     if not (root / "generator").is_dir():

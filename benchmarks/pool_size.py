@@ -27,12 +27,12 @@ import torch  # noqa: E402
 from dxray.eval.classes import attach_shortcuts, truth_class_rows  # noqa: E402
 from dxray.eval.specs import eval_spec  # noqa: E402
 from dxray.run.host import ModelHost  # noqa: E402
-from dxray.run.shortcuts import pool_plan  # noqa: E402
+from dxray.run.shortcut_plans import pool_plan  # noqa: E402
 from dxray.shortcuts.discover import candidates  # noqa: E402
 from dxray.shortcuts.score import centred  # noqa: E402
 from dxray.shortcuts.vocabulary import parse_vocabulary  # noqa: E402
 from dxray.spec.parse import load_spec, with_overrides  # noqa: E402
-from dxray.toyworld.truth import read_truth  # noqa: E402
+from dxray.toyworld.truth_io import read_truth  # noqa: E402
 from dxray.toyworld.zoo import zoo_part  # noqa: E402
 
 
@@ -59,8 +59,9 @@ def calls(rows: list[dict], spec, n: int) -> list[dict]:
 
 
 def score(found: list[dict], zoo: Path, class_names: list[str]) -> dict:
-    """The evaluation's count (`dxray.eval.runner._score_shortcuts`): relied-on ties among the
-    (class, factor) pairs the explanations read out, those singled out, and false leads."""
+    """The evaluation's count (`dxray.eval.shortcut_scoring.score_shortcuts`): relied-on ties
+    among the (class, factor) pairs the explanations read out, those singled out, and false
+    leads."""
     truth = read_truth(zoo_part(zoo, "truth"))[0].to_pylist()
     rows = truth_class_rows(truth)
     readout = [{**r, "class_name": class_names[r["class_index"]], "lift": None, "low": None,

@@ -3,25 +3,13 @@
     con = connect("catalogs/toy", read_only=True)
     result = gate_runs(con, baseline="release-41", candidate="release-42")
     result.passed                 # what `dxray gate` exits on: 0 passed, 1 failed
-    print(render_text(result))    # one screen
+    print(render_text(result))    # one screen (gate_render.py)
     to_json(result), to_junit(result)
 
-The candidate **fails** when (docs/SCANS.md, "The release gate"):
-
-- it **gains a shortcut finding**: a `class_shortcuts` row with `finding` true (lift >= the
-  spec's min lift with its interval above 0) whose (class name, attribute) is not a finding of
-  the baseline;
-- it **gains a spurious unit**: a `unit_summary` row with verdict "spurious" (the majority of
-  its judged seeds; a tie is "uncertain", which never fails) whose (layer, channel, class name)
-  is not spurious in the baseline, or was not audited there;
-- a shortcut found in both runs **grows**: the candidate's interval starts more than
-  `lift_margin` nats above the end of the baseline's (`low_after - high_before > margin`).
-  Decided by the intervals, not the point lifts, so noise that the intervals already cover
-  never fails a release; only a growth that no reading of the two intervals explains does.
-
-Everything else passes, and says what it is: a shortcut kept, removed, or absent; a unit that
-stayed spurious or was resolved. A pair or unit the candidate could not measure (too few usable
-images; a unit not audited or not judged) is *skipped*, never counted as a pass in silence.
+The candidate fails when it gains a shortcut finding or a spurious unit, or when a shortcut
+found in both runs grows beyond the margin: the rules, pure, are gate_rules.py (and
+docs/SCANS.md, "The release gate"); the renderings, gate_render.py. This module reads the two
+runs from the catalog and refuses what cannot be compared.
 
 Bad input raises `GateInputError` (one line; the CLI exits 2): a run that does not exist or is
 not finished (`allow_partial` gates what it has), classifiers with different class lists,
@@ -32,78 +20,20 @@ the other without it. The queries are dxray/catalog/sql/gate.sql.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import xml.etree.ElementTree as ET
-from collections import Counter
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import duckdb
 
+from dxray.catalog.gate_rules import GateResult, shortcut_checks, unit_checks
 from dxray.catalog.views import named_queries
-from dxray.catalog.writer import json_safe
 from dxray.spec.model import GateSpec
 from dxray.spec.parse import recorded_spec
-from dxray.text import MISSING, few
-
-FORMAT = "dxray-gate/1"  # the JSON document's `format`: bumped when a key changes meaning
-PASS, FAIL, SKIP = "pass", "fail", "skip"
-SHORTCUT_CHANGES = ("gained", "grew", "kept", "removed", "none", "untested")
-UNIT_CHANGES = ("gained", "kept", "resolved", "not_spurious", "not_audited", "not_judged")
-_DETAIL_LINES = 20  # lines of checks the text summary shows; the rest are in --json
+from dxray.text import few
 
 
 class GateInputError(ValueError):
     """Two runs the gate cannot compare; the message says why and what to do."""
-
-
-@dataclass(frozen=True)
-class Check:
-    """One shortcut pair (class <- attribute) or one unit, judged by the gate."""
-
-    kind: Literal["shortcut", "unit"]
-    name: str  # "star <- a watermark", "penultimate:57 (star)"
-    status: str  # pass | fail | skip
-    change: str  # SHORTCUT_CHANGES or UNIT_CHANGES
-    message: str  # one line: why this status
-    key: dict[str, Any]  # what matched the runs: class_name + attribute, or layer + channel + class
-    baseline: dict[str, Any] | None  # the baseline's numbers; None where it has no such row
-    candidate: dict[str, Any] | None
-    overlap: bool | None = None  # shortcuts: do the two runs' intervals overlap
-
-
-@dataclass
-class GateResult:
-    baseline: dict[str, Any]  # run_id, name, status, classifier, classifier_sha256, created_at
-    candidate: dict[str, Any]
-    thresholds: GateSpec
-    thresholds_from: str  # where the thresholds came from, said in every output
-    checks: list[Check] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)  # what the gate could not check, and why
-
-    @property
-    def failures(self) -> list[Check]:
-        return [c for c in self.checks if c.status == FAIL]
-
-    @property
-    def passed(self) -> bool:
-        return not self.failures
-
-    @property
-    def verdict(self) -> str:
-        return PASS if self.passed else FAIL
-
-    def counts(self, kind: str) -> dict[str, int]:
-        """Checks of `kind` per change, every change listed."""
-        changes = SHORTCUT_CHANGES if kind == "shortcut" else UNIT_CHANGES
-        seen = Counter(c.change for c in self.checks if c.kind == kind)
-        return {change: seen.get(change, 0) for change in changes}
-
-
-# ---------------------------------------------------------------------------------------------
-# The decision
-# ---------------------------------------------------------------------------------------------
 
 
 def gate_runs(
@@ -158,11 +88,11 @@ def gate_runs(
     checks = []
     if tested:
         rule = _finding_rule(after)
-        checks += _shortcut_checks(
+        checks += shortcut_checks(
             rows["baseline"]["shortcuts"], rows["candidate"]["shortcuts"], limits, rule
         )
     if limits.units:
-        checks += _unit_checks(rows["baseline"]["units"], rows["candidate"]["units"])
+        checks += unit_checks(rows["baseline"]["units"], rows["candidate"]["units"])
     else:
         notes.append("units not gated (gate.units is false)")
     if not checks:
@@ -306,278 +236,3 @@ def _finding_rule(run: dict) -> tuple[float, float, int] | None:
         return None
     sc = spec.shortcuts
     return (sc.min_lift, sc.confidence, sc.min_images)
-
-
-def _shortcut_checks(
-    before: list[dict], after: list[dict], limits: GateSpec, rule: tuple | None
-) -> list[Check]:
-    min_images = rule[2] if rule else None
-    old = {(r["class_name"], r["attribute"]): r for r in before}
-    checks = []
-    for row in after:
-        key = (row["class_name"], row["attribute"])
-        base = old.get(key)
-        a, b = _numbers(base), _numbers(row)
-        found_a, found_b = bool(base and base["finding"]), bool(row["finding"])
-        overlap = _overlap(base, row)
-        name = f"{row['class_name']} <- {row['attribute']}"
-        untested = row["lift"] is None or (min_images is not None and row["images"] < min_images)
-        now = f"lift {_interval(row)}"
-        was = f"baseline {_interval(base)}"
-        if found_b and not found_a:
-            status, change = FAIL, "gained"
-            message = f"gained: {now}, not a finding in the baseline ({_interval(base)})"
-            if base is not None and base["note"]:
-                message += f"; the baseline could not measure it: {base['note']}"
-            if overlap:
-                message += "; the intervals overlap, so more shortcuts.seeds may settle it"
-        elif found_b and found_a:
-            growth = _growth(base, row)
-            if growth is not None and growth > limits.lift_margin:
-                status, change = FAIL, "grew"
-                message = (
-                    f"grew: {_interval(base)} -> {_interval(row)}, higher by at least "
-                    f"{growth:.2f} nats beyond both intervals (margin {limits.lift_margin:g})"
-                )
-            else:
-                status, change = PASS, "kept"
-                if growth is not None and growth > 0:
-                    beyond = f"higher by at least {growth:.2f} nats beyond both intervals"
-                elif overlap is False:
-                    beyond = "lower, beyond both intervals"
-                else:
-                    beyond = "the intervals overlap"
-                message = (
-                    f"kept: {_interval(base)} -> {_interval(row)}, {beyond} "
-                    f"(fails above a margin of {limits.lift_margin:g})"
-                )
-        elif untested:
-            status, change = SKIP, "untested"
-            why = row["note"] or "no lift"
-            message = f"not measured in the candidate ({why}); {was}"
-        elif found_a:
-            status, change = PASS, "removed"
-            message = f"removed: {now}, a finding in the baseline ({_interval(base)})"
-        else:
-            status, change = PASS, "none"
-            message = f"no finding: {now}"
-        keys = {"class_index": row["class_index"], "class_name": key[0], "attribute": key[1]}
-        checks.append(Check("shortcut", name, status, change, message, keys, a, b, overlap))
-    return checks
-
-
-def _numbers(row: dict | None) -> dict[str, Any] | None:
-    if row is None:
-        return None
-    return {k: row[k] for k in ("kind", "lift", "low", "high", "images", "finding", "note")}
-
-
-def _interval(row: dict | None) -> str:
-    if row is None:
-        return "not measured"
-    if row["lift"] is None:
-        return MISSING
-    return f"{row['lift']:.2f} [{_num(row['low'])}, {_num(row['high'])}]"
-
-
-def _num(value: float | None) -> str:
-    return MISSING if value is None else f"{value:.2f}"
-
-
-def _growth(before: dict | None, after: dict) -> float | None:
-    """How far the candidate's interval starts above the end of the baseline's."""
-    if before is None or after["low"] is None or before["high"] is None:
-        return None
-    return after["low"] - before["high"]
-
-
-def _overlap(before: dict | None, after: dict) -> bool | None:
-    ends = (before or {}).get("low"), (before or {}).get("high"), after["low"], after["high"]
-    if None in ends:
-        return None
-    return ends[0] <= ends[3] and ends[2] <= ends[1]
-
-
-def _unit_checks(before: list[dict], after: list[dict]) -> list[Check]:
-    def key(r: dict) -> tuple:
-        return (r["layer"], r["channel"], r["class_name"])
-
-    old, new = {key(r): r for r in before}, {key(r): r for r in after}
-    order = sorted(old.keys() | new.keys(), key=lambda k: (k[0], k[1], k[2] or ""))
-    checks = []
-    for k in order:
-        base, row = old.get(k), new.get(k)
-        layer, channel, class_name = k
-        name = f"{layer}:{channel}" + (f" ({class_name})" if class_name else "")
-        was, now = _verdict(base), _verdict(row)
-        if row is None:
-            status, change = SKIP, "not_audited"
-            message = f"not audited in the candidate; baseline {was}"
-        elif row["verdict"] == "spurious" and (base is None or base["verdict"] != "spurious"):
-            status, change = FAIL, "gained"
-            message = f"gained: {now} in the candidate, " + (
-                "not audited in the baseline" if base is None else f"{was} in the baseline"
-            )
-        elif row["verdict"] == "spurious":
-            status, change = PASS, "kept"
-            message = f"spurious in both: {was} -> {now}"
-        elif row["verdict"] is None:
-            status, change = SKIP, "not_judged"
-            message = f"no seed judged in the candidate (every seed failed); baseline {was}"
-        elif base is not None and base["verdict"] == "spurious":
-            status, change = PASS, "resolved"
-            message = f"resolved: {was} -> {now}"
-        else:
-            status, change = PASS, "not_spurious"
-            message = f"{was} -> {now}" + (
-                "; uncertain (no majority) never fails the gate"
-                if row["verdict"] == "uncertain"
-                else ""
-            )
-        keys = {"layer": layer, "channel": channel, "class_name": class_name}
-        checks.append(Check("unit", name, status, change, message, keys, _unit(base), _unit(row)))
-    return checks
-
-
-def _verdict(row: dict | None) -> str:
-    if row is None:
-        return "not audited"
-    if row["verdict"] is None:
-        return "not judged"
-    return f"{row['verdict']} ({row['n_spurious']}/{row['judged']} seeds spurious)"
-
-
-def _unit(row: dict | None) -> dict[str, Any] | None:
-    if row is None:
-        return None
-    keys = ("target_id", "verdict", "seeds", "judged", "n_core", "n_spurious", "n_uncertain")
-    return {k: row[k] for k in keys}
-
-
-# ---------------------------------------------------------------------------------------------
-# Outputs: text, JSON, JUnit XML
-# ---------------------------------------------------------------------------------------------
-
-
-def render_text(result: GateResult) -> str:
-    """One screen: the verdict, the runs, the thresholds, counts, then the checks that matter
-    (failures first; passes with nothing to report, "none" and "not_spurious", are counted)."""
-    a, b = result.baseline, result.candidate
-    fails = result.failures
-    head = (
-        f"gate PASSED: {a['run_id']} -> {b['run_id']}"
-        if result.passed
-        else f"gate FAILED: {len(fails)} of {len(result.checks)} checks fail, "
-        f"{a['run_id']} -> {b['run_id']}"
-    )
-    t = result.thresholds
-    lines = [
-        head,
-        f"  baseline   {a['run_id']} ({a['status']}) {a.get('classifier') or ''}".rstrip(),
-        f"  candidate  {b['run_id']} ({b['status']}) {b.get('classifier') or ''}".rstrip(),
-        f"  thresholds lift margin {t.lift_margin:g} nats (candidate low - baseline high), "
-        f"units {'gated' if t.units else 'not gated'}; from {result.thresholds_from}",
-    ]
-    for kind, label, each in (("shortcut", "shortcuts", "pairs"), ("unit", "units", "units")):
-        n = sum(1 for c in result.checks if c.kind == kind)
-        if n:
-            counts = ", ".join(
-                f"{v} {k.replace('_', ' ')}" for k, v in result.counts(kind).items() if v
-            )
-            lines.append(f"  {label:<10} {n} {each if n != 1 else each[:-1]}: {counts}")
-    # Failures, then what could not be measured, then what went away, then what stayed
-    order = {FAIL: 0, SKIP: 1, PASS: 2}
-    changes = {"removed": 0, "resolved": 0, "kept": 1}
-    shown = sorted(
-        (c for c in result.checks if c.change not in ("none", "not_spurious")),
-        key=lambda c: (order[c.status], changes.get(c.change, 0)),
-    )
-    for c in shown[:_DETAIL_LINES]:
-        lines.append(f"{c.status.upper():<5} {c.kind} {c.name}: {c.message}")
-    if len(shown) > _DETAIL_LINES:
-        lines.append(f"... and {len(shown) - _DETAIL_LINES} more checks (--json has every one)")
-    lines += [f"note: {note}" for note in result.notes]
-    return "\n".join(lines)
-
-
-def to_json(result: GateResult) -> dict[str, Any]:
-    """The result as plain JSON data with stable keys (`FORMAT`)."""
-    document = {
-        "format": FORMAT,
-        "verdict": result.verdict,
-        "passed": result.passed,
-        "baseline": result.baseline,
-        "candidate": result.candidate,
-        "thresholds": {**dataclasses.asdict(result.thresholds), "from": result.thresholds_from},
-        "counts": {
-            "checks": len(result.checks),
-            "failures": len(result.failures),
-            "skipped": sum(1 for c in result.checks if c.status == SKIP),
-            "shortcuts": result.counts("shortcut"),
-            "units": result.counts("unit"),
-        },
-        "checks": [dataclasses.asdict(c) for c in result.checks],
-        "notes": list(result.notes),
-    }
-    return json_safe(document)
-
-
-def to_json_text(result: GateResult) -> str:
-    """`to_json` as text: ASCII (other characters as \\u escapes), readable in any locale."""
-    return json.dumps(to_json(result), indent=1, allow_nan=False)
-
-
-def to_junit(result: GateResult) -> str:
-    """JUnit XML: one testsuite, one testcase per shortcut pair and per unit; a `failure` for
-    each that fails the gate, `skipped` for each the candidate could not measure."""
-    a, b = result.baseline["run_id"], result.candidate["run_id"]
-    skipped = sum(1 for c in result.checks if c.status == SKIP)
-    counts = {
-        "tests": str(len(result.checks)),
-        "failures": str(len(result.failures)),
-        "errors": "0",
-        "skipped": str(skipped),
-    }
-    root = ET.Element("testsuites", name="dxray gate", **counts)
-    suite = ET.SubElement(root, "testsuite", name=_xml(f"dxray gate {a} -> {b}"), **counts)
-    props = ET.SubElement(suite, "properties")
-    for name, value in (
-        ("baseline", a),
-        ("candidate", b),
-        ("verdict", result.verdict),
-        ("lift_margin", f"{result.thresholds.lift_margin:g}"),
-        ("units", str(result.thresholds.units).lower()),
-        ("thresholds_from", result.thresholds_from),
-    ):
-        ET.SubElement(props, "property", name=name, value=_xml(value))
-    for c in result.checks:
-        group = c.key.get("class_name") or c.key.get("layer") or "-"
-        case = ET.SubElement(
-            suite, "testcase", classname=_xml(f"dxray.gate.{c.kind}.{group}"), name=_xml(c.name)
-        )
-        detail = _xml(json.dumps(json_safe({"baseline": c.baseline, "candidate": c.candidate})))
-        if c.status == FAIL:
-            failure = ET.SubElement(case, "failure", message=_xml(c.message), type=c.change)
-            failure.text = detail
-        elif c.status == SKIP:
-            ET.SubElement(case, "skipped", message=_xml(c.message))
-        else:
-            ET.SubElement(case, "system-out").text = _xml(c.message)
-    ET.indent(root)
-    # ASCII, other characters as references (&#9733;): the file reads the same in any locale
-    text = ET.tostring(root, encoding="unicode").encode("ascii", "xmlcharrefreplace").decode()
-    return '<?xml version="1.0" encoding="UTF-8"?>\n' + text
-
-
-def _xml(text: Any) -> str:
-    """Text XML 1.0 can hold: control characters (which ElementTree would write as they are,
-    making the file unreadable) become U+FFFD. ElementTree escapes the rest (<, &, quotes)."""
-    return "".join(
-        ch
-        if ch in "\t\n\r"
-        or 0x20 <= ord(ch) <= 0xD7FF
-        or 0xE000 <= ord(ch) <= 0xFFFD
-        or ord(ch) >= 0x10000
-        else "\ufffd"
-        for ch in str(text)
-    )

@@ -220,6 +220,21 @@ SHORTCUT_CANDIDATES = {"ckpt-a": {(0, "water"): 1.0, (4, "grass"): 0.75, (2, "wa
                        "ckpt-b": {(2, "a watermark"): 0.875}}  # fmt: skip
 
 
+def _unit_shortcut_rows(class_names: tuple[str, ...], at: datetime) -> list[dict]:
+    """The unit-shortcut test of one run: class 0's unit 3 driven by water (spurious), its
+    unit 5 by its object (core)."""
+    score_id = at.strftime("%Y%m%dT%H%M%S.%fZ")
+    common = {"score_id": score_id, "class_index": 0, "class_name": class_names[0],
+              "layer": "penultimate", "factors_from": "findings", "factor": "water",
+              "factor_images": 16, "object_images": 64, "created_at": at}  # fmt: skip
+    return [
+        {**common, "unit": "penultimate:3", "channel": 3, "factor_response": 2.5,
+         "object_response": 0.4, "margin": 2.1, "low": 1.8, "high": 2.4, "verdict": "spurious"},
+        {**common, "unit": "penultimate:5", "channel": 5, "factor_response": 0.2,
+         "object_response": 3.1, "margin": -2.9, "low": -3.2, "high": -2.6, "verdict": "core"},
+    ]  # fmt: skip
+
+
 def _shortcut_rows(run_id: str, class_names: tuple[str, ...], at: datetime):
     """(shortcut_images rows, shortcuts rows) of one run."""
     score_id = at.strftime("%Y%m%dT%H%M%S.%fZ")
@@ -395,6 +410,9 @@ def write_sample(
         writer.write("shortcut_images", shortcut_images, run_id)
         writer.write("shortcuts", shortcuts, run_id)
         writer.write("shortcut_candidates", candidates, run_id)
+        units = _unit_shortcut_rows(class_names, created)
+        writer.write("unit_shortcuts", units, run_id)
+        sample.rows["unit_shortcuts"] = sample.rows.get("unit_shortcuts", 0) + len(units)
         sample.rows["shortcut_images"] = sample.rows.get("shortcut_images", 0) + len(
             shortcut_images
         )

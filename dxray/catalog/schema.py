@@ -408,6 +408,17 @@ def check_run_id(run_id: str) -> str:
     return run_id
 
 
+# The key of a (run, target, seed) table's row: explanations, verdicts, images.
+ROW_KEYS = ("run_id", "target_id", "seed")
+
+
+def payload_columns(table_name: str) -> tuple[str, ...]:
+    """A (run, target, seed) table's columns besides its key and `created_at`: what a worker's
+    result row carries for that table (dxray.run.pipeline.split_rows)."""
+    skip = {*ROW_KEYS, "created_at"}
+    return tuple(name for name in schema(table_name).names if name not in skip)
+
+
 def schema(table_name: str) -> pa.Schema:
     """The schema of one catalog table."""
     try:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from dxray.eval.metrics import agreement, confusion_rows
 from dxray.eval.reads import query, run_row
-from dxray.eval.runner import EvalResult
+from dxray.eval.results import EvalResult
 
 
 def agreement_rows(catalog: str | Path, run_id: str) -> list[dict]:
@@ -49,7 +49,7 @@ def score_rows(rows: Sequence[Mapping], result: EvalResult) -> EvalResult:
     result.add("neurons", "default", dxray.as_metrics(), dxray.n)
     result.confusion["neurons"] = confusion_rows(dxray)
     core = agreement(truth, ["core"] * len(rows))
-    result.add("neurons", "always-core", core.as_metrics(), core.n)
+    result.add("neurons", "default", core.as_metrics(), core.n, judge="always-core")
     for rank in sorted({r["rank"] for r in rows if r["rank"] is not None}):
         mine = [i for i, r in enumerate(rows) if r["rank"] == rank]
         part = agreement([truth[i] for i in mine], [calls[i] for i in mine])

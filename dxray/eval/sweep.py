@@ -18,8 +18,8 @@ Per world k of sweep S (`dxray.toyworld.random_worlds.random_world(S, k)`), in
 
 Each step is skipped when its output is there: a killed sweep picks up where it stopped (the
 audit resumes from its catalog), and a committed `result.json` whose key matches the
-settings is read, not redone. `sweep_table.py` pools the worlds' results into the table and
-the SWEEP line.
+settings is read, not redone. `sweep_scoring.py` scores a world from its catalog,
+`sweep_table.py` pools the worlds' results, `sweep_text.py` prints the table and the SWEEP line.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from dxray.eval.sweep_scoring import score_world
 from dxray.spec.model import AuditSpec
 from dxray.spec.parse import with_overrides
 from dxray.toyworld.train_classifier import ToyClassifierConfig
@@ -138,6 +139,7 @@ def train_world(folder: Path, settings: SweepSettings, progress: Progress) -> fl
     """The world's classifier (and fixed release), unless trained; returns seconds spent."""
     from dataclasses import replace
 
+    from dxray.toyworld.run_settings import RunSettings
     from dxray.toyworld.train_classifier import TRAINING_FILE, train_classifier
     from dxray.toyworld.zoo import zoo_world
 
@@ -153,8 +155,7 @@ def train_world(folder: Path, settings: SweepSettings, progress: Progress) -> fl
             world,
             out,
             replace(settings.classifier, mode=mode),
-            seed=settings.classifier_seed,
-            progress=None,
+            RunSettings(seed=settings.classifier_seed),
         )
     return time.perf_counter() - started
 
@@ -187,7 +188,8 @@ def add_spurious_units(folder: Path, settings: SweepSettings) -> int:
 
     from dxray.models.classifier_io import load_classifier
     from dxray.toyworld.data import class_names
-    from dxray.toyworld.truth import NEURON_TRUTH_SCHEMA, compute_truth, read_truth, write_truth
+    from dxray.toyworld.truth import NEURON_TRUTH_SCHEMA, compute_truth
+    from dxray.toyworld.truth_io import read_truth, write_truth
     from dxray.toyworld.zoo import TRUTH_RECORD, zoo_world
 
     world = zoo_world(folder)
@@ -248,87 +250,6 @@ def audit_world(spec: AuditSpec, progress: Progress) -> tuple[str, float]:
             f"the audit of {spec.output.catalog} is {summary.status}: {summary.error}"
         )
     return summary.run_id, time.perf_counter() - started
-
-
-def score_world(folder: Path, run_id: str) -> dict:
-    """The world's pairs and units, scored from its catalog and truth (see the module doc)."""
-    from dxray.eval.classes import attach_shortcuts, truth_class_rows
-    from dxray.eval.neurons import neuron_rows, unit_verdicts
-    from dxray.eval.reads import query, read_run
-    from dxray.toyworld.random_worlds import ties_per_class
-    from dxray.toyworld.truth import read_truth
-    from dxray.toyworld.zoo import zoo_world
-
-    world = zoo_world(folder)
-    catalog = folder / "catalog"
-    class_truth, neuron_truth = (t.to_pylist() for t in read_truth(folder / "truth"))
-    audit_rows, _, _ = read_run(catalog, run_id)
-
-    # Pairs: the truth's (class, factor) with the shortcut test's call
-    pairs = truth_class_rows(class_truth)
-    found = query(catalog, "SELECT * FROM class_shortcuts WHERE run_id = ?", [run_id])
-    attach_shortcuts(pairs, found, {t["factor"] for t in class_truth})
-    planted_p = {(t["class"], t["factor"]): t["planted_p"] for t in class_truth}
-    ties = ties_per_class(world)
-    keep = (
-        "class_name", "factor_kind", "factor", "planted", "reliance_logit", "relied",
-        "with_object_logprob", "shortcut_lift", "shortcut_low", "shortcut_high",
-        "shortcut_images", "shortcut_found", "explanation_candidate", "explanation_rate",
-        "explanation_pool_rate",
-    )  # fmt: skip
-    pair_rows = [
-        {k: p.get(k) for k in keep}
-        | {
-            "planted_p": planted_p[(p["class_name"], p["factor"])],
-            "ties_on_class": ties[p["class_name"]],
-        }
-        for p in pairs
-    ]
-
-    # Units: the truth's label, the audit's verdict (majority over seeds) and each seed's,
-    # and the unit-shortcut test's verdict (one per class and unit)
-    units = neuron_rows(neuron_truth, unit_verdicts(audit_rows))
-    tested = {
-        (r["class_name"], r["unit"]): r
-        for r in query(catalog, "SELECT * FROM unit_shortcuts WHERE run_id = ?", [run_id])
-    }
-    per_seed: dict[tuple[str, str], dict[str, str]] = {}  # seed -> verdict (JSON keys)
-    measured: dict[tuple[str, str], list[tuple[float | None, float | None]]] = {}
-    for r in audit_rows:
-        if r["kind"] == "unit" and r["ok"] and r["class_name"] is not None:
-            unit = f"{r['layer']}:{int(r['channel'])}"
-            per_seed.setdefault((r["class_name"], unit), {})[str(r["seed"])] = r["verdict"]
-            measured.setdefault((r["class_name"], unit), []).append((r["activation"], r["kept"]))
-    unit_rows = [
-        {
-            k: u[k]
-            for k in ("class_name", "unit", "selection", "truth", "margin", "seeds", "verdict")
-        }
-        | {
-            "seed_verdicts": per_seed.get((u["class_name"], u["unit"]), {}),
-            # the unit on its own explanation image, and the share kept without the objects
-            # (means over seeds; None when silent)
-            "activation": _mean(a for a, _ in measured.get((u["class_name"], u["unit"]), [])),
-            "kept": _mean(k for _, k in measured.get((u["class_name"], u["unit"]), [])),
-            "object_response": u["object_response"],
-            "factor_response": u["factor_response"],
-            "unit_test": (tested.get((u["class_name"], u["unit"])) or {}).get("verdict"),
-            "unit_test_margin": (tested.get((u["class_name"], u["unit"])) or {}).get("margin"),
-        }
-        for u in units
-    ]
-    return {
-        "world": world.name,
-        "run_id": run_id,
-        "ties": [{"name": c.name, "kind": c.kind, "p": c.p} for c in world.correlations],
-        "pairs": pair_rows,
-        "units": unit_rows,
-    }
-
-
-def _mean(values) -> float | None:
-    values = [v for v in values if v is not None and math.isfinite(v)]
-    return sum(values) / len(values) if values else None
 
 
 def rescore_world(folder: Path) -> dict | None:

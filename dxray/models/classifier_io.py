@@ -44,7 +44,7 @@ from dxray.models.classifier_sources.dxray_dir import (
     load_dxray_dir,
 )
 from dxray.models.classifier_sources.factories import import_factory
-from dxray.models.classifier_sources.hf import is_hub_id, load_hf
+from dxray.models.classifier_sources.hf import load_hf
 from dxray.models.classifier_sources.timm_models import load_timm
 from dxray.models.classifier_sources.torchscript import (
     TORCHSCRIPT_SUFFIXES,
@@ -53,6 +53,7 @@ from dxray.models.classifier_sources.torchscript import (
 )
 from dxray.models.classifier_sources.torchvision_models import load_torchvision
 from dxray.models.classifier_sources.weights import PICKLE_SUFFIXES, load_weights
+from dxray.models.sources import is_hub_id
 from dxray.text import first_line
 
 SPEC_KEYS = ("source", "factory", "factory_kwargs", "input_size", "mean", "std", "class_names",

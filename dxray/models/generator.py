@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dxray.models.sources import load_part, looks_like_path
+from dxray.models.sources import is_hub_id, load_part
 
 REQUIRED = ("tokenizer", "text_encoder", "unet", "vae", "scheduler")
 TINY_DECODER_DIR = "tiny_decoder"
@@ -124,7 +124,7 @@ def load_generator(
     src = str(source)
     local = Path(src).expanduser()
     is_local = local.is_dir()
-    if not is_local and looks_like_path(src):
+    if not is_local and not is_hub_id(src):
         raise GeneratorLoadError(
             f"generator directory '{src}' does not exist. Pass a directory in diffusers' "
             "save_pretrained layout (model_index.json, tokenizer/, text_encoder/, unet/, vae/, "

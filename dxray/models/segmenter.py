@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dxray.models.sources import load_part, looks_like_path
+from dxray.models.sources import is_hub_id, load_part
 
 # OpenAI CLIP's normalisation. Real CLIPSeg checkpoints ship a preprocessor_config.json with
 # their own values (which `load_segmenter` prefers); these are only the fallback.
@@ -266,7 +266,7 @@ def load_segmenter(
     src = str(source)
     local = Path(src).expanduser()
     is_local = local.is_dir()
-    if not is_local and looks_like_path(src):
+    if not is_local and not is_hub_id(src):
         raise SegmenterLoadError(
             f"segmenter directory '{src}' does not exist. Pass a directory holding a CLIPSeg "
             "model and tokenizer (as written by save_pretrained) or a Hugging Face hub id such "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -9,10 +10,19 @@ from dxray.text import first_line
 
 T = TypeVar("T")
 
+# A Hugging Face hub id: "name" or "org/name", letters, digits, "_", "-" and "." each.
+HUB_ID = re.compile(r"\w[\w.-]*(/\w[\w.-]*)?")
+# Names ending so are files, whatever else they look like (weights, configs, archives).
+FILE_SUFFIXES = (".safetensors", ".json", ".yaml", ".pt", ".pth", ".ts", ".torchscript", ".bin",
+                 ".ckpt", ".pkl", ".pickle", ".onnx")  # fmt: skip
 
-def looks_like_path(src: str) -> bool:
-    # Hub ids are "name" or "org/name"; anything else with a slash is meant as a path.
-    return src.startswith((".", "/", "~")) or src.count("/") > 1
+
+def is_hub_id(source: str) -> bool:
+    """Whether a model source reads as a hub id rather than a path: the one rule for every
+    model (generator, classifier, segmenter) and for the preflight. "./x", "~/x", "/x",
+    "a/b/c" and file names ("clf.safetensors") are paths; a path that exists is always used
+    as one (the loaders look first)."""
+    return bool(HUB_ID.fullmatch(source)) and not source.lower().endswith(FILE_SUFFIXES)
 
 
 def load_part(

@@ -8,7 +8,7 @@ Modules, one job each (the page reads the catalog through dxray/catalog/sql/repo
 - summary.py     the run's header, the legend and the summary figures;
 - diff.py        "Change since <run>" (from `dxray.catalog.diff_runs`);
 - shortcuts.py   the class-shortcut section with its evidence images;
-- evaluation.py  the `dxray eval` section (tables from `dxray.eval.report`);
+- evaluation.py  the `dxray eval` section (tables from `dxray.eval.tables`);
 - targets.py     the class and unit galleries and the attribute-probe table;
 - markup.py      escaping, number formats, badges; thumbnails.py  the inline images;
 - queries.py     the named queries of dxray/catalog/sql/report.sql, run as rows;

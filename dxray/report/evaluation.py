@@ -3,15 +3,16 @@
 Contract: `evaluation_section(con, run_id)` reads the run's rows of the catalog's eval tables
 (eval_metrics, eval_neurons, eval_classes) and returns an escaped HTML <section>, or "" when
 the run has no evaluation. The tables and the headline are the evaluation's own
-(`dxray.eval.report.sections` / `headline`, the same as `dxray eval` prints); this module
-only lays them out as HTML.
+(`dxray.eval.tables.evaluation_tables`, `dxray.eval.printout.headline`: the same as `dxray
+eval` prints); this module only lays them out as HTML.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from dxray.eval.report import format_value, headline, sections
+from dxray.eval.printout import headline
+from dxray.eval.tables import evaluation_tables, format_value
 from dxray.report.markup import esc
 from dxray.report.queries import query_rows
 
@@ -52,7 +53,7 @@ def evaluation_html(
     parts.append(
         f"<p><strong>{esc(headline(metrics, world).removeprefix('HEADLINE: '))}</strong></p>"
     )
-    for title, header, rows, note in sections(metrics, neurons, classes):
+    for title, header, rows, note in evaluation_tables(metrics, neurons, classes):
         parts.append(f"<h3>{esc(title)}</h3><table><thead><tr>")
         parts += [f"<th>{esc(str(h))}</th>" for h in header]
         parts.append("</tr></thead><tbody>")

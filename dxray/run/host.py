@@ -49,7 +49,12 @@ class Stage:
 
 def stages() -> dict[str, Stage]:
     """The stages a host serves, by name."""
-    from dxray.run.shortcuts import pool_batch, pool_error_row, render_batch, render_error_row
+    from dxray.run.shortcut_renders import (
+        pool_batch,
+        pool_error_row,
+        render_batch,
+        render_error_row,
+    )
     from dxray.run.worker import target_batch, target_error_row
 
     return {

@@ -26,6 +26,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from dxray.catalog.schema import ROW_KEYS, payload_columns
 from dxray.catalog.writer import CatalogWriter
 from dxray.run.checkpoints import classifier_sha256
 from dxray.run.lock import FileLock
@@ -41,17 +42,9 @@ from dxray.spec.unit_csv import read_units
 log = logging.getLogger("dxray.audit")
 STALE_LOCK_HOURS = 6.0  # a lock whose audit has written nothing for this long is taken over
 
-VERDICT_KEYS = (
-    "object_query",
-    "presence",
-    "verdict",
-    "judged_by",
-    "kept",
-    "activation",
-    "activation_without_objects",
-    "probe_scores",
-)
-IMAGE_KEYS = ("png", "mask_png")
+# What a worker's result row carries for the verdicts and images tables (the schema's columns)
+VERDICT_KEYS = payload_columns("verdicts")
+IMAGE_KEYS = payload_columns("images")
 
 
 @dataclass
@@ -262,7 +255,7 @@ def describe_plan(
     )
     text = f"run {run_id}: {todo} of {total} targets to compute ({skipped} in the catalog)"
     if shortcuts:
-        from dxray.run.shortcuts import pool_plan, vocabulary_plan
+        from dxray.run.shortcut_plans import pool_plan, vocabulary_plan
 
         sc = spec.shortcuts
         pool = f", a pool of {len(pool_plan(spec))} object-free explanations" if sc.pool else ""
@@ -338,7 +331,7 @@ def split_rows(rows: list[dict]) -> tuple[list[dict], list[dict], list[dict]]:
     """A worker batch's rows as the catalog's (explanations, verdicts, images) rows."""
     explanations, verdicts, images = [], [], []
     for row in rows:
-        key = {k: row[k] for k in ("run_id", "target_id", "seed")}
+        key = {k: row[k] for k in ROW_KEYS}
         explanations.append({k: v for k, v in row.items() if k not in VERDICT_KEYS + IMAGE_KEYS})
         if row["status"] != "error":
             verdict = {k: row[k] for k in VERDICT_KEYS}

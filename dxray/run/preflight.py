@@ -21,7 +21,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from dxray.models.classifier_sources.hf import is_hub_id
+from dxray.models.sources import is_hub_id
 from dxray.spec.model import AuditSpec, SpecError
 from dxray.spec.unit_csv import read_units
 from dxray.text import first_line

@@ -16,7 +16,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from dxray.catalog.gate import GateInputError, gate_runs, to_json_text, to_junit
+from dxray.catalog.gate import GateInputError, gate_runs
+from dxray.catalog.gate_render import to_json_text, to_junit
 from dxray.catalog.writer import write_text_atomic
 from dxray.spec.model import GateSpec
 

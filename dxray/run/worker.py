@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from dxray.catalog.schema import payload_columns
 from dxray.explain.optimize import explain
 from dxray.judge.verdict import verdicts
-from dxray.run.targets import objective_for
+from dxray.run.targets import TARGET_KEYS, objective_for
 
 if TYPE_CHECKING:
     from dxray.run.host import ModelHost
@@ -140,29 +141,20 @@ def _judge_units(
 
 
 def target_error_row(row: dict[str, Any], error: str, worker: str) -> dict[str, Any]:
-    """The result row of a target whose batch failed: every column, the error text in one."""
-    empty = dict.fromkeys(
-        ("steps", "objective_value", "probability", "converged", "words", "prompt_vectors"),
-        None,
-    )
+    """The result row of a target whose batch failed: every column of the explanations,
+    verdicts and images tables (their schemas), empty but the error text."""
+    columns = [
+        *(c for c in payload_columns("explanations") if c not in TARGET_KEYS),
+        *payload_columns("verdicts"),
+        *payload_columns("images"),
+    ]
     return {
         **row,
-        **empty,
+        **dict.fromkeys(columns),
         "status": "error",
         "error": error,
-        "vector_shape": None,
-        "seconds": None,
         "worker": worker,
-        "object_query": None,
-        "presence": None,
-        "verdict": None,
-        "judged_by": None,
-        "kept": None,
-        "activation": None,
-        "activation_without_objects": None,
         "probe_scores": json.dumps({}),
-        "png": None,
-        "mask_png": None,
     }
 
 

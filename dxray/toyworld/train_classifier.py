@@ -5,11 +5,12 @@ oracle that judges images. Scenes are rendered on the fly; everything is seeded.
 
 trains all three into --out (classifier/, classifier-fixed/, oracle/), then measures the ground
 truth of both checkpoints (truth/, truth-fixed/) and the gates (gates.json): that is
-`train_zoo_classifiers`. One at a time, from python:
+`train_zoo_classifiers(world, out, ZooClassifiersConfig(), run)`. One at a time, from python:
 
-    train_classifier(world, "zoo/classifier", ToyClassifierConfig(mode="biased"))
-    train_classifier(world, "zoo/classifier-fixed", ToyClassifierConfig(mode="fixed"))
-    train_oracle(world, "zoo/oracle", ToyOracleConfig())
+    run = RunSettings(seed=0, progress=print)
+    train_classifier(world, "zoo/classifier", ToyClassifierConfig(mode="biased"), run)
+    train_classifier(world, "zoo/classifier-fixed", ToyClassifierConfig(mode="fixed"), run)
+    train_oracle(world, "zoo/oracle", ToyOracleConfig(), run)
 
 Each directory is a dxray classifier (`load_classifier(dir)`) plus `training.json`: seed,
 steps, wall time, final loss and accuracies.
@@ -17,10 +18,8 @@ steps, wall time, final loss and accuracies.
 
 from __future__ import annotations
 
-import json
 import math
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -38,26 +37,19 @@ from dxray.toyworld.data import (
     sample_specs,
     scene_labels,
 )
+from dxray.toyworld.gates import gate_rows, write_gates
 from dxray.toyworld.nets import gaussian_blur, oracle_cnn, oracle_output_names, toy_cnn
 from dxray.toyworld.records import write_record
+from dxray.toyworld.run_settings import Progress, RunSettings
 from dxray.toyworld.scenes import SceneSpec, render_batch
-from dxray.toyworld.truth import (
-    accuracy,
-    classifier_gates,
-    compute_truth,
-    derive_seed,
-    describe,
-    gates_table,
-    oracle_accuracy,
-    write_truth,
-)
+from dxray.toyworld.truth import accuracy, compute_truth, derive_seed
+from dxray.toyworld.truth_gates import classifier_gates, gates_table, oracle_accuracy
+from dxray.toyworld.truth_io import describe, write_truth
 from dxray.toyworld.world import World
 
 TRAINING_FILE = "training.json"
 CLASSIFIER_FACTORY = "dxray.toyworld.nets:toy_cnn"
 ORACLE_FACTORY = "dxray.toyworld.nets:oracle_cnn"
-
-Progress = Callable[[str], None] | None
 
 
 @dataclass
@@ -114,6 +106,21 @@ class ToyOracleConfig:
             raise ValueError(
                 f"need steps >= 1 and batch >= 2, got steps={self.steps}, batch={self.batch}"
             )
+
+
+@dataclass
+class ZooClassifiersConfig:
+    """What `train_zoo_classifiers` trains and measures. Defaults: the zoo's.
+
+    Both releases follow `classifier`, its `mode` set to "biased" and "fixed" in turn; the
+    oracle follows `oracle`. `truth_n` scenes make each ground-truth measurement, `gate_n`
+    each accuracy gate.
+    """
+
+    classifier: ToyClassifierConfig = field(default_factory=ToyClassifierConfig)
+    oracle: ToyOracleConfig = field(default_factory=ToyOracleConfig)
+    truth_n: int = 500
+    gate_n: int = 2000
 
 
 @dataclass
@@ -179,14 +186,16 @@ def train_classifier(
     world: World,
     out_dir: str | Path,
     config: ToyClassifierConfig | None = None,
-    *,
-    seed: int = 0,
-    progress: Progress = print,
+    run: RunSettings | None = None,
 ) -> Trained:
     """Train the audited classifier of `config` (default: the zoo's) on `config.mode` scenes
-    and save it to `out_dir`, with its training record."""
+    and save it to `out_dir`, with its training record. `run`: the seed, threads and progress
+    lines (on the CPU whatever its device)."""
     # 1. Inputs (the config checked itself)
     config = config or ToyClassifierConfig()
+    run = run or RunSettings()
+    run.use_threads()
+    seed, progress = run.seed, run.progress
     mode, steps, batch, lr = config.mode, config.steps, config.batch, config.lr
     hide_object, eval_n = config.hide_object, config.eval_n
     out_dir = Path(out_dir)
@@ -340,16 +349,17 @@ def train_oracle(
     world: World,
     out_dir: str | Path,
     config: ToyOracleConfig | None = None,
-    *,
-    seed: int = 0,
-    progress: Progress = print,
+    run: RunSettings | None = None,
 ) -> Trained:
     """Train the oracle of `config` (default: the zoo's; object incl. none, context, cue incl.
     none) on augmented unbiased and context-only scenes, and save it to `out_dir` as a
     classifier whose outputs are the three heads' logits concatenated (`oracle_output_names`);
-    read it with `nets.oracle_predict`."""
+    read it with `nets.oracle_predict`. `run`: as `train_classifier`'s."""
     # 1. Inputs (the config checked itself)
     config = config or ToyOracleConfig()
+    run = run or RunSettings()
+    run.use_threads()
+    seed, progress = run.seed, run.progress
     steps, batch, lr, eval_n = config.steps, config.batch, config.lr, config.eval_n
     context_only_frac, cue_frac = config.context_only_frac, config.cue_frac
     out_dir = Path(out_dir)
@@ -424,30 +434,27 @@ def train_oracle(
 def train_zoo_classifiers(
     world: World,
     out: str | Path,
-    classifier: ToyClassifierConfig | None = None,
-    oracle: ToyOracleConfig | None = None,
-    *,
-    seed: int = 0,
-    truth_n: int = 500,
-    gate_n: int = 2000,
-    progress: Progress = print,
+    config: ZooClassifiersConfig | None = None,
+    run: RunSettings | None = None,
 ) -> dict:
-    """Train the classifier, its fixed release and the oracle into `out`, then write the ground
-    truth of both checkpoints (`truth_n` scenes a measurement) and the gates (`gate_n` scenes
-    an accuracy). Both releases follow `classifier` (default: the zoo's), with its `mode` set
-    to "biased" and "fixed" in turn; the oracle follows `oracle`. Returns the gates and the
-    training records."""
+    """Train the classifier, its fixed release and the oracle of `config` (default: the zoo's)
+    into `out`, then write the ground truth of both checkpoints and the gates (gates.json).
+    `run`: the seed of every model and measurement, threads, progress. Returns the gates and
+    the training records."""
     out = Path(out)
-    classifier = classifier or ToyClassifierConfig()
-    common = {"seed": seed, "progress": progress}
+    config = config or ZooClassifiersConfig()
+    run = run if run is not None else RunSettings()
+    run.use_threads()
+    seed, progress, truth_n, gate_n = run.seed, run.progress, config.truth_n, config.gate_n
+    classifier = config.classifier
     records = {
         "classifier": train_classifier(
-            world, out / "classifier", replace(classifier, mode="biased"), **common
+            world, out / "classifier", replace(classifier, mode="biased"), run
         ),
         "classifier-fixed": train_classifier(
-            world, out / "classifier-fixed", replace(classifier, mode="fixed"), **common
+            world, out / "classifier-fixed", replace(classifier, mode="fixed"), run
         ),
-        "oracle": train_oracle(world, out / "oracle", oracle, **common),
+        "oracle": train_oracle(world, out / "oracle", config.oracle, run),
     }
     classifier = load_classifier(out / "classifier")
     fixed = load_classifier(out / "classifier-fixed")
@@ -474,7 +481,9 @@ def train_zoo_classifiers(
         "training": {name: asdict(t.record) for name, t in records.items()},
         "truth_seconds": round(truth_seconds, 2),
     }
-    (out / "gates.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_gates(
+        out, gate_rows("classifier", gates), world=world.name, seconds=time.perf_counter() - started
+    )
     if progress is not None:
         cls_cols = ["class", "factor_kind", "factor", "planted", "reliance_logit", "reliance_prob"]
         neuron_cols = ["class", "unit", "rank", "object_response", "context_response", "factor"]

@@ -24,14 +24,12 @@ The toy world lets us render any scene we like, so reliance is measured, not ass
   planted factor, the context / cue that drives the unit most stands in for it.
 
     class_table, neuron_table = compute_truth(world, load_classifier("zoo/classifier"), n=500, seed=0)
-    write_truth("zoo/truth", class_table, neuron_table)   # + units.csv, for an audit spec
-    gates = classifier_gates(world, classifier, fixed=fixed, oracle=oracle)
 
 Scenes are drawn from seeds derived from `seed`, so the tables are a pure function of
 (world, classifier, n, seed, k). The tables' schemas are `CLASS_TRUTH_SCHEMA` and
-`NEURON_TRUTH_SCHEMA`. `write_truth` also writes `units.csv` (`class_index,feature_index`, one
-row per neuron-truth unit), the format of an audit spec's `targets.units.csv`, so an audit can
-explain exactly the units the truth labels (with `targets.units.layer: penultimate`).
+`NEURON_TRUTH_SCHEMA`. This module measures, in torch, and reads or writes no file: storing the
+tables (Parquet, and the units.csv an audit spec reads) is truth_io.py; the zoo's gates on
+them, truth_gates.py.
 """
 
 from __future__ import annotations
@@ -39,17 +37,14 @@ from __future__ import annotations
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from torch import Tensor
 
 from dxray.models.classifier import Classifier
 from dxray.models.units import RankedUnit, head_weight, rank_units
-from dxray.text import text_table
 from dxray.toyworld.data import (
     class_names,
     context_names,
@@ -57,8 +52,6 @@ from dxray.toyworld.data import (
     sample_specs,
     scene_labels,
 )
-from dxray.toyworld.gates import Gate, check
-from dxray.toyworld.nets import gaussian_blur, oracle_predict
 from dxray.toyworld.scenes import SceneSpec, render_batch
 from dxray.toyworld.world import World
 
@@ -105,11 +98,6 @@ NEURON_TRUTH_SCHEMA = pa.schema(
         ("label", pa.string()),  # "spurious" if margin > 0 else "core"
     ]
 )
-
-CLASS_TRUTH_FILE = "class_truth.parquet"
-NEURON_TRUTH_FILE = "neuron_truth.parquet"
-UNITS_FILE = "units.csv"  # the neuron table's units, as an audit spec's targets.units.csv
-UNITS_COLUMNS = ("class_index", "feature_index")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -173,14 +161,14 @@ def _factor_scenes(world: World, n: int, seed: int) -> dict[tuple[str, str], lis
     return scenes
 
 
-def _planted_factors(world: World, cls: str) -> dict[tuple[str, str], float]:
+def planted_factors(world: World, cls: str) -> dict[tuple[str, str], float]:
     """(kind, name) -> p of the correlations the world plants for class `cls`."""
     return {(c.kind, c.context or c.cue): c.p for c in world.correlations if c.class_name == cls}
 
 
 def _object_on_neutral(world: World, cls: str, n: int, seed: int) -> list[SceneSpec]:
     """`n` scenes of class `cls`, on contexts not planted for it (in turn), without a cue."""
-    planted = {name for kind, name in _planted_factors(world, cls) if kind == "context"}
+    planted = {name for kind, name in planted_factors(world, cls) if kind == "context"}
     neutral = [c for c in context_names(world) if c not in planted]
     specs = sample_specs(
         world, n, seed=derive_seed(seed, "object-on-neutral", cls), mode="unbiased", classes=[cls]
@@ -283,7 +271,7 @@ def factor_units(
         )
     out: dict[str, dict[tuple[str, str], list[RankedUnit]]] = {}
     for cls in names:
-        for key in _planted_factors(world, cls):
+        for key in planted_factors(world, cls):
             # Rank one class's row: the other rows are never read, so they can be anything.
             activation = factor_activation[key].expand_as(weight)
             ranked = rank_units(weight, activation, k, class_names=names, layer=layer)
@@ -327,7 +315,7 @@ def compute_truth(
     #    lift beside the class's own object
     class_rows = []
     for ci, cls in enumerate(classes):
-        planted = _planted_factors(world, cls)
+        planted = planted_factors(world, cls)
         lifts = _with_object_lifts(world, classifier, cls, ci, n, seed)
         rows = []
         for kind, name in _factors(world):
@@ -370,7 +358,7 @@ def compute_truth(
     for cls in classes:
         _, obj_units = _forward(classifier, world, _object_on_neutral(world, cls, n, seed), [layer])
         object_mean = obj_units[layer].mean(0)
-        candidates = list(_planted_factors(world, cls)) or _factors(world)
+        candidates = list(planted_factors(world, cls)) or _factors(world)
         factor_means = torch.stack([units[key].mean(0) for key in candidates])  # [F, C]
         selected = [("top", unit) for unit in ranked[cls]]
         selected += [("factor", u) for units_ in by_factor.get(cls, {}).values() for u in units_]
@@ -404,218 +392,3 @@ def compute_truth(
         pa.Table.from_pylist(class_rows, schema=CLASS_TRUTH_SCHEMA),
         pa.Table.from_pylist(neuron_rows, schema=NEURON_TRUTH_SCHEMA),
     )
-
-
-def write_truth(
-    out_dir: str | Path,
-    class_table: pa.Table,
-    neuron_table: pa.Table,
-    *,
-    classes: Sequence[str] | None = None,
-) -> Path:
-    """Write both tables as Parquet (`class_truth.parquet`, `neuron_truth.parquet`) and the
-    neuron table's units as `units.csv` in `out_dir`. `classes` is the world's class order, for
-    the CSV's class_index (default: the order in which the class table lists its classes,
-    which for `compute_truth`'s table is the world's)."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    pq.write_table(class_table, out / CLASS_TRUTH_FILE)
-    pq.write_table(neuron_table, out / NEURON_TRUTH_FILE)
-    if classes is None:
-        classes = list(dict.fromkeys(class_table.column("class").to_pylist()))
-    write_units_csv(out / UNITS_FILE, neuron_table, classes)
-    return out
-
-
-def unit_pairs(neuron_table: pa.Table, classes: Sequence[str]) -> list[tuple[int, int]]:
-    """(class_index, channel) of each unit of the neuron table, in table order, each once.
-    Every unit must be on one layer, since a unit CSV gives channels only."""
-    index = {name: i for i, name in enumerate(classes)}
-    pairs, layers = [], set()
-    for row in neuron_table.select(["class", "unit"]).to_pylist():
-        if row["class"] not in index:
-            raise ValueError(f"neuron truth names class {row['class']!r}, not one of {classes}")
-        layer, _, channel = row["unit"].rpartition(":")
-        layers.add(layer)
-        pairs.append((index[row["class"]], int(channel)))
-    if len(layers) > 1:
-        raise ValueError(f"a unit CSV holds channels of one layer; the truth has {sorted(layers)}")
-    return list(dict.fromkeys(pairs))
-
-
-def write_units_csv(path: str | Path, neuron_table: pa.Table, classes: Sequence[str]) -> Path:
-    """The neuron table's units as `class_index,feature_index` lines: the format of an audit
-    spec's targets.units.csv (read by dxray.spec, with targets.units.layer = the units' layer)."""
-    path = Path(path)
-    lines = [",".join(UNITS_COLUMNS)]
-    lines += [f"{c},{j}" for c, j in unit_pairs(neuron_table, classes)]
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def read_truth(out_dir: str | Path) -> tuple[pa.Table, pa.Table]:
-    """Read back the two tables `write_truth` wrote (class level, neuron level)."""
-    out = Path(out_dir)
-    return pq.read_table(out / CLASS_TRUTH_FILE), pq.read_table(out / NEURON_TRUTH_FILE)
-
-
-# ---------------------------------------------------------------------------------------------
-# Gates: is the zoo good enough to be ground truth?
-# ---------------------------------------------------------------------------------------------
-
-
-def reliance(class_table: pa.Table, cls: str, kind: str, factor: str) -> float:
-    """The measured reliance (logit) of class `cls` on one context or cue."""
-    for row in class_table.to_pylist():
-        if (row["class"], row["factor_kind"], row["factor"]) == (cls, kind, factor):
-            return row["reliance_logit"]
-    raise KeyError(f"no truth row for class {cls!r}, {kind} {factor!r}")
-
-
-def reliance_gates(world: World, class_table: pa.Table, *, prefix: str = "") -> list[Gate]:
-    """Per planted correlation: its reliance minus the largest reliance of the same class on
-    any unplanted context or cue; the gate holds when that margin is positive."""
-    rows = class_table.to_pylist()
-    gates = []
-    for corr in world.correlations:
-        planted = _planted_factors(world, corr.class_name)
-        mine = reliance(class_table, corr.class_name, corr.kind, corr.context or corr.cue)
-        others = [
-            r["reliance_logit"]
-            for r in rows
-            if r["class"] == corr.class_name and (r["factor_kind"], r["factor"]) not in planted
-        ]
-        gates.append(check(f"{prefix}reliance_margin:{corr.name}", mine - max(others), ">", 0.0))
-    return gates
-
-
-def fixed_release_gates(world: World, truth: pa.Table, fixed_truth: pa.Table) -> list[Gate]:
-    """Per correlation the fixed release removes: the fixed checkpoint's reliance on it must be
-    below half the original checkpoint's (both class tables measured in the original world)."""
-    gates = []
-    for corr in world.correlations:
-        if corr.name in world.fixed_release_removes:
-            factor = corr.context or corr.cue
-            before = reliance(truth, corr.class_name, corr.kind, factor)
-            after = reliance(fixed_truth, corr.class_name, corr.kind, factor)
-            gates.append(check(f"fixed:removed_reliance:{corr.name}", after, "<", before / 2))
-    return gates
-
-
-@torch.no_grad()
-def oracle_accuracy(oracle: Classifier, world: World, *, n: int = 2000, seed: int = 0) -> dict:
-    """The oracle's accuracies: object / context / cue on unbiased scenes, "none" on
-    context-only scenes, cue recall on scenes that all carry a cue, and object / context on
-    the unbiased scenes blurred (sigma 1 px), as generated images are."""
-    unbiased = sample_specs(world, n, seed=derive_seed(seed, "oracle", "unbiased"), mode="unbiased")
-    empty = sample_specs(world, n, seed=derive_seed(seed, "oracle", "empty"), mode="context_only")
-    cues = cue_names(world)
-    rng = np.random.default_rng(derive_seed(seed, "oracle", "cues"))
-    with_cue = [replace(s, cue=cues[rng.integers(len(cues))]) for s in unbiased] if cues else []
-
-    def judge(specs, blur: float = 0.0):
-        images, _, _ = render_batch(world, specs)
-        if blur > 0:
-            images = gaussian_blur(images, blur)
-        pred = {k: v.numpy() for k, v in oracle_predict(oracle, images).items()}
-        return pred, scene_labels(world, specs)
-
-    result = {}
-    pred, truth = judge(unbiased)
-    result["object"] = float((pred["object"] == truth.object).mean())
-    result["context"] = float((pred["context"] == truth.context).mean())
-    result["cue"] = float((pred["cue"] == truth.cue).mean())
-    pred, truth = judge(empty)
-    result["none"] = float((pred["object"] == -1).mean())
-    result["context_empty"] = float((pred["context"] == truth.context).mean())
-    if with_cue:
-        pred, truth = judge(with_cue)
-        result["cue_recall"] = float((pred["cue"] == truth.cue).mean())
-    pred, truth = judge(unbiased, blur=1.0)
-    result["object_blurred"] = float((pred["object"] == truth.object).mean())
-    result["context_blurred"] = float((pred["context"] == truth.context).mean())
-    return result
-
-
-# Targets for the oracle: it judges generated images, so it must be more accurate than what it
-# judges. Cue and blurred thresholds are ours; object and context come from the zoo's issue.
-ORACLE_TARGETS = {
-    "object": 0.97,
-    "context": 0.99,
-    "cue": 0.97,
-    "none": 0.97,
-    "cue_recall": 0.95,
-    "object_blurred": 0.9,
-    "context_blurred": 0.97,
-}
-
-
-def classifier_gates(
-    world: World,
-    classifier: Classifier,
-    *,
-    fixed: Classifier | None = None,
-    oracle: Classifier | None = None,
-    n: int = 2000,
-    seed: int = 0,
-    truth: pa.Table | None = None,
-    fixed_truth: pa.Table | None = None,
-    truth_n: int = 500,
-    min_accuracy: float = 0.95,
-) -> list[Gate]:
-    """The zoo's checks: unbiased accuracy of the classifier (and of its fixed release), each
-    planted correlation measurably relied on, each correlation the fixed release removes
-    relied on at most half as much as before, and the oracle's accuracies.
-
-    `truth` / `fixed_truth` are class tables from `compute_truth` (computed with `truth_n`
-    scenes when not given). The fixed release is measured in the original world, so both
-    checkpoints answer the same questions.
-    """
-    gates = [
-        check(
-            "classifier:unbiased_accuracy",
-            accuracy(classifier, world, n=n, seed=seed),
-            ">=",
-            min_accuracy,
-        )
-    ]
-    if truth is None:
-        truth, _ = compute_truth(world, classifier, n=truth_n, seed=seed)
-    gates += reliance_gates(world, truth, prefix="classifier:")
-
-    if fixed is not None:
-        gates.append(
-            check(
-                "fixed:unbiased_accuracy",
-                accuracy(fixed, world, n=n, seed=seed),
-                ">=",
-                min_accuracy,
-            )
-        )
-        if fixed_truth is None:
-            fixed_truth, _ = compute_truth(world, fixed, n=truth_n, seed=seed)
-        gates += reliance_gates(world.fixed(), fixed_truth, prefix="fixed:")
-        gates += fixed_release_gates(world, truth, fixed_truth)
-
-    if oracle is not None:
-        measured = oracle_accuracy(oracle, world, n=n, seed=seed)
-        for key, target in ORACLE_TARGETS.items():
-            if key in measured:
-                gates.append(check(f"oracle:{key}_accuracy", measured[key], ">=", target))
-    return gates
-
-
-def gates_table(gates: Sequence[Gate]) -> pa.Table:
-    """Gates as a table: name, value, threshold, op, passed."""
-    return pa.Table.from_pylist([vars(g) for g in gates])
-
-
-def describe(rows: Sequence[Mapping] | pa.Table, columns: Sequence[str]) -> str:
-    """A plain-text table of `columns`, for progress output and reports."""
-    if isinstance(rows, pa.Table):
-        rows = rows.to_pylist()
-
-    def cell(v):
-        return f"{v:.3f}" if isinstance(v, float) else str(v)
-
-    return "\n".join(text_table(columns, [[cell(r[c]) for c in columns] for r in rows]))

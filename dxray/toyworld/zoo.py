@@ -6,7 +6,7 @@
     <zoo>/oracle/            independent judge (object, context, cue)  never used by the engine
     <zoo>/segmenter/         CLIPSeg trained on the world              train_segmenter
     <zoo>/truth/, truth-fixed/  ground truth Parquet + units.csv      truth.compute_truth
-    <zoo>/gates.json         `check_zoo` results
+    <zoo>/gates.json         `check_zoo` results (gates.write_gates: its one writer and shape)
     <zoo>/zoo.json           the manifest: the zoo's world, and parts shared with other zoos
 
 `dxray zoo train` builds it, `dxray zoo check` prints the gate table, `dxray zoo truth` writes
@@ -31,22 +31,19 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from dxray.text import text_table
-from dxray.toyworld.data import class_names, colour_names, context_names, sample_specs
-from dxray.toyworld.gates import Gate, check
-from dxray.toyworld.scenes import SceneSpec, caption, caption_words, render_batch
+from dxray.toyworld.data import class_names
+from dxray.toyworld.gates import GATES_FILE, GateRow, gate_rows, read_gates, write_gates
+from dxray.toyworld.scenes import caption_words
 from dxray.toyworld.world import WORLDS_DIR, World, WorldConfigError, load_world
 
 ZOOS_DIR = Path(__file__).parent / "zoo"
 DEFAULT_ZOO = ZOOS_DIR / "default"
-GATES_FILE = "gates.json"
 MANIFEST_FILE = "zoo.json"
 TRUTH_RECORD = "truth.json"  # how a truth folder was computed: world, classifier, n, seed, k
 
@@ -175,7 +172,13 @@ def zoo_world(zoo: str | Path) -> World:
 
 def _recorded_world(zoo: Path) -> tuple[str | None, str]:
     """A world name from gates.json, else from the first training record that names one."""
-    records = [zoo / GATES_FILE]
+    try:
+        world = read_gates(zoo).get("world")  # not in the classifier trainer's old gates.json
+    except (OSError, ValueError):
+        world = None
+    if isinstance(world, str) and world:
+        return world, GATES_FILE
+    records = []
     for part, record in (
         ("classifier", "training.json"),
         ("classifier-fixed", "training.json"),
@@ -243,102 +246,6 @@ def check_shared_part(part: str, where: str | Path, world: World, *, zoo: str | 
             raise ZooError(f"{label} has outputs {got}; world {world.name!r} needs {want}")
 
 
-@dataclass(frozen=True)
-class GateRow:
-    group: str  # generator | segmenter | classifier
-    name: str
-    value: float
-    threshold: float
-    op: str
-    passed: bool
-
-
-def _rows(group: str, gates: Iterable[Gate]) -> list[GateRow]:
-    return [GateRow(group, **asdict(g)) for g in gates]
-
-
-def _check(group: str, name: str, value: float, op: str, threshold: float) -> GateRow:
-    """A `dxray.toyworld.gates.check` row of `group` ("info": shown, not a gate)."""
-    return _rows(group, [check(name, value, op, threshold)])[0]
-
-
-@torch.no_grad()
-def generator_gates(
-    world: World,
-    generator,
-    oracle,
-    *,
-    steps: int = 4,
-    guidance_scale: float = 1.0,
-    seeds: int = 1,
-    segmenter=None,
-) -> list[GateRow]:
-    """The generator, judged by the oracle at the engine's sampler setting.
-
-    - object / context recognised in samples of every "a <colour> <shape> on <context>";
-    - context-only captions ("water") give no object;
-    - the ceiling: the oracle on VAE reconstructions of real scenes (shapes lost in the
-      latents cannot come back in samples);
-    - with a `segmenter`: its object presence on the same generated images (the ones it
-      judges in an audit), against what the oracle sees in them (balanced accuracy >= 0.9).
-    """
-    from dxray.toyworld.generator_training.samples import sample_captions
-    from dxray.toyworld.nets import oracle_predict
-
-    classes, contexts = class_names(world), context_names(world)
-    specs = [
-        SceneSpec(shape=s, colour=c, size=0.6, position=(0.5, 0.5), rotation=0.0, context=x,
-                  cue=None, seed=0)
-        for s in classes for c in colour_names(world) for x in contexts
-    ]  # fmt: skip
-    captions = [caption(s) for s in specs] * seeds
-    seed_list = list(range(len(captions)))
-    with_object = sample_captions(
-        generator, captions, seed_list, steps=steps, guidance_scale=guidance_scale
-    )
-    pred = oracle_predict(oracle, with_object)
-    want_object = torch.tensor([classes.index(s.shape) for s in specs] * seeds)
-    want_context = torch.tensor([contexts.index(s.context) for s in specs] * seeds)
-    rows = [
-        _check("generator", "object_recognised", (pred["object"] == want_object).float().mean(),
-               ">=", 0.8),
-        _check("generator", "context_recognised",
-               (pred["context"] == want_context).float().mean(), ">=", 0.95),
-    ]  # fmt: skip
-    empty = contexts * max(4, seeds)
-    context_only = sample_captions(
-        generator, empty, list(range(len(empty))), steps=steps, guidance_scale=guidance_scale
-    )
-    seen_empty = oracle_predict(oracle, context_only)["object"]
-    none = (seen_empty == -1).float().mean()
-    rows.append(_check("generator", "context_only_no_object", none, ">=", 0.9))
-    if segmenter is not None:
-        from dxray.judge.verdict import object_query
-        from dxray.toyworld.train_segmenter import presence_accuracy
-
-        both = torch.cat([with_object, context_only])
-        seen = torch.cat([pred["object"], seen_empty])
-        present = seen[:, None] == torch.arange(len(classes))[None, :]
-        device_images = both.to(segmenter.device, segmenter.dtype)
-        score = presence_accuracy(
-            segmenter, device_images, [object_query(c) for c in classes], present
-        )
-        rows.append(
-            _check("segmenter", "generated_object_presence_accuracy", score.balanced, ">=", 0.9)
-        )
-    # Ceiling: real scenes through the VAE and back.
-    real = sample_specs(world, 256, seed=123, mode="unbiased")
-    scenes, _, _ = render_batch(world, real)
-    vae = generator.vae
-    latents = vae.encode(scenes.to(generator.device, generator.dtype) * 2 - 1).latent_dist.mean
-    recon = (vae.decode(latents).sample / 2 + 0.5).clamp(0, 1).float().cpu()
-    got = oracle_predict(oracle, recon)
-    truth_object = torch.tensor([classes.index(s.shape) for s in real])
-    ceiling = (got["object"] == truth_object).float().mean()
-    rows.append(_check("generator", "vae_reconstruction_object (ceiling)", ceiling, "info", 0.0))
-    return rows
-
-
 def check_zoo(
     zoo: str | Path,
     world: World | None = None,
@@ -354,15 +261,16 @@ def check_zoo(
     from dxray.models.classifier_io import load_classifier
     from dxray.models.generator import load_generator
     from dxray.models.segmenter import load_segmenter
-    from dxray.toyworld.train_segmenter import segmenter_gates
-    from dxray.toyworld.truth import classifier_gates
+    from dxray.toyworld.generator_gates import generator_gates
+    from dxray.toyworld.segmenter_training.gates import segmenter_gates
+    from dxray.toyworld.truth_gates import classifier_gates
 
     zoo = Path(zoo)
     world = world if world is not None else zoo_world(zoo)
     started = time.perf_counter()
     oracle = load_classifier(zoo_part(zoo, "oracle"))
     rows: list[GateRow] = []
-    rows += _rows(
+    rows += gate_rows(
         "classifier",
         classifier_gates(
             world,
@@ -373,7 +281,7 @@ def check_zoo(
     )
     if has_part(zoo, "segmenter"):
         segmenter = load_segmenter(zoo_part(zoo, "segmenter"))
-        rows += _rows("segmenter", segmenter_gates(segmenter, world))
+        rows += gate_rows("segmenter", segmenter_gates(segmenter, world))
     if has_part(zoo, "generator"):
         generator = load_generator(zoo_part(zoo, "generator"))
         rows += generator_gates(
@@ -390,15 +298,15 @@ def check_zoo(
     shared = {
         part: os.path.relpath(w, zoo) for part, (w, is_shared) in located.items() if is_shared
     }
-    record = {
-        "world": world.name,
-        **({"shared": shared} if shared else {}),
-        "sampler": {"steps": steps, "guidance_scale": guidance_scale},
-        "seconds": round(time.perf_counter() - started, 1),
-        "gates": [row.__dict__ for row in rows],
-    }
     if write:
-        (zoo / GATES_FILE).write_text(json.dumps(record, indent=2))
+        write_gates(
+            zoo,
+            rows,
+            world=world.name,
+            seconds=time.perf_counter() - started,
+            sampler={"steps": steps, "guidance_scale": guidance_scale},
+            shared=shared,
+        )
     return rows
 
 
@@ -416,7 +324,8 @@ def write_zoo_truth(
     and truth.json: what was measured, with which n, seed and k). `world` defaults to
     `zoo_world(zoo)`. Returns the folders written."""
     from dxray.models.classifier_io import load_classifier
-    from dxray.toyworld.truth import compute_truth, write_truth
+    from dxray.toyworld.truth import compute_truth
+    from dxray.toyworld.truth_io import write_truth
 
     zoo = Path(zoo)
     world = world if world is not None else zoo_world(zoo)
@@ -443,21 +352,6 @@ def write_zoo_truth(
     return written
 
 
-def format_gates(rows: list[GateRow]) -> str:
-    cells = []
-    for r in rows:
-        info = r.op == "info"
-        target = "" if info else f"{r.op} {r.threshold:g}"
-        result = "info" if info else "pass" if r.passed else "FAIL"
-        cells.append([r.group, r.name, f"{r.value:.3f}", target, result])
-    header = ["group", "gate", "value", "target", "result"]
-    lines = text_table(header, cells, right=[False, False, True, True, False])
-    gates = [r for r in rows if r.op != "info"]
-    failed = sum(not r.passed for r in gates)
-    lines.append(f"gates: {len(gates) - failed} passed, {failed} failed")
-    return "\n".join(lines)
-
-
 def build_tiny_zoo(root: str | Path, world: World | None = None) -> Path:
     """A deliberately tiny, untrained zoo (generator, classifier, segmenter) in the real
     formats, built in seconds: for tests and smoke runs of the platform, not for verdicts.
@@ -466,7 +360,8 @@ def build_tiny_zoo(root: str | Path, world: World | None = None) -> Path:
     from dxray.models.classifier import Preprocessing
     from dxray.models.classifier_io import save_classifier
     from dxray.toyworld.nets import toy_cnn
-    from dxray.toyworld.train_segmenter import ToySegmenterConfig, build_toy_segmenter
+    from dxray.toyworld.segmenter_training.config import ToySegmenterConfig
+    from dxray.toyworld.segmenter_training.model import build_toy_segmenter
     from dxray.toyworld.world import default_world
 
     root, world = Path(root), world or default_world()

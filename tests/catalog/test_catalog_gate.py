@@ -10,19 +10,12 @@ import xml.etree.ElementTree as ET
 import pytest
 from typer.testing import CliRunner
 
-from dxray.catalog.gate import (
-    FORMAT,
-    GateInputError,
-    gate_runs,
-    render_text,
-    to_json,
-    to_json_text,
-    to_junit,
-)
+from dxray.catalog.gate import GateInputError, gate_runs
+from dxray.catalog.gate_render import FORMAT, render_text, to_json, to_json_text, to_junit
 from dxray.catalog.sample import write_sample
 from dxray.catalog.views import connect
 from dxray.catalog.writer import CatalogWriter
-from dxray.cli import app
+from dxray.cli.main import app
 from dxray.spec.model import GateSpec
 
 WATERMARK = ("star", "a watermark")

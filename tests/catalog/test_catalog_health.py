@@ -12,7 +12,7 @@ from dxray.catalog import health
 from dxray.catalog.sample import write_sample
 from dxray.catalog.sql import run_sql
 from dxray.catalog.writer import CatalogWriter, part_files
-from dxray.cli import app
+from dxray.cli.main import app
 
 
 @pytest.fixture

@@ -43,6 +43,7 @@ def test_view_counts(con):
         "shortcut_pool": 4,  # 2 pool images a run
         "shortcut_candidates": 4,  # 3 in a, 1 in b
         "class_shortcuts": 30,  # one row per run, class and attribute
+        "unit_shortcuts": 4,  # 2 units of class 0 a run
         "eval_metrics": 0,  # the sample has not been evaluated
         "eval_neurons": 0,
         "eval_classes": 0,

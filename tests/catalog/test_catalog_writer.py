@@ -36,7 +36,7 @@ def sample(tmp_path_factory):
 
 
 SAMPLE_TABLES = ("runs", "explanations", "verdicts", "images", "shortcut_images", "shortcuts",
-                 "shortcut_candidates", "shortcut_pool", "labels")  # fmt: skip
+                 "shortcut_candidates", "shortcut_pool", "unit_shortcuts", "labels")  # fmt: skip
 
 
 def test_files_land_in_hive_partitions_one_per_batch(sample):

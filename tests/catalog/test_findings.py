@@ -107,7 +107,7 @@ def test_thresholds_come_from_the_run_spec(tmp_path):
 
 
 def test_the_terminal_prints_the_answer(tmp_path, capsys):
-    from dxray.cli import _echo_answer
+    from dxray.cli.audit import _echo_answer
 
     root = tmp_path / "c"
     write_sample(root)

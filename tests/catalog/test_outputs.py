@@ -9,7 +9,7 @@ from dxray.catalog.outputs import OutputRefused, check_output
 from dxray.catalog.sample import write_sample
 from dxray.catalog.views import connect
 from dxray.catalog.writer import part_files
-from dxray.cli import app
+from dxray.cli.main import app
 
 SELECT = "SELECT run_id, render_id, seed, status, created_at FROM shortcut_pool LIMIT 1"
 

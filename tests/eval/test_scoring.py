@@ -140,7 +140,8 @@ def test_probe_names_map_to_factors():
 
 
 def test_every_report_table_has_as_many_cells_as_columns():
-    from dxray.eval.report import format_text, sections
+    from dxray.eval.printout import format_text
+    from dxray.eval.tables import evaluation_tables
 
     metrics = []
     for section, setting, names in (
@@ -161,7 +162,7 @@ def test_every_report_table_has_as_many_cells_as_columns():
         metrics += [
             {"section": section, "setting": setting, "metric": n, "value": 1.0} for n in names
         ]
-    tables = sections(metrics, [], [])
+    tables = evaluation_tables(metrics, [], [])
     assert {t[0].split(" ")[0] for t in tables} >= {"Verdict", "Ablations", "Bias", "DiffExplainer"}
     for _, header, rows, _ in tables:
         assert all(len(row) == len(header) for row in rows)
@@ -173,7 +174,8 @@ def test_the_shortcut_test_and_its_leads_are_scored_from_a_catalog(tmp_path):
     circle <- water (confirmed) and hexagon <- grass (not). Truth: circle relies on water and
     square on grass; nothing else."""
     from dxray.catalog.sample import CLASS_NAMES, write_sample
-    from dxray.eval.runner import EvalResult, _score_shortcuts
+    from dxray.eval.results import EvalResult
+    from dxray.eval.shortcut_scoring import score_shortcuts
 
     write_sample(tmp_path)
     relied = {("circle", "water"): 2.0, ("square", "grass"): 1.5}
@@ -183,7 +185,7 @@ def test_the_shortcut_test_and_its_leads_are_scored_from_a_catalog(tmp_path):
         for c in CLASS_NAMES for f in ("water", "grass", "watermark")
     ]  # fmt: skip
     result = EvalResult(run_id="ckpt-a", world="sample", catalog=tmp_path)
-    rows = _score_shortcuts(result, tmp_path, "ckpt-a", [], truth, FindingRule())
+    rows = score_shortcuts(result, tmp_path, "ckpt-a", [], truth, FindingRule())
     assert len(rows) == 15 and all("shortcut_found" in r for r in rows)
     assert result.get("shortcuts", "default", "found") == 1  # circle <- water
     assert result.get("shortcuts", "default", "false") == 1  # star <- a watermark
@@ -195,4 +197,4 @@ def test_the_shortcut_test_and_its_leads_are_scored_from_a_catalog(tmp_path):
     assert result.get("explanations", "default", "confirmed_false") == 0
     assert result.get("explanations", "default", "renders") == 2
     assert result.get("explanations", "default", "drawn_objects") == 1.0
-    assert result.get("classes", "shortcuts", "n") == 15
+    assert result.get("classes", "default", "n", judge="shortcuts") == 15

@@ -123,7 +123,7 @@ def test_the_audit_is_the_worlds_own(swept):
 def test_a_rerun_resumes_and_the_cli_prints_the_table(swept, base_zoo, spec_dict, tmp_path):
     import yaml
 
-    from dxray.cli import app
+    from dxray.cli.main import app
 
     out, results, _, _ = swept
     before = read_sweep(out, SEED)

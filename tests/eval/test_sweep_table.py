@@ -7,15 +7,13 @@ import pytest
 
 from dxray.eval.sweep_table import (
     bootstrap_units,
-    format_sweep,
-    headline,
     pearson,
     pool_sweep,
     ranks,
     spearman,
     verdict_changes,
-    write_scatter,
 )
+from dxray.eval.sweep_text import format_sweep, headline, write_scatter
 
 
 def _pair(cls, factor, reliance, lift, found, candidate, planted=False, kind="context", ties=0):

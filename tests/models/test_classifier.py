@@ -599,3 +599,17 @@ def test_a_folder_named_factory_gets_only_shape_arguments(tmp_path, tiny_cnn, mo
     assert calls == []  # refused before the factory ran
     assert with_kwargs({"model_name": "resnet18", "num_classes": 3}).num_classes == 3
     assert calls == [("resnet18", {"num_classes": 3})]
+
+
+def test_one_hub_id_rule_for_every_model():
+    """The classifier, generator, segmenter and preflight read a source with one rule."""
+    from dxray.models.classifier_sources.torchscript import TORCHSCRIPT_SUFFIXES
+    from dxray.models.classifier_sources.weights import PICKLE_SUFFIXES
+    from dxray.models.sources import FILE_SUFFIXES, is_hub_id
+
+    for hub in ("CIDAS/clipseg-rd64-refined", "SimianLuo/LCM_Dreamshaper_v7", "gpt2", "a.b/c-d"):
+        assert is_hub_id(hub), hub
+    for path in ("./x", "~/x", "/x", "a/b/c", "clf.safetensors", "org/model.pt", "", "a//b"):
+        assert not is_hub_id(path), path
+    # every file a classifier loader reads by its suffix is a file to the rule too
+    assert set(TORCHSCRIPT_SUFFIXES) | set(PICKLE_SUFFIXES) <= set(FILE_SUFFIXES)

@@ -16,7 +16,7 @@ import yaml
 from typer.testing import CliRunner
 
 from dxray.catalog.writer import CatalogWriter
-from dxray.cli import app
+from dxray.cli.main import app
 from dxray.run.checkpoints import classifier_sha256
 from dxray.run.scan import _spec_for, main_scan, scan
 from dxray.run.scan_gates import GatesFailed, gate_path

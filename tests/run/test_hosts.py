@@ -10,7 +10,7 @@ from dxray.catalog.writer import part_files
 from dxray.run.host import ModelHost
 from dxray.run.pipeline import plan, run_audit
 from dxray.run.session import ray_session
-from dxray.run.shortcuts import _job, pool_plan, vocabulary_plan, with_object_plan
+from dxray.run.shortcut_plans import pool_plan, render_job, vocabulary_plan, with_object_plan
 from dxray.spec.model import AuditSpec
 
 
@@ -68,8 +68,8 @@ def test_every_stage_runs_on_hosts_that_load_their_models_once(every_stage):
         assert got["prompt_vectors"] == pytest.approx(row["prompt_vectors"], abs=0)
 
     size = every_stage.shortcuts.batch_size
-    jobs = [_job(r, names) for r in vocabulary_plan(every_stage)]
-    jobs += [_job(r, names) for r in with_object_plan(every_stage, names, set())]
+    jobs = [render_job(r, names) for r in vocabulary_plan(every_stage)]
+    jobs += [render_job(r, names) for r in with_object_plan(every_stage, names, set())]
     expected = [r for b in _batches(jobs, size) for r in host.serve("renders", b)]
     expected += [r for b in _batches(pool_plan(every_stage), size) for r in host.serve("pool", b)]
     stored = _table(catalog, "shortcut_images", run_id, lambda r: r["render_id"])

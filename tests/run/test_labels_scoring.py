@@ -85,7 +85,7 @@ def test_the_run_is_scored_against_them(scored):
     right = sum(bool(a) for (a,) in agree)
     assert result.get("neurons", "default", "n") == 3
     assert result.get("neurons", "default", "accuracy") == pytest.approx(right / 3)
-    assert result.get("neurons", "always-core", "accuracy") == pytest.approx(1 / 3)
+    assert result.get("neurons", "default", "accuracy", judge="always-core") == pytest.approx(1 / 3)
     assert result.get("labels-rank", "rank=1", "n") == 2
     assert result.get("labels-rank", "rank=2", "n") == 1
     assert result.get("labels-rank", "unanimous", "n") == 1
@@ -96,7 +96,7 @@ def test_the_run_is_scored_against_them(scored):
 
 
 def test_the_cli_scores_writes_and_reports(scored, tmp_path):
-    from dxray.cli import app
+    from dxray.cli.main import app
 
     summary, _ = scored
     run = CliRunner().invoke(

@@ -205,7 +205,7 @@ def test_units_the_classifier_lacks_are_refused_before_anything_runs(tiny_spec, 
     import yaml
     from typer.testing import CliRunner
 
-    from dxray.cli import app
+    from dxray.cli.main import app
 
     spec = {**tiny_spec, "targets": {"classes": [0], "seeds": [0], "units": {
         "units": ["no.such.layer:0", "penultimate:999", "penultimate:3"]}}}  # fmt: skip
@@ -229,7 +229,7 @@ def test_a_run_with_failed_targets_says_so_and_the_cli_exits_1(tiny_spec, tmp_pa
     import yaml
     from typer.testing import CliRunner
 
-    from dxray.cli import app
+    from dxray.cli.main import app
     from dxray.run.worker import FAIL_TARGETS_ENV
 
     monkeypatch.setenv(FAIL_TARGETS_ENV, "unit:penultimate:3:-")
@@ -274,7 +274,7 @@ def test_a_second_audit_of_a_run_in_progress_refuses_and_writes_nothing(tiny_spe
     import yaml
     from typer.testing import CliRunner
 
-    from dxray.cli import app
+    from dxray.cli.main import app
     from dxray.run.lock import FileLock
     from dxray.run.pipeline import plan
 

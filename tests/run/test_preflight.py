@@ -7,7 +7,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from dxray import cli
+from dxray.cli import common
+from dxray.cli import main as cli
 from dxray.run.preflight import PreflightError, check_before_models, model_path
 from dxray.spec.model import AuditSpec, SpecError
 from dxray.spec.parse import load_spec
@@ -116,7 +117,7 @@ def test_an_unexpected_error_is_one_line_and_debug_shows_the_traceback(
     with pytest.raises(Exception) as raised:  # the original exception, for its traceback
         cli.main()
     assert not isinstance(raised.value, SystemExit)
-    monkeypatch.setattr(cli, "_debug", False)
+    monkeypatch.setattr(common, "_debug", False)
 
 
 def test_on_a_cluster_only_the_classifier_is_checked_on_the_driver(tiny_spec, tmp_path):

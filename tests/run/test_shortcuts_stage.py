@@ -95,7 +95,7 @@ def test_the_audit_renders_scores_and_resumes(shortcut_spec):
 
 
 def test_a_render_that_fails_becomes_an_error_row(shortcut_spec, monkeypatch):
-    from dxray.run import shortcuts
+    from dxray.run import shortcut_renders
 
     host = ModelHost(shortcut_spec.to_dict())
     jobs = [
@@ -104,14 +104,14 @@ def test_a_render_that_fails_becomes_an_error_row(shortcut_spec, monkeypatch):
          "attribute": "water"}
         for i in range(3)
     ]  # fmt: skip
-    real = shortcuts.render_batch
+    real = shortcut_renders.render_batch
 
     def flaky(host, batch):
         if any(j["seed"] == 1 for j in batch):
             raise RuntimeError("out of memory")
         return real(host, batch)
 
-    monkeypatch.setattr(shortcuts, "render_batch", flaky)
+    monkeypatch.setattr(shortcut_renders, "render_batch", flaky)
     rows = host.serve("renders", jobs)
     assert [r["status"] == "error" for r in rows] == [False, True, False]
     assert "out of memory" in rows[1]["error"] and rows[1]["logits"] is None
@@ -123,7 +123,7 @@ def test_the_cli_says_what_was_found_and_what_was_skipped(capsys, tmp_path):
     from collections import Counter
 
     from dxray.catalog.sample import write_sample
-    from dxray.cli import _echo_answer
+    from dxray.cli.audit import _echo_answer
     from dxray.run.pipeline import AuditSummary
     from dxray.run.shortcuts import ShortcutSummary
 
@@ -149,7 +149,7 @@ def test_scoring_reads_renders_in_a_fixed_order_whatever_the_files_are_called(
     """The bootstrap resamples by index: rows must not come in the order of the catalog's files,
     whose names are random (two evaluations differed in an interval's second decimal)."""
     from dxray.catalog.writer import CatalogWriter
-    from dxray.run import shortcuts
+    from dxray.run import shortcut_plans
 
     writer = CatalogWriter(tmp_path)
     for batch in (["r3", "r1"], ["r2", "r0"]):
@@ -160,10 +160,10 @@ def test_scoring_reads_renders_in_a_fixed_order_whatever_the_files_are_called(
         writer.write("shortcut_images", rows, "run")
     columns = ("render_id", "status", "created_at")
     wanted = {"r0", "r1", "r2", "r3"}
-    forward = shortcuts._latest(writer, "run", "shortcut_images", wanted, columns)
-    real = shortcuts.part_files
-    monkeypatch.setattr(shortcuts, "part_files", lambda *a: list(reversed(real(*a))))
-    backward = shortcuts._latest(writer, "run", "shortcut_images", wanted, columns)
+    forward = shortcut_plans.latest_rows(writer, "run", "shortcut_images", wanted, columns)
+    real = shortcut_plans.part_files
+    monkeypatch.setattr(shortcut_plans, "part_files", lambda *a: list(reversed(real(*a))))
+    backward = shortcut_plans.latest_rows(writer, "run", "shortcut_images", wanted, columns)
     assert [r["render_id"] for r in forward] == [r["render_id"] for r in backward]
     assert [r["render_id"] for r in forward] == ["r0", "r1", "r2", "r3"]
 

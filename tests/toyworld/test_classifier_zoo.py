@@ -23,6 +23,7 @@ from dxray.toyworld.nets import (
     oracle_predict,
     toy_cnn,
 )
+from dxray.toyworld.run_settings import RunSettings
 from dxray.toyworld.scenes import render_batch
 from dxray.toyworld.train_classifier import (
     TRAINING_FILE,
@@ -31,18 +32,14 @@ from dxray.toyworld.train_classifier import (
     train_classifier,
     train_oracle,
 )
-from dxray.toyworld.truth import (
-    CLASS_TRUTH_SCHEMA,
-    NEURON_TRUTH_SCHEMA,
+from dxray.toyworld.truth import CLASS_TRUTH_SCHEMA, NEURON_TRUTH_SCHEMA, compute_truth, top_units
+from dxray.toyworld.truth_gates import (
     classifier_gates,
-    compute_truth,
     fixed_release_gates,
-    read_truth,
     reliance,
     reliance_gates,
-    top_units,
-    write_truth,
 )
+from dxray.toyworld.truth_io import read_truth, write_truth
 
 IDENTITY = Preprocessing(input_size=(32, 32), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
 
@@ -60,13 +57,13 @@ def images(world):
 
 def _tiny_classifier(world, path, seed=0):
     config = ToyClassifierConfig(steps=3, batch=8, width=4, hidden=8, eval_n=0)
-    return train_classifier(world, path, config, seed=seed, progress=None)
+    return train_classifier(world, path, config, RunSettings(seed=seed))
 
 
 def test_tiny_classifier_run_saves_and_loads_with_identical_logits(world, images, tmp_path):
     lines = []
     config = ToyClassifierConfig(steps=3, batch=8, width=4, hidden=8, eval_n=0)
-    trained = train_classifier(world, tmp_path / "c", config, progress=lines.append)
+    trained = train_classifier(world, tmp_path / "c", config, RunSettings(progress=lines.append))
     loaded = load_classifier(tmp_path / "c")
 
     assert loaded.class_names == class_names(world)
@@ -95,12 +92,12 @@ def test_training_is_deterministic_by_seed(world, tmp_path):
 def test_fixed_mode_and_bad_mode(world, tmp_path):
     kwargs = dict(steps=1, batch=4, width=4, hidden=8, eval_n=0)
     fixed = ToyClassifierConfig(mode="fixed", **kwargs)
-    trained = train_classifier(world, tmp_path / "f", fixed, progress=None)
+    trained = train_classifier(world, tmp_path / "f", fixed)
     assert trained.record.mode == "fixed"
     with pytest.raises(ValueError, match="mode"):
         train_classifier(world, tmp_path / "x", ToyClassifierConfig(mode="unbiased", steps=1))
     hide = ToyClassifierConfig(hide_object=0.5, **kwargs)
-    hidden = train_classifier(world, tmp_path / "h", hide, progress=None)
+    hidden = train_classifier(world, tmp_path / "h", hide)
     assert hidden.record.data_options == {"hide_object": 0.5}
     with pytest.raises(ValueError, match="hide_object"):
         train_classifier(world, tmp_path / "x", ToyClassifierConfig(hide_object=1.0, steps=1))
@@ -108,7 +105,7 @@ def test_fixed_mode_and_bad_mode(world, tmp_path):
 
 def test_tiny_oracle_run_saves_and_loads(world, images, tmp_path):
     config = ToyOracleConfig(steps=2, batch=8, width=4, hidden=8, eval_n=0)
-    trained = train_oracle(world, tmp_path / "o", config, progress=None)
+    trained = train_oracle(world, tmp_path / "o", config)
     oracle = load_classifier(tmp_path / "o")
     assert oracle.class_names == oracle_output_names(world)
     assert oracle.num_classes == len(class_names(world)) + 1 + len(context_names(world)) + 2

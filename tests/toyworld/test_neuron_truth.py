@@ -11,17 +11,11 @@ from dxray.models.classifier_io import load_classifier
 from dxray.run.targets import expand_targets
 from dxray.spec.parse import load_spec
 from dxray.toyworld.data import class_names
+from dxray.toyworld.run_settings import RunSettings
 from dxray.toyworld.scenes import render_batch
 from dxray.toyworld.train_classifier import ToyClassifierConfig, train_classifier
-from dxray.toyworld.truth import (
-    NEURON_TRUTH_SCHEMA,
-    UNITS_FILE,
-    _factor_scenes,
-    compute_truth,
-    read_truth,
-    unit_pairs,
-    write_truth,
-)
+from dxray.toyworld.truth import NEURON_TRUTH_SCHEMA, _factor_scenes, compute_truth
+from dxray.toyworld.truth_io import UNITS_FILE, read_truth, unit_pairs, write_truth
 
 IDENTITY = Preprocessing(input_size=(32, 32), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
 
@@ -102,7 +96,7 @@ def test_factor_rows_only_for_planted_classes_and_never_twice(world, known_truth
 def trained(world, tmp_path_factory):
     path = tmp_path_factory.mktemp("tiny") / "classifier"
     config = ToyClassifierConfig(steps=30, batch=32, width=4, hidden=8, eval_n=0)
-    train_classifier(world, path, config, seed=0, progress=None)
+    train_classifier(world, path, config, RunSettings(seed=0))
     clf = load_classifier(path)
     return clf, compute_truth(world, clf, n=20, seed=0, k=2)
 

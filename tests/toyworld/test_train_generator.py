@@ -13,10 +13,11 @@ import torch
 from dxray.models.build import build_tokenizer
 from dxray.models.generator import load_generator
 from dxray.toyworld.generator_training.checkpoints import CHECKPOINT
-from dxray.toyworld.generator_training.config import ToyGeneratorConfig
+from dxray.toyworld.generator_training.config import GeneratorTrainingConfig, ToyGeneratorConfig
 from dxray.toyworld.generator_training.loop import train_generator
 from dxray.toyworld.generator_training.losses import few_step_timesteps, min_snr_weights
 from dxray.toyworld.generator_training.samples import sample_captions
+from dxray.toyworld.run_settings import RunSettings
 from dxray.toyworld.scenes import caption_words
 
 POOL = 64  # scenes rendered per run: enough for plumbing, fast
@@ -26,16 +27,10 @@ POOL = 64  # scenes rendered per run: enough for plumbing, fast
 def trained(world, tmp_path_factory):
     out = tmp_path_factory.mktemp("gen")
     lines = []
-    report = train_generator(
-        world,
-        out,
-        ToyGeneratorConfig.tiny(),
-        max_steps=4,
-        batch_size=8,
-        pool_size=POOL,
-        log_every=2,
-        progress=lines.append,
+    training = GeneratorTrainingConfig(
+        ToyGeneratorConfig.tiny(), max_steps=4, batch_size=8, pool_size=POOL, log_every=2
     )
+    report = train_generator(world, out, training, RunSettings(progress=lines.append))
     return report, lines
 
 
@@ -104,12 +99,17 @@ def test_resume_continues_where_it_stopped(world, tmp_path):
     config = ToyGeneratorConfig.tiny()
     # one tokenizer for both runs: build_tokenizer's ids differ from call to call
     tokenizer = build_tokenizer(caption_words(world), max_length=config.max_length)
-    kwargs = dict(config=config, batch_size=8, pool_size=POOL, log_every=1)
-    first = train_generator(world, tmp_path / "a", max_steps=3, tokenizer=tokenizer, **kwargs)
+
+    def steps(n):
+        return GeneratorTrainingConfig(
+            config, max_steps=n, batch_size=8, pool_size=POOL, log_every=1
+        )
+
+    first = train_generator(world, tmp_path / "a", steps(3), tokenizer=tokenizer)
     assert first.steps["unet"] == 3 and not first.resumed
     after_3 = _checkpoint(tmp_path / "a")
 
-    second = train_generator(world, tmp_path / "a", max_steps=6, **kwargs)
+    second = train_generator(world, tmp_path / "a", steps(6))
     assert second.resumed
     after_6 = _checkpoint(tmp_path / "a")
     assert after_6["steps"] == {"vae": 3, "tiny_decoder": 3, "unet": 6}
@@ -119,7 +119,7 @@ def test_resume_continues_where_it_stopped(world, tmp_path):
         torch.testing.assert_close(after_6["models"]["vae"][name], tensor)
 
     # continuing = never having stopped: same weights as one uninterrupted run to 6 steps
-    straight = train_generator(world, tmp_path / "b", max_steps=6, tokenizer=tokenizer, **kwargs)
+    straight = train_generator(world, tmp_path / "b", steps(6), tokenizer=tokenizer)
     whole = _checkpoint(tmp_path / "b")
     straight_losses = [loss for _, loss in straight.losses["unet"]]
     assert straight_losses == pytest.approx([loss for _, loss in second.losses["unet"]], rel=1e-4)
@@ -133,11 +133,15 @@ def test_resume_continues_where_it_stopped(world, tmp_path):
 
 def test_resume_from_the_exported_generator_alone(world, tmp_path):
     # A GPU machine returns the export (small), not checkpoint.pt (weights + Adam + EMA).
-    kwargs = dict(config=ToyGeneratorConfig.tiny(), batch_size=8, pool_size=POOL)
-    first = train_generator(world, tmp_path, max_steps=3, **kwargs)
+    kwargs = dict(batch_size=8, pool_size=POOL)
+    first = train_generator(
+        world, tmp_path, GeneratorTrainingConfig(ToyGeneratorConfig.tiny(), max_steps=3, **kwargs)
+    )
     exported = load_generator(first.generator_dir)
     (tmp_path / CHECKPOINT).unlink()
-    second = train_generator(world, tmp_path, max_steps=5, **kwargs)
+    second = train_generator(
+        world, tmp_path, GeneratorTrainingConfig(ToyGeneratorConfig.tiny(), max_steps=5, **kwargs)
+    )
     assert second.resumed and second.steps == {"vae": 3, "tiny_decoder": 3, "unet": 5}
     assert second.scaling_factor == pytest.approx(first.scaling_factor)
     vae = _checkpoint(tmp_path)["models"]["vae"]
@@ -147,19 +151,21 @@ def test_resume_from_the_exported_generator_alone(world, tmp_path):
 
 def test_resume_refuses_another_config(world, tmp_path):
     kwargs = dict(batch_size=8, pool_size=POOL, max_steps=1)
-    train_generator(world, tmp_path, ToyGeneratorConfig.tiny(), **kwargs)
+    train_generator(world, tmp_path, GeneratorTrainingConfig(ToyGeneratorConfig.tiny(), **kwargs))
     other = replace(ToyGeneratorConfig.tiny(), text_layers=2)
     with pytest.raises(ValueError, match="text_layers"):
-        train_generator(world, tmp_path, other, **kwargs)
-    train_generator(world, tmp_path, other, resume=False, **kwargs)  # afresh: fine
+        train_generator(world, tmp_path, GeneratorTrainingConfig(other, **kwargs))
+    afresh = GeneratorTrainingConfig(other, resume=False, **kwargs)
+    train_generator(world, tmp_path, afresh)  # afresh: fine
 
 
 def test_vae_loss_goes_down(world, tmp_path):
     config = replace(ToyGeneratorConfig.tiny(), vae_steps=40, tiny_decoder_steps=0, vae_lr=3e-3)
     # pool = batch: the VAE sees (nearly) one fixed batch of 16 scenes, over and over
-    report = train_generator(
-        world, tmp_path, config, max_steps=0, batch_size=16, pool_size=16, log_every=1
+    training = GeneratorTrainingConfig(
+        config, max_steps=0, batch_size=16, pool_size=16, log_every=1
     )
+    report = train_generator(world, tmp_path, training)
     losses = [loss for _, loss in report.losses["vae"]]
     assert len(losses) == 40
     start, end = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
@@ -167,8 +173,10 @@ def test_vae_loss_goes_down(world, tmp_path):
 
 
 def test_seconds_zero_exports_without_training(world, tmp_path):
-    kwargs = dict(config=ToyGeneratorConfig.tiny(), batch_size=8, pool_size=POOL)
-    report = train_generator(world, tmp_path, seconds=0, **kwargs)
+    training = GeneratorTrainingConfig(
+        ToyGeneratorConfig.tiny(), seconds=0, batch_size=8, pool_size=POOL
+    )
+    report = train_generator(world, tmp_path, training)
     # nothing trained, and the VAE stage stays open for the next session
     assert report.steps == {"vae": 0, "tiny_decoder": 0, "unet": 0}
     assert report.stage == "vae"

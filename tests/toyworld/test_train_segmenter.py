@@ -8,23 +8,21 @@ import torch
 
 from dxray.models.segmenter import load_segmenter
 from dxray.toyworld.data import class_names, context_names, cue_names
+from dxray.toyworld.gates import Gate
+from dxray.toyworld.run_settings import RunSettings
 from dxray.toyworld.scenes import render_batch
-from dxray.toyworld.train_segmenter import (
-    TRAIN_FILE,
-    Gate,
-    SegmenterBatch,
-    ToySegmenterConfig,
-    build_toy_segmenter,
+from dxray.toyworld.segmenter_training.checkpoints import TRAIN_FILE
+from dxray.toyworld.segmenter_training.config import ToySegmenterConfig
+from dxray.toyworld.segmenter_training.data import SegmenterBatch, sample_batch, sample_scenes
+from dxray.toyworld.segmenter_training.gates import (
     mask_iou,
-    pair_logits,
     presence_accuracy,
     presence_truth,
-    sample_batch,
-    sample_scenes,
-    segmentation_loss,
     segmenter_gates,
-    train_segmenter,
 )
+from dxray.toyworld.segmenter_training.loop import train_segmenter
+from dxray.toyworld.segmenter_training.losses import segmentation_loss
+from dxray.toyworld.segmenter_training.model import build_toy_segmenter, pair_logits
 
 # A segmenter that trains a step in milliseconds: 16 px input, 4x4 grid, 16-wide everywhere.
 TINY = dict(
@@ -137,21 +135,27 @@ def test_presence_loss_weighs_positives_and_negatives_equally(world):
 
 
 def test_a_killed_run_leaves_its_last_save(world, tmp_path):
-    def stop_at_4(p):
-        if p["step"] == 4:
+    def stop_at_4(line):
+        if line.startswith("segmenter step 4 "):
             raise KeyboardInterrupt
 
     config = ToySegmenterConfig(**TINY)
     with pytest.raises(KeyboardInterrupt):
         train_segmenter(
-            world, tmp_path, config=config, steps=6, save_every=2, seed=0, progress=stop_at_4
+            world,
+            tmp_path,
+            replace(config, steps=6, save_every=2),
+            RunSettings(seed=0, progress=stop_at_4),
         )
     saved = json.loads((tmp_path / "segmenter" / TRAIN_FILE).read_text())
     assert saved["partial"] is True and saved["steps"] == 2
     # It loads, and a run continues from it.
     load_segmenter(tmp_path / "segmenter")
     report = train_segmenter(
-        world, tmp_path / "next", config=config, steps=2, seed=1, init=tmp_path / "segmenter"
+        world,
+        tmp_path / "next",
+        replace(config, steps=2, init=tmp_path / "segmenter"),
+        RunSettings(seed=1),
     )
     assert report.partial is False and report.init["steps"] == 2
 
@@ -202,13 +206,11 @@ def test_train_save_load_round_trip(world, tmp_path):
     report = train_segmenter(
         world,
         tmp_path,
-        config=ToySegmenterConfig(**TINY),
-        steps=4,
-        batch_size=2,
-        seed=2,
-        progress=seen.append,
+        ToySegmenterConfig(**{**TINY, "steps": 4, "batch_size": 2}),
+        RunSettings(seed=2, progress=seen.append),
     )
-    assert report.steps == 4 and [p["step"] for p in seen] == [2, 4]
+    steps = [line.split("  ")[0] for line in seen]
+    assert report.steps == 4 and steps == ["segmenter step 2", "segmenter step 4"]
     path = tmp_path / "segmenter"
     assert report.path == str(path)
     saved = json.loads((path / TRAIN_FILE).read_text())
@@ -235,7 +237,9 @@ def test_train_save_load_round_trip(world, tmp_path):
 def test_training_is_determined_by_the_seed(world, tmp_path):
     def train(seed, where):
         config = ToySegmenterConfig(**TINY)
-        train_segmenter(world, tmp_path / where, config=config, steps=2, batch_size=2, seed=seed)
+        train_segmenter(
+            world, tmp_path / where, replace(config, steps=2, batch_size=2), RunSettings(seed=seed)
+        )
         return load_segmenter(tmp_path / where / "segmenter").model.state_dict()
 
     a, b, c = train(0, "a"), train(0, "b"), train(1, "c")
@@ -253,7 +257,7 @@ def test_decoder_starts_with_film_as_the_identity(tiny):
 
 def test_steps_budget_is_checked(world, tmp_path):
     with pytest.raises(ValueError, match="steps"):
-        train_segmenter(world, tmp_path, config=ToySegmenterConfig(**TINY), steps=0)
+        train_segmenter(world, tmp_path, ToySegmenterConfig(**{**TINY, "steps": 0}))
 
 
 def test_extract_layers_must_fit_the_vision_tower():

@@ -6,14 +6,15 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from dxray.cli import app
+from dxray.cli.main import app
 from dxray.models.build import GeneratorArch, build_generator
 from dxray.models.classifier import Classifier, Preprocessing
 from dxray.toyworld.data import class_names
+from dxray.toyworld.gates import GateRow, format_gates
+from dxray.toyworld.generator_gates import generator_gates
 from dxray.toyworld.nets import oracle_cnn
 from dxray.toyworld.scenes import caption_words
 from dxray.toyworld.world import default_world
-from dxray.toyworld.zoo import GateRow, format_gates, generator_gates
 
 
 def test_generator_gates_rows_on_tiny_models():

@@ -11,12 +11,13 @@ from dxray.models.classifier_io import load_classifier
 from dxray.run.targets import expand_targets
 from dxray.spec.parse import load_spec
 from dxray.toyworld.data import class_names
+from dxray.toyworld.gates import GATES_FILE
 from dxray.toyworld.scenes import caption_words
-from dxray.toyworld.truth import NEURON_TRUTH_SCHEMA, UNITS_FILE, read_truth
+from dxray.toyworld.truth import NEURON_TRUTH_SCHEMA
+from dxray.toyworld.truth_io import UNITS_FILE, read_truth
 from dxray.toyworld.world import load_world
 from dxray.toyworld.zoo import (
     DEFAULT_ZOO,
-    GATES_FILE,
     MANIFEST_FILE,
     TRUTH_RECORD,
     ZOOS_DIR,

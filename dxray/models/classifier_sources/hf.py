@@ -7,25 +7,13 @@ preprocessor_config.json, read as JSON (building the processor may need torchvis
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from pathlib import Path
 
 from torch import nn
 
 from dxray.models.classifier import ClassifierLoadError
-from dxray.models.classifier_sources.torchscript import TORCHSCRIPT_SUFFIXES
-from dxray.models.classifier_sources.weights import PICKLE_SUFFIXES
-from dxray.models.sources import load_part
-
-
-def is_hub_id(source: str) -> bool:
-    """Whether `source` reads as a Hugging Face hub id ("org/name") rather than a path."""
-    # "org/name" as on the Hugging Face hub; "./x", "~/x", "a/b/c" or "x.pt" are meant as paths.
-    file_suffixes = (".safetensors", ".json", *TORCHSCRIPT_SUFFIXES, *PICKLE_SUFFIXES)
-    return bool(re.fullmatch(r"\w[\w.-]*/\w[\w.-]*", source)) and not source.lower().endswith(
-        file_suffixes
-    )
+from dxray.models.sources import is_hub_id, load_part
 
 
 def load_hf(source: str, dtype) -> tuple[nn.Module, dict, list]:

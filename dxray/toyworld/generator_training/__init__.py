@@ -3,7 +3,7 @@
     dxray zoo train --out zoo --parts generator --device cuda --generator-seconds 360         --generator-cuda-graphs
     dxray zoo train --out /tmp/zoo --parts generator --generator-preset tiny         --generator-max-steps 20  # CPU
 
-    train_generator(world, "out", ToyGeneratorConfig.tiny(), max_steps=20)  # from python
+    train_generator(world, "out", GeneratorTrainingConfig(ToyGeneratorConfig.tiny(), max_steps=20))
 
 The result, `OUT/generator/`, is a diffusers `save_pretrained` layout that
 `dxray.models.generator.load_generator` reads like any SD-family checkpoint. Training runs in
@@ -24,13 +24,13 @@ combination. They are rendered into a pool held on the device; on CUDA, backgrou
 render fresh scenes that replace the pool's oldest ones while training runs.
 
 Training stops at `seconds` (wall clock, split over the stages still to run) or `max_steps`
-(UNet steps), whichever comes first, and checkpoints to `OUT/checkpoint.pt`; a later call with
-`resume=True` continues where it stopped (a finished VAE or tiny-decoder stage stays frozen;
-the UNet stage can always be continued). Without `checkpoint.pt` (~100 MB with optimizer
+(UNet steps) of its `GeneratorTrainingConfig`, whichever comes first, and checkpoints to
+`OUT/checkpoint.pt`; a later call with `resume=True` continues where it stopped (a finished
+VAE or tiny-decoder stage stays frozen; the UNet stage can always be continued). Without `checkpoint.pt` (~100 MB with optimizer
 state and EMA), `OUT/generator/` alone is enough to continue: its EMA weights become the live
 weights and the optimizer starts afresh. `seconds=0` only re-exports.
 
-Modules: `config` (sizes and recipe), `pool` (the scenes), `losses` (one per stage), `samples`
-(what the engine sees), `checkpoints` (state, checkpoint, export), `stage` (one stage's steps),
-`loop` (`train_generator`: the stages in order).
+Modules: `config` (sizes and recipe; the config of one call), `pool` (the scenes), `losses`
+(one per stage), `samples` (what the engine sees), `checkpoints` (state, checkpoint, export),
+`stage` (one stage's steps), `loop` (`train_generator`: the stages in order).
 """

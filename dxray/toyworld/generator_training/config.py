@@ -1,14 +1,16 @@
-"""The toy generator's sizes and training recipe (`ToyGeneratorConfig`) and its stage names.
+"""The toy generator's sizes and training recipe (`ToyGeneratorConfig`), the one config of a
+`train_generator` call (`GeneratorTrainingConfig`), and the stage names.
 
-A config is what a generator *is*: it is saved in the checkpoint and in the export's training
-record (as "arch"), and a run only continues with the config it started with. How long or on
-which device a call trains is not part of it (see `train_generator`'s keywords).
+A `ToyGeneratorConfig` is what a generator *is*: it is saved in the checkpoint and in the
+export's training record (as "arch"), and a run only continues with the config it started with.
+How long and how one call trains it is not part of it: that is the rest of
+`GeneratorTrainingConfig` (the seed, device and progress lines are the call's `RunSettings`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Literal
 
 from dxray.toyworld.world import World
@@ -158,3 +160,29 @@ class ToyGeneratorConfig:
             set_alpha_to_one=True,
             **extra,
         )
+
+
+@dataclass
+class GeneratorTrainingConfig:
+    """One `train_generator` call: the generator it trains (`generator`, saved with it) and
+    how long and how this call trains it (not saved: a later call may choose otherwise).
+
+    The call stops at `seconds` of wall clock (split over the stages still to run in the ratio
+    `generator.stage_time_split`, a stage's unused time flowing to the next) or when the UNet
+    has `max_steps` steps in total, whichever comes first; give at least one of them.
+    """
+
+    generator: ToyGeneratorConfig = field(default_factory=ToyGeneratorConfig)
+    seconds: float | None = None
+    max_steps: int | None = None
+    batch_size: int | None = None  # None: 1024 on CUDA, 16 on the CPU
+    pool_size: int | None = None  # scenes in the pool; None: 65536 on CUDA, 2048 on the CPU
+    workers: int | None = None  # scene render processes; None: cores - 2 on CUDA, none on the CPU
+    # Continue from OUT/checkpoint.pt, else from the export OUT/generator/ alone, if either
+    # exists (same generator config, world and seed only); False trains afresh.
+    resume: bool = True
+    log_every: int = 100  # a progress line every N steps
+    checkpoint_every: int = 500  # a checkpoint every N steps
+    # Capture each stage's training step as a CUDA graph (CUDA only; falls back to eager steps
+    # if the capture fails).
+    cuda_graphs: bool = False

@@ -33,7 +33,11 @@ from dxray.toyworld.generator_training.checkpoints import (
     restore_state,
     state_from_export,
 )
-from dxray.toyworld.generator_training.config import STAGES, ToyGeneratorConfig
+from dxray.toyworld.generator_training.config import (
+    STAGES,
+    GeneratorTrainingConfig,
+    ToyGeneratorConfig,
+)
 from dxray.toyworld.generator_training.losses import (
     diffusion_loss,
     few_step_timesteps,
@@ -43,6 +47,7 @@ from dxray.toyworld.generator_training.losses import (
 )
 from dxray.toyworld.generator_training.pool import ScenePool, chunk_seed, to_unit_range
 from dxray.toyworld.generator_training.stage import RunContext, StageRunner
+from dxray.toyworld.run_settings import RunSettings
 from dxray.toyworld.world import World
 
 
@@ -73,51 +78,37 @@ def _default_workers(device: torch.device) -> int:
 def train_generator(
     world: World,
     out_dir: str | os.PathLike,
-    config: ToyGeneratorConfig | None = None,
+    training: GeneratorTrainingConfig | None = None,
+    run: RunSettings | None = None,
     *,
-    seed: int = 0,
-    device: str | torch.device = "cpu",
-    progress: Callable[[str], None] | None = None,
-    seconds: float | None = None,
-    max_steps: int | None = None,
-    batch_size: int | None = None,
-    resume: bool = True,
-    log_every: int = 100,
-    checkpoint_every: int = 500,
-    pool_size: int | None = None,
-    workers: int | None = None,
     tokenizer=None,
-    cuda_graphs: bool = False,
 ) -> GeneratorTrainReport:
-    """Train (or continue training) the toy generator of `config` (default: the zoo's);
+    """Train (or continue training) the toy generator of `training.generator` for as long and
+    as `training` says, with the seed, on the device and with the progress lines of `run`;
     write OUT/generator/ and OUT/checkpoint.pt.
 
-    Stops at `seconds` of wall clock (this call; split over the stages still to run in the
-    ratio `config.stage_time_split`, a stage's unused time flowing to the next) or when the UNet
-    has `max_steps` steps in total, whichever comes first. The VAE and tiny-decoder stages end
-    at their own step caps (`config.vae_steps`, `config.tiny_decoder_steps`) or time share.
-    `resume`: continue from OUT/checkpoint.pt, else from the export OUT/generator/ alone, if
-    either exists (same config, world and seed only); False trains afresh.
-    `batch_size`, `pool_size`, `workers`: None picks by device (CUDA: 1024, 65536 scenes,
-    cores - 2 render processes; CPU: 16, 2048, none). `tokenizer`: None builds one from the
-    world's caption words (`dxray.models.build.build_tokenizer`); give one to share its ids.
-    `cuda_graphs`: capture each stage's training step as a CUDA graph (CUDA only; falls back
-    to eager steps if the capture fails). `progress` gets one line at a time.
+    The VAE and tiny-decoder stages end at their own step caps (`vae_steps`,
+    `tiny_decoder_steps` of the generator's config) or time share; the UNet stage at
+    `training.max_steps` or the time. `tokenizer`: None builds one from the world's caption
+    words (`dxray.models.build.build_tokenizer`); give one to share its ids with another run.
     """
     # 1. Check inputs
     t_start = time.monotonic()
-    config = config or ToyGeneratorConfig()
+    training = training or GeneratorTrainingConfig()
+    run = run if run is not None else RunSettings()
+    run.use_threads()
+    config, seed, seconds = training.generator, run.seed, training.seconds
     config.check(world)
-    device = torch.device(device)
+    device = torch.device(run.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' was asked for but torch sees no CUDA device")
-    if seconds is None and max_steps is None:
+    if seconds is None and training.max_steps is None:
         raise ValueError("give seconds and/or max_steps: training has no other end")
     on_cuda = device.type == "cuda"
-    batch_size = batch_size or (1024 if on_cuda else 16)
-    pool_size = pool_size or (65536 if on_cuda else 2048)
-    workers = _default_workers(device) if workers is None else workers
-    say = progress or (lambda line: None)
+    batch_size = training.batch_size or (1024 if on_cuda else 16)
+    pool_size = training.pool_size or (65536 if on_cuda else 2048)
+    workers = _default_workers(device) if training.workers is None else training.workers
+    say = run.say
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if on_cuda:
@@ -126,7 +117,9 @@ def train_generator(
         torch.backends.cudnn.benchmark = True
 
     # 2. Build the models, or restore them from the checkpoint
-    state, resumed = _start_state(world, config, seed, out_dir, device, resume, tokenizer, say)
+    state, resumed = _start_state(
+        world, config, seed, out_dir, device, training.resume, tokenizer, say
+    )
     gen = state.generator
     for module in gen.modules():
         module.eval().requires_grad_(False)
@@ -162,14 +155,14 @@ def train_generator(
         say=say,
         deadline=None if seconds is None else t_start + seconds,
         t_start=t_start,
-        cuda_graphs=cuda_graphs,
-        log_every=log_every,
-        checkpoint_every=checkpoint_every,
+        cuda_graphs=training.cuda_graphs,
+        log_every=training.log_every,
+        checkpoint_every=training.checkpoint_every,
     )
 
     # 4. The stages still to run
     try:
-        opt = _train_stages(ctx, max_steps)
+        opt = _train_stages(ctx, training.max_steps)
     finally:
         pool.close()
 

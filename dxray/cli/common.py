@@ -1,0 +1,45 @@
+"""What every command shares: one line for a bad input (`fail`), the `--debug` switch that
+turns it into a traceback, and the errors that count as a bad input (`user_errors`)."""
+
+from __future__ import annotations
+
+import sys
+from typing import NoReturn
+
+import typer
+
+# Set by --debug (`dxray.cli.main`): an unexpected error shows its traceback instead of one
+# line, and `fail` shows the traceback of the error it reports.
+_debug = False
+
+
+def set_debug(on: bool) -> None:
+    global _debug
+    _debug = on
+
+
+def debugging() -> bool:
+    """Whether this command runs with --debug."""
+    return _debug
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """Errors that mean a bad input (exit 2), not a bug."""
+    from dxray.models.classifier import ClassifierLoadError
+    from dxray.models.generator import GeneratorLoadError
+    from dxray.models.segmenter import SegmenterLoadError
+    from dxray.run.lock import Locked
+    from dxray.spec.model import SpecError
+
+    return (SpecError, Locked, ClassifierLoadError, GeneratorLoadError, SegmenterLoadError)
+
+
+def fail(message: str) -> NoReturn:
+    """One line for a bad input, exit 2; with --debug, the traceback of the error being
+    handled first."""
+    if _debug and sys.exc_info()[1] is not None:
+        import traceback
+
+        traceback.print_exc()
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(2)
