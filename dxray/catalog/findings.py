@@ -5,9 +5,12 @@ Three kinds of result, never mixed:
 - a **shortcut finding**: the class-shortcut test (docs/SHORTCUTS.md) measured that the class's
   score rises on an attribute rendered with no object of any class (a `class_shortcuts` row
   with `finding`: lift >= the spec's min_lift, its interval above 0);
-- a **spurious unit**: a hidden unit that keeps at least the spec's `judge.keep` share of its
-  activation once the objects are removed from its explanation image (`unit_summary` verdict
-  'spurious', the majority of its seeds);
+- a **spurious unit** (`unit_summary` verdict 'spurious'): for a unit audited for a class, the
+  unit-shortcut test found that an attribute with no object drives it more than the class's
+  object does (its margin's interval above 0); for a unit the test did not read (no class, or
+  the test off), the intervention: it keeps at least the spec's `judge.keep` share of its
+  activation once the objects are removed from its explanation image (the majority of its
+  seeds). `judged_by` says which;
 - a **lead**: an attribute a class's object-free explanation singled out that the test did not
   confirm. Leads are shown apart, never beside findings.
 
@@ -113,7 +116,9 @@ class ShortcutFinding:
 
 @dataclass(frozen=True)
 class SpuriousUnit:
-    """A hidden unit that keeps firing once the objects are cut out of its image."""
+    """A hidden unit judged spurious: by the unit-shortcut test (an attribute without any
+    object drives it more than its class's object), or by the intervention (it keeps firing
+    once the objects are cut out of its image)."""
 
     target_id: str
     layer: str
@@ -125,6 +130,12 @@ class SpuriousUnit:
     keep: float  # the spec's threshold: spurious at this share or more
     spurious_seeds: int
     judged: int
+    judged_by: str = "intervention"  # or "unit test"
+    factor: str | None = None  # unit test: the attribute that drives it most
+    factor_response: float | None = None  # ... its mean on that attribute's object-free renders
+    object_response: float | None = None  # ... and on its class's object
+    low: float | None = None  # the margin's interval
+    high: float | None = None
 
     @property
     def name(self) -> str:
@@ -135,6 +146,12 @@ class SpuriousUnit:
         return self.name + (f" (a top unit of {self.class_name})" if self.class_name else "")
 
     def sentence(self) -> str:
+        if self.judged_by == "unit test":
+            return (
+                f"unit {self.label}: fires {_number(self.factor_response)} on {self.factor} with "
+                f"no object vs {_number(self.object_response)} on the {self.class_name} "
+                f"(margin {_number(self.low)} to {_number(self.high)}, 95% interval)"
+            )
         kept = MISSING if self.kept is None else f"{self.kept:.0%}"
         return (
             f"unit {self.label}: keeps {kept} of its activation once every object is removed "
@@ -192,6 +209,7 @@ class Answer:
     findings: list[ShortcutFinding] = field(default_factory=list)
     spurious_units: list[SpuriousUnit] = field(default_factory=list)
     leads: list[Lead] = field(default_factory=list)
+    unit_test: bool = False  # the unit-shortcut test judged the run's class units
 
     @property
     def classes_with_shortcuts(self) -> int:
@@ -215,10 +233,13 @@ class Answer:
         else:
             out += [("head", "Shortcuts: not tested (the spec's shortcuts.enabled is off).")]
         if self.units:
-            head = (
-                f"Spurious units: {len(self.spurious_units)} of {self.units} (by removing the "
-                f"objects; spurious when a unit keeps {self.keep:.0%} or more)"
+            how = (
+                "by the unit-shortcut test: an attribute without any object drives it more than "
+                "its class's object"
+                if self.unit_test
+                else f"by removing the objects; spurious when a unit keeps {self.keep:.0%} or more"
             )
+            head = f"Spurious units: {len(self.spurious_units)} of {self.units} ({how})"
             out += [("head", head + (":" if self.spurious_units else "."))]
             out += [("unit", f"  - {u.sentence()}") for u in self.spurious_units]
         if self.leads:
@@ -270,6 +291,7 @@ def read_answer(con: duckdb.DuckDBPyConnection, run_id: str) -> Answer:
         con,
         "SELECT count(*) FILTER (WHERE kind = 'class') AS classes, "
         "count(*) FILTER (WHERE kind = 'unit') AS units, "
+        "count(*) FILTER (WHERE judged_by = 'unit test') AS unit_tested, "
         "coalesce(sum(failed), 0) AS failed FROM target_summary WHERE run_id = $run_id",
         run_id,
     )[0]
@@ -345,11 +367,18 @@ def read_answer(con: duckdb.DuckDBPyConnection, run_id: str) -> Answer:
             keep=keep,
             spurious_seeds=u["n_spurious"],
             judged=u["judged"],
+            judged_by=u["judged_by"] or "intervention",
+            factor=u["unit_factor"],
+            factor_response=u["factor_response"],
+            object_response=u["object_response"],
+            low=u["unit_low"],
+            high=u["unit_high"],
         )
         for u in _rows(
             con,
             "SELECT * FROM unit_summary WHERE run_id = $run_id AND verdict = 'spurious' "
-            "ORDER BY mean_kept DESC NULLS LAST, layer, channel, class_index NULLS LAST",
+            "ORDER BY unit_margin DESC NULLS LAST, mean_kept DESC NULLS LAST, layer, channel, "
+            "class_index NULLS LAST",
             run_id,
         )
     ]
@@ -366,4 +395,5 @@ def read_answer(con: duckdb.DuckDBPyConnection, run_id: str) -> Answer:
         findings=findings,
         spurious_units=units,
         leads=leads,
+        unit_test=bool(counts["unit_tested"]),
     )

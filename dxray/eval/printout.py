@@ -38,6 +38,12 @@ def headline(metrics: Sequence[Mapping], world: str) -> str:
                 f" {trivial}: {percent(level, 'accuracy', judge=trivial)}, balanced"
                 f" {percent(level, 'balanced_accuracy', judge=trivial)})"
             )
+    if m.has("neurons", DEFAULT, "accuracy", judge="unit test"):
+        parts.append(
+            "unit test "
+            f"{percent('neurons', 'accuracy', judge='unit test')} (balanced "
+            f"{percent('neurons', 'balanced_accuracy', judge='unit test')})"
+        )
     if m.has("neurons", DEFAULT, "accuracy", judge="intervention"):
         parts.append(
             "intervention judge "

@@ -35,7 +35,7 @@ DEFAULT = "default"  # the main audit's setting
 DXRAY = "dxray"  # the audit's own verdicts: the judge of an agreement section unless named
 # The agreement sections' judges, in the order the agreement table lists them
 JUDGES: dict[str, tuple[str, ...]] = {
-    "neurons": (DXRAY, "intervention", "presence", "any-object", "always-core"),
+    "neurons": (DXRAY, "unit test", "intervention", "presence", "any-object", "always-core"),
     "classes": (DXRAY, "shortcuts", "explanations", "units", "never"),
 }
 

@@ -32,6 +32,7 @@ import torch
 from dxray.eval.baseline import compare_baseline
 from dxray.eval.classes import FindingRule
 from dxray.eval.metrics import confusion_rows
+from dxray.eval.neurons import neuron_agreement
 from dxray.eval.reads import decode_png, read_run, stored_images
 from dxray.eval.results import DEFAULT, DXRAY, EvalResult
 from dxray.eval.scoring import bias_values, run_cost, score, score_into, success_metrics
@@ -151,6 +152,10 @@ def evaluate(
         agreements, result.neurons, result.classes = score_into(
             result, DEFAULT, audit_rows, probe_rows, truth, rule, None, **judging
         )
+        unit_calls = unit_test_calls(catalog, run_id)
+        if unit_calls and result.neurons:
+            tested = neuron_agreement(result.neurons, calls=unit_calls)
+            result.add("neurons", DEFAULT, tested.as_metrics(), tested.n, judge="unit test")
         for level in ("neurons", "classes"):
             if (level, DXRAY) in agreements:
                 result.confusion[level] = confusion_rows(agreements[level, DXRAY])
@@ -218,3 +223,14 @@ def evaluate(
 
         result.seconds = time.perf_counter() - started
         return result
+
+
+def unit_test_calls(catalog, run_id: str) -> dict[tuple[str, str], dict]:
+    """The unit-shortcut test's verdicts of a run, by (class name, unit), as
+    `neuron_agreement`'s calls (none when the run has no unit test)."""
+    from dxray.eval.reads import query
+
+    rows = query(
+        catalog, "SELECT class_name, unit, verdict FROM unit_shortcuts WHERE run_id = ?", [run_id]
+    )
+    return {(r["class_name"], r["unit"]): {"verdict": r["verdict"]} for r in rows}

@@ -113,10 +113,16 @@ def _units(answer: Answer) -> str:
     if not answer.units:
         return ""
     if not answer.spurious_units:
+        why = (
+            "no attribute rendered without any object drives one of them more than its class's "
+            "object (the unit-shortcut test)"
+            if answer.unit_test
+            else f"each keeps less than {pct(answer.keep)} of its activation once the objects "
+            "are removed from its image"
+        )
         body = (
             f'<p class="verdict good">None of the {answer.units} audited units is spurious: '
-            f"each keeps less than {pct(answer.keep)} of its activation once the objects are "
-            'removed from its image (<a href="#units">the units</a>).</p>'
+            f'{why} (<a href="#units">the units</a>).</p>'
         )
     else:
         body = (

@@ -102,8 +102,10 @@ def render_report(
         + f"<footer>Generated {esc(made)} by dxray {esc(run.get('dxray_version') or '')}"
         f" · this run's thresholds: a shortcut finding needs a lift of at least "
         f"{limits.min_lift:g} nats with its {limits.confidence:.0%} interval above 0; a unit "
-        f"is spurious when it keeps at least {limits.keep:.0%} of its activation once the "
-        f"objects are removed; a class's explanation shows its object at presence ≥ "
+        "audited for a class is spurious when an attribute with no object drives it more than "
+        "the class's object (the unit-shortcut test, its interval above 0), any other when it "
+        f"keeps at least {limits.keep:.0%} of its activation once the objects are removed; a "
+        "class's explanation shows its object at presence ≥ "
         f"{limits.core:g} (absent ≤ {limits.spurious:g}) · images outlined where the object "
         "mask is ≥ 0.5</footer></main></body></html>\n"
     )

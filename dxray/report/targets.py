@@ -126,8 +126,10 @@ def unit_gallery(
     keep: float,
     size: int,
 ) -> str:
-    """One card per unit, shown by what decided its verdict: its activation on its image and
-    once the objects are removed, and the share kept against the threshold."""
+    """One card per unit, shown by what decided its verdict: the unit-shortcut test's
+    responses (an attribute without any object vs its class's object) where it judged the
+    unit, and the intervention's: its activation on its image and once the objects are
+    removed, and the share kept against the threshold."""
     if not units:
         return ""
     cards = []
@@ -138,24 +140,51 @@ def unit_gallery(
                 t,
                 _figures(t, seeds, images, size),
                 [
-                    f'<div class="row">{_target_badge(t)}<span class="sub">spurious in '
-                    f"{esc(t['n_spurious'])} of {esc(t['judged'])} seeds{esc(failed)}</span>"
-                    "</div>",
-                    '<div class="nums">activation '
+                    f'<div class="row">{_target_badge(t)}<span class="sub">'
+                    f"{esc(_judged_by(t))}{esc(failed)}</span></div>",
+                    *_unit_test_line(t),
+                    '<div class="nums">explanation: activation '
                     f"<b>{fmt(t['mean_activation'])}</b> → <b>"
                     f"{fmt(t['mean_activation_without_objects'])}</b> without the objects · "
-                    f"kept <b>{pct(t['mean_kept'])}</b> (spurious at ≥ {pct(keep)})</div>",
+                    f"kept <b>{pct(t['mean_kept'])}</b> (spurious at ≥ {pct(keep)}; "
+                    f"{esc(t['n_spurious'])} of {esc(t['judged'])} seeds)</div>",
                 ],
             )
         )
     spurious = sum(1 for t in units if t["verdict"] == "spurious")
+    tested = sum(1 for t in units if t.get("judged_by") == "unit test")
+    how = (
+        f"{tested} of them were judged by the unit-shortcut test: spurious when an attribute "
+        "rendered with no object drives the unit more than its class's object does (the "
+        "margin's interval above 0). "
+        if tested
+        else ""
+    )
     return (
-        '<section id="units"><h2>Hidden units</h2><p class="note">Each unit\'s explanation '
-        "image maximises the unit; the objects are then cut out of it and the unit measured "
-        f"again. {spurious} of {len(units)} keep at least {pct(keep)} of their activation on "
-        "what is left: spurious, driven by the background.</p>"
+        '<section id="units"><h2>Hidden units</h2><p class="note">'
+        f"{spurious} of {len(units)} units are spurious. {how}Each unit's explanation image "
+        "maximises the unit; the objects are then cut out of it and the unit measured again "
+        f"(the intervention: spurious when it keeps at least {pct(keep)}, which decides the "
+        "units the test did not read).</p>"
         f"{''.join(cards)}</section>"
     )
+
+
+def _judged_by(t: dict) -> str:
+    if t.get("judged_by") == "unit test":
+        return f"by the unit test (intervention: {t.get('intervention_verdict') or MISSING})"
+    return f"by intervention: spurious in {t['n_spurious']} of {t['judged']} seeds"
+
+
+def _unit_test_line(t: dict) -> list[str]:
+    if t.get("judged_by") != "unit test":
+        return []
+    return [
+        f'<div class="nums">unit test: <b>{fmt(t.get("factor_response"))}</b> on '
+        f"{esc(t.get('unit_factor'))} with no object vs <b>{fmt(t.get('object_response'))}"
+        f"</b> on the {esc(t.get('class_name'))} (margin {fmt(t.get('unit_low'))} to "
+        f"{fmt(t.get('unit_high'))})</div>"
+    ]
 
 
 def class_gallery(

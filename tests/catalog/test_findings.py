@@ -116,3 +116,49 @@ def test_the_terminal_prints_the_answer(tmp_path, capsys):
     assert "circle: its score rises 2.4 nats (about 11x the odds) on water" in out
     assert out.index("circle: its score") < out.index("Spurious units") < out.index("Leads")
     assert "\x1b[" not in out  # no colour codes when piped
+
+
+def test_the_unit_test_decides_the_units_it_read(tmp_path):
+    """A unit audited for a class with a unit_shortcuts row takes that row's verdict in
+    unit_summary (and so in the answer, the gate and diffs); the intervention's stays beside it,
+    and units the test did not read keep the intervention's."""
+    from datetime import UTC, datetime
+
+    write_sample(tmp_path)
+    row = {"run_id": "ckpt-a", "score_id": "9", "class_index": 0, "class_name": "circle",
+           "unit": "features.4:17", "layer": "features.4", "channel": 17,
+           "factors_from": "vocabulary", "factor": "sand", "factor_response": 0.3,
+           "object_response": 2.4, "margin": -2.1, "low": -2.5, "high": -1.7,
+           "factor_images": 16, "object_images": 80, "verdict": "core",
+           "created_at": datetime.now(UTC)}  # fmt: skip
+    before = {u["unit"]: u for u in _unit_rows(connect(tmp_path), "ckpt-a")}
+    assert before["features.4:17"]["verdict"] == "spurious"  # the sample's intervention call
+    CatalogWriter(tmp_path).write("unit_shortcuts", [row], "ckpt-a")
+    con = connect(tmp_path)
+    units = {u["unit"]: u for u in _unit_rows(con, "ckpt-a")}
+    tested, other = units["features.4:17"], units["features.4:3"]
+    assert (tested["verdict"], tested["judged_by"]) == ("core", "unit test")
+    assert tested["intervention_verdict"] == "spurious" and tested["unit_margin"] == -2.1
+    assert other["judged_by"] == "intervention" and other["unit_factor"] is None
+    answer = read_answer(con, "ckpt-a")
+    assert answer.unit_test and "features.4:17" not in {u.name for u in answer.spurious_units}
+    assert "by the unit-shortcut test" in "\n".join(answer.lines())
+    # a spurious call of the test is said with its numbers
+    CatalogWriter(tmp_path).write(
+        "unit_shortcuts",
+        [{**row, "score_id": "99", "factor": "water", "factor_response": 2.5,
+          "object_response": 0.4, "margin": 2.1, "low": 1.8, "high": 2.4, "verdict": "spurious"}],
+        "ckpt-a",
+    )  # fmt: skip
+    (unit,) = [u for u in read_answer(connect(tmp_path), "ckpt-a").spurious_units
+               if u.name == "features.4:17"]  # fmt: skip
+    assert unit.judged_by == "unit test" and unit.sentence() == (
+        "unit features.4:17 (a top unit of circle): fires 2.50 on water with no object vs "
+        "0.40 on the circle (margin 1.80 to 2.40, 95% interval)"
+    )
+
+
+def _unit_rows(con, run_id):
+    cursor = con.execute("SELECT * FROM unit_summary WHERE run_id = ?", [run_id])
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]

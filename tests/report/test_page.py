@@ -108,7 +108,8 @@ def test_units_are_shown_by_what_decided_them(root, tmp_path):
     card = units[units.index('data-target="unit:features.4:17:0"') :]
     card = card[: card.index("</article>")]
     assert "<h4>features.4:17</h4>" in card and "a top unit of circle" in card
-    assert "kept <b>92%</b> (spurious at ≥ 50%)" in card
+    assert "kept <b>92%</b> (spurious at ≥ 50%; 2 of 2 seeds)" in card
+    assert "by intervention: spurious in 2 of 2 seeds" in card
     assert "kept <b>95%</b> (2.00 → 1.90)" in card  # seed 0
     assert "Unit(" not in page_a and "ClassCE(" not in page_a
     # the lead is apart from the findings, after them

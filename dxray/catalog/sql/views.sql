@@ -92,13 +92,27 @@ SELECT
 FROM probe_scores
 GROUP BY run_id, target_id, probe;
 
+-- The unit-shortcut test (docs/SHORTCUTS.md), latest scoring: per class unit, its mean on the
+-- factors' object-free images vs on the class's object, and the verdict.
+--   SELECT class_name, unit, factor, margin, low, high FROM unit_shortcuts WHERE verdict = 'spurious'
+CREATE OR REPLACE VIEW unit_shortcuts AS
+SELECT * EXCLUDE (latest)
+FROM (SELECT *, max(score_id) OVER (PARTITION BY run_id) AS latest FROM raw_unit_shortcuts)
+WHERE score_id IS NOT DISTINCT FROM latest;
+
 -- Per run and target (class or unit), over its seeds. Classes and units answer different
 -- questions, so each kind fills its own columns and leaves the other's null:
---   units   `verdict`: core / spurious / uncertain, by intervention (remove the objects from
---           the unit's image, measure it again: spurious when it keeps at least the spec's
---           judge.keep share), the majority of the judged seeds with a tie -> "uncertain" (as
---           dxray.judge.aggregate); `spurious_fraction` = spurious seeds / judged seeds;
---           `mean_activation`, `mean_activation_without_objects`, `mean_kept` (share kept).
+--   units   `verdict`: core / spurious / uncertain. For a unit audited for a class in a run
+--           with the unit-shortcut test (`unit_shortcuts`, docs/SHORTCUTS.md), the test's:
+--           spurious when an attribute with no object drives it more than its class's object
+--           (`unit_factor`, `unit_margin` and its interval `unit_low`..`unit_high`,
+--           `factor_response`, `object_response`); `judged_by` = 'unit test'. Otherwise
+--           (`judged_by` = 'intervention') the intervention's: remove the objects from the
+--           unit's image, measure it again, spurious when it keeps at least judge.keep, the
+--           majority of the judged seeds with a tie -> "uncertain" (dxray.judge.aggregate).
+--           The intervention's majority is always in `intervention_verdict`;
+--           `spurious_fraction` = its spurious seeds / judged seeds; `mean_activation`,
+--           `mean_activation_without_objects`, `mean_kept` (share kept).
 --   classes `object_in_explanation`: does the class's explanation (the image optimised for
 --           the class) show the class's object? 'shown' / 'absent' / 'unclear' (majority of
 --           the judged seeds, tie -> 'unclear'); `object_shown_fraction`. This is not a
@@ -153,7 +167,14 @@ majority AS (
 SELECT
     c.* EXCLUDE (majority),
     CASE WHEN c.kind = 'unit' THEN c.layer || ':' || c.channel END AS unit,
-    CASE WHEN c.kind = 'unit' THEN c.majority END AS verdict,
+    CASE WHEN c.kind = 'unit' THEN coalesce(us.verdict, c.majority) END AS verdict,
+    CASE WHEN c.kind = 'unit' THEN
+        CASE WHEN us.verdict IS NOT NULL THEN 'unit test'
+             WHEN c.majority IS NOT NULL THEN 'intervention' END
+    END AS judged_by,
+    CASE WHEN c.kind = 'unit' THEN c.majority END AS intervention_verdict,
+    us.factor AS unit_factor, us.margin AS unit_margin, us.low AS unit_low,
+    us.high AS unit_high, us.factor_response, us.object_response,
     CASE WHEN c.kind = 'unit' AND c.judged > 0 THEN c.n_spurious / c.judged END
         AS spurious_fraction,
     CASE WHEN c.kind = 'class' THEN
@@ -164,7 +185,10 @@ SELECT
         AS object_shown_fraction,
     t.top_probes
 FROM majority AS c
-LEFT JOIN top AS t USING (run_id, target_id);
+LEFT JOIN top AS t USING (run_id, target_id)
+LEFT JOIN unit_shortcuts AS us
+    ON c.kind = 'unit' AND us.run_id = c.run_id AND us.class_index = c.class_index
+    AND us.unit = c.layer || ':' || c.channel;
 
 CREATE OR REPLACE VIEW unit_summary AS
 SELECT * EXCLUDE (object_in_explanation, object_shown_fraction)
@@ -273,13 +297,6 @@ LEFT JOIN shortcut_candidates AS e USING (run_id, class_index, attribute)
 LEFT JOIN class_summary AS c USING (run_id, class_index)
 WHERE f.method = 'object_free' AND f.class_index IS NOT NULL;
 
--- The unit-shortcut test (docs/SHORTCUTS.md), latest scoring: per class unit, its mean on the
--- factors' object-free images vs on the class's object, and the verdict.
---   SELECT class_name, unit, factor, margin, low, high FROM unit_shortcuts WHERE verdict = 'spurious'
-CREATE OR REPLACE VIEW unit_shortcuts AS
-SELECT * EXCLUDE (latest)
-FROM (SELECT *, max(score_id) OVER (PARTITION BY run_id) AS latest FROM raw_unit_shortcuts)
-WHERE score_id IS NOT DISTINCT FROM latest;
 
 -- `dxray eval` results (docs/EVALUATION.md): the latest evaluation of each evaluated run.
 CREATE OR REPLACE VIEW eval_metrics AS
