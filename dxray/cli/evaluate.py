@@ -4,6 +4,7 @@ ground truth, human labels, or random toy worlds (`dxray.eval`).
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -27,6 +28,9 @@ def eval_(
     fixed: bool = typer.Option(True, help="Also audit the zoo's fixed release (bias discovery)."),
     ablations: bool = typer.Option(False, help="Run the ablations (one audit each, ~minutes)."),
     json_out: Path = typer.Option(None, "--json", help="Also write everything as JSON here."),
+    verbose: bool = typer.Option(
+        False, "--verbose", help="Also show what Ray and the models print (always in the log)."
+    ),
 ) -> None:
     """Score dxray's verdicts against a toy zoo's measured ground truth.
 
@@ -56,17 +60,18 @@ def eval_(
         else:
             spec = load_spec(source)
             catalog = catalog or Path("catalogs") / f"eval-{world.name}"
-        result = evaluate(
-            spec,
-            truth,
-            catalog=catalog,
-            seeds=seeds,
-            run_id=run,
-            baseline=baseline,
-            fixed=fixed,
-            ablations=ablations,
-            progress=lambda line: typer.echo(f"[dxray eval] {line}"),
-        )
+        with quiet(Path(catalog), "eval", verbose) as say:
+            result = evaluate(
+                spec,
+                truth,
+                catalog=catalog,
+                seeds=seeds,
+                run_id=run,
+                baseline=baseline,
+                fixed=fixed,
+                ablations=ablations,
+                progress=lambda line: say(f"[dxray eval] {line}"),
+            )
     except (SpecError, OSError, ValueError) as err:
         fail(str(err))
     write_eval(result)
@@ -138,6 +143,9 @@ def sweep(
     rescore: bool = typer.Option(
         False, help="Score the finished worlds again from their catalogs first (no audit)."
     ),
+    verbose: bool = typer.Option(
+        False, "--verbose", help="Also show what Ray and the models print (always in the log)."
+    ),
     scatter: Path = typer.Option(None, help="Write the lift-vs-reliance scatter PNG here."),
     json_out: Path = typer.Option(None, "--json", help="Also write the pooled table as JSON."),
 ) -> None:
@@ -165,11 +173,12 @@ def sweep(
         for index in range(worlds) if rescore else ():
             if rescore_world(world_dir(out, seed, index)) is not None:
                 typer.echo(f"[dxray sweep] rescored {world_dir(out, seed, index)}")
-        results = run_sweep(
-            load_spec(spec_path), out=out, seed=seed, worlds=worlds, base_zoo=base_zoo,
-            settings=settings, stability=None if stability < 0 else stability,
-            progress=lambda line: typer.echo(f"[dxray sweep] {line}"),
-        )  # fmt: skip
+        with quiet(Path(out) / f"seed-{seed}", "sweep", verbose) as say:
+            results = run_sweep(
+                load_spec(spec_path), out=out, seed=seed, worlds=worlds, base_zoo=base_zoo,
+                settings=settings, stability=None if stability < 0 else stability,
+                progress=lambda line: say(f"[dxray sweep] {line}"),
+            )  # fmt: skip
     except (SpecError, OSError, ValueError, RuntimeError) as err:
         fail(str(err))
     table = pool_sweep(results, read_stability(out, seed))
@@ -178,3 +187,19 @@ def sweep(
     if json_out is not None:
         json_out.write_text(table.to_json())
     typer.echo(format_sweep(table))
+
+
+@contextmanager
+def quiet(folder: Path, command: str, verbose: bool):
+    """What Ray and the models print goes to <folder>/logs/<command>-<time>.log (also to the
+    terminal with `verbose`); yields the function that prints dxray's own lines."""
+    from dxray.run.console import library_output, log_path
+
+    log = log_path(folder, command)
+    with library_output(log, verbose=verbose) as terminal:
+
+        def say(line: str) -> None:
+            print(line, file=terminal, flush=True)
+
+        say(f"[dxray {command}] library output: {log}")
+        yield say

@@ -30,10 +30,10 @@ def small_zoo(tmp_path_factory):
     world = load_world("default")
     shutil.rmtree(root / "classifier")
     kw = dict(steps=40, batch=32, width=4, hidden=8, eval_n=0)
-    train_classifier(world, root / "classifier", ToyClassifierConfig(**kw), progress=None)
+    train_classifier(world, root / "classifier", ToyClassifierConfig(**kw))
     fixed = ToyClassifierConfig(mode="fixed", **kw)
-    train_classifier(world, root / "classifier-fixed", fixed, progress=None)
-    train_oracle(world, root / "oracle", ToyOracleConfig(**kw), progress=None)
+    train_classifier(world, root / "classifier-fixed", fixed)
+    train_oracle(world, root / "oracle", ToyOracleConfig(**kw))
     write_zoo_truth(root, n=16, k=2)
     return root
 

@@ -66,7 +66,11 @@ def look_at(
     browser = find_browser()
     if browser is None:
         raise FileNotFoundError("no chromium: apt-get install chromium")
-    with tempfile.TemporaryDirectory(prefix="dxray-chromium-") as profile:
+    # Chromium's helper processes may still write to the profile as it stops: a folder left
+    # in /tmp is not a failed check
+    with tempfile.TemporaryDirectory(
+        prefix="dxray-chromium-", ignore_cleanup_errors=True
+    ) as profile:
         process = subprocess.Popen(
             [browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
              "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
