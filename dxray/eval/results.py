@@ -181,18 +181,10 @@ def write_eval(result: EvalResult) -> None:
 
 def result_json(result: EvalResult) -> str:
     """Everything in one JSON document (NaN as null)."""
-
-    def clean(value):
-        if isinstance(value, float) and not math.isfinite(value):
-            return None
-        if isinstance(value, dict):
-            return {str(k): clean(v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            return [clean(v) for v in value]
-        return value
+    from dxray.catalog.writer import json_safe
 
     return json.dumps(
-        clean(
+        json_safe(
             {
                 "run_id": result.run_id,
                 "world": result.world,

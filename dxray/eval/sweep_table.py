@@ -18,6 +18,7 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
+from dxray.catalog.writer import json_safe
 from dxray.eval.metrics import agreement
 
 RELIED = 1.0  # nats: the truth's "relies on" (`FindingRule.reliance`)
@@ -52,7 +53,7 @@ class SweepTable:
     points: list[dict] = field(default_factory=list)  # the scatter's (reliance, lift, ...)
 
     def to_json(self) -> str:
-        return json.dumps(_finite(asdict(self)), indent=1)
+        return json.dumps(json_safe(asdict(self)), indent=1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -394,13 +395,3 @@ def _goals(t: SweepTable) -> list[dict]:
          e["false_per_world"], e["false_per_world"] <= GOALS["false_leads_per_world"]),
     ]  # fmt: skip
     return [{"goal": g, "target": tg, "got": got, "met": bool(met)} for g, tg, got, met in rows]
-
-
-def _finite(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value

@@ -27,6 +27,7 @@ that session's Ray and hosts.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 import tempfile
@@ -41,6 +42,8 @@ import numpy as np
 
 from dxray.spec.model import AuditSpec
 
+log = logging.getLogger("dxray.run")
+
 # How a host's idle torch threads wait: OpenMP's default spins, and a host with two threads on
 # cores that something else uses (Ray's processes, another host) then ran ~5x slower; passive
 # threads sleep instead. Measured on the 2-core build machine, two hosts' processes side by
@@ -48,6 +51,11 @@ from dxray.spec.model import AuditSpec
 # passive 10.1 s with the 2-thread results bit for bit (docs/BENCHMARKS.md). The driver's
 # OMP_WAIT_POLICY, if set, is passed on instead.
 OMP_WAIT_POLICY = os.environ.get("OMP_WAIT_POLICY", "PASSIVE")
+# An embedded Ray whose raylet does not register within Ray's fixed 30 s (a loaded machine:
+# seen on the 2-core build machine beside an evaluation and a sweep) is stopped and started
+# again, up to this many tries in all.
+START_ATTEMPTS = 3
+STARTUP_TIMEOUT = "timed out during startup"  # Ray 2.60's message (ray/_private/node.py)
 # The temp folder of the Ray this process started (embedded), removed by `stop_ray`.
 ray_temp_dir: str | None = None
 # The session open in this process (`ray_session`): an inner one is the same session.
@@ -430,24 +438,35 @@ def ensure_ray(spec: AuditSpec) -> bool:
     # read the variable; this process has read it already, so its constant is set too.
     _loopback_only()
     remove_stale_temp_dirs()
-    ray_temp_dir = tempfile.mkdtemp(prefix=RAY_TEMP_PREFIX)
-    with open(os.path.join(ray_temp_dir, OWNER_FILE), "w") as handle:
-        handle.write(f"{os.getpid()}\n")
-    try:
-        with _signals_held():
-            ray.init(
-                address="local",
-                _node_ip_address="127.0.0.1",
-                _temp_dir=ray_temp_dir,
-                include_dashboard=False,
-                num_cpus=max(needed, os.cpu_count() or 1),
-                num_gpus=None,
-                log_to_driver=True,
-            )
-    except BaseException:  # interrupted while starting: nobody else will stop this Ray
-        stop_ray()
-        raise
-    return True
+    for attempt in range(1, START_ATTEMPTS + 1):
+        ray_temp_dir = tempfile.mkdtemp(prefix=RAY_TEMP_PREFIX)
+        with open(os.path.join(ray_temp_dir, OWNER_FILE), "w") as handle:
+            handle.write(f"{os.getpid()}\n")
+        try:
+            with _signals_held():
+                ray.init(
+                    address="local",
+                    _node_ip_address="127.0.0.1",
+                    _temp_dir=ray_temp_dir,
+                    include_dashboard=False,
+                    num_cpus=max(needed, os.cpu_count() or 1),
+                    num_gpus=None,
+                    log_to_driver=True,
+                )
+            return True
+        except Exception as err:
+            stop_ray()  # whatever started is stopped, its temp folder removed
+            if STARTUP_TIMEOUT not in str(err):
+                raise
+            log.warning("Ray did not start in time (try %d of %d)", attempt, START_ATTEMPTS)
+        except BaseException:  # interrupted while starting: nobody else will stop this Ray
+            stop_ray()
+            raise
+    raise RuntimeError(
+        f"Ray did not start in {START_ATTEMPTS} tries: its raylet must register within Ray's "
+        "fixed 30 s, and this machine is too busy for that now. Rerun when it is less loaded "
+        "(the audit resumes)"
+    )
 
 
 def _loopback_only() -> None:
