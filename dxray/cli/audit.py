@@ -114,8 +114,8 @@ DEMO_QUERIES = (
     "SELECT class_name, attribute, round(lift, 2) AS lift, round(low, 2) AS low, "
     "round(high, 2) AS high FROM class_shortcuts WHERE run_id = '{run}' AND finding",
     "SELECT class_name, shortcuts, object_in_explanation FROM class_summary WHERE run_id = '{run}'",
-    "SELECT unit, class_name, verdict, round(mean_kept, 2) AS kept FROM unit_summary "
-    "WHERE run_id = '{run}'",
+    "SELECT unit, class_name, verdict, judged_by, unit_factor, round(unit_margin, 2) AS margin "
+    "FROM unit_summary WHERE run_id = '{run}'",
     "SELECT target_id, probe, rate FROM probe_rates WHERE run_id = '{run}' AND rate >= 0.5 "
     "ORDER BY rate DESC",
     "SELECT run_id, status, count(*) FROM explanations GROUP BY ALL",

@@ -57,7 +57,9 @@ def _figures(answer: Answer) -> str:
                 "spurious_units",
                 f"{len(answer.spurious_units)} of {answer.units}",
                 "spurious units",
-                f"keep ≥ {pct(answer.keep)} without the objects",
+                "driven more by an attribute than by their object"
+                if answer.unit_test
+                else f"keep ≥ {pct(answer.keep)} without the objects",
                 "bad" if answer.spurious_units else ("good" if answer.units else ""),
             ),
             stat("leads", len(answer.leads), "unconfirmed leads", "not findings"),
