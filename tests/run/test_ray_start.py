@@ -31,14 +31,15 @@ def test_a_start_that_times_out_is_tried_again(tiny_spec, monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(ray, "init", slow_once)
-    before = _ours()
     try:
         assert session.ensure_ray(_spec(tiny_spec)) is True
         assert ray.is_initialized() and len(calls) == 2
         assert not os.path.exists(calls[0])  # the failed try's folder is gone
+        assert os.path.isdir(calls[1])  # the Ray that started uses its own
     finally:
+        # (stop_ray removes the second folder; Ray's processes may still write to it as they
+        # stop, which the next start's remove_stale_temp_dirs clears: tests/run/test_interrupt)
         session.stop_ray()
-    assert _ours() <= before
 
 
 def test_it_gives_up_with_one_line_after_its_tries(tiny_spec, monkeypatch):
