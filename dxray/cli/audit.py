@@ -168,5 +168,22 @@ def demo(
     typer.echo(f"catalog: {summary.catalog}")
     typer.echo(f"report:  {report}")
     typer.echo("explore it with SQL, e.g.:")
+    command = dxray_command()
     for query in DEMO_QUERIES:
-        typer.echo(f'  .venv/bin/dxray sql {summary.catalog} "{query.format(run=summary.run_id)}"')
+        typer.echo(f'  {command} sql {summary.catalog} "{query.format(run=summary.run_id)}"')
+
+
+def dxray_command(argv0: str | None = None, cwd: Path | None = None) -> str:
+    """How the user can run this dxray again: "dxray" when that is the one on PATH, else the
+    script's path (relative to the working directory when inside it: ".venv/bin/dxray")."""
+    import shutil
+    import sys
+
+    script = Path(argv0 or sys.argv[0]).resolve()
+    on_path = shutil.which("dxray")
+    if script.name != "dxray" or (on_path and Path(on_path).resolve() == script):
+        return "dxray"
+    try:
+        return str(script.relative_to((cwd or Path.cwd()).resolve()))
+    except ValueError:
+        return str(script)
