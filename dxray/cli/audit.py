@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from dxray.cli.common import fail, user_errors
+from dxray.cli.common import fail, user_errors, verbose_option
 
 
 def audit(
@@ -21,9 +21,7 @@ def audit(
     limit: int = typer.Option(
         None, min=1, help="Compute at most this many targets (a rerun resumes)."
     ),
-    verbose: bool = typer.Option(
-        False, "--verbose", help="Also show what Ray and the models print (always in the log)."
-    ),
+    verbose: bool = verbose_option(),
 ) -> None:
     """Run an audit, or resume it: targets already in the catalog are skipped. Prints what it
     will do, a bar per stage and the outcome; what Ray and the models print goes to
@@ -132,9 +130,7 @@ def demo(
     limit: int = typer.Option(
         None, min=1, help="Compute at most this many targets (a partial run; rerun to finish)."
     ),
-    verbose: bool = typer.Option(
-        False, "--verbose", help="Also show what Ray and the models print (always in the log)."
-    ),
+    verbose: bool = verbose_option(),
 ) -> None:
     """What `make demo` runs: the toy-world audit through Ray, its catalog and HTML report.
     What Ray and the models print goes to <catalog>/logs/demo-<time>.log.

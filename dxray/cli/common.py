@@ -43,3 +43,11 @@ def fail(message: str) -> NoReturn:
         traceback.print_exc()
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(2)
+
+
+def verbose_option():
+    """`--verbose` of the commands that run audits (audit, demo, eval, sweep): library output
+    goes to a log in any case; this shows it on the terminal too."""
+    return typer.Option(
+        False, "--verbose", help="Also show what Ray and the models print (always in the log)."
+    )

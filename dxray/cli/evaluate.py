@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from dxray.cli.common import fail
+from dxray.cli.common import fail, verbose_option
 
 
 def eval_(
@@ -28,9 +28,7 @@ def eval_(
     fixed: bool = typer.Option(True, help="Also audit the zoo's fixed release (bias discovery)."),
     ablations: bool = typer.Option(False, help="Run the ablations (one audit each, ~minutes)."),
     json_out: Path = typer.Option(None, "--json", help="Also write everything as JSON here."),
-    verbose: bool = typer.Option(
-        False, "--verbose", help="Also show what Ray and the models print (always in the log)."
-    ),
+    verbose: bool = verbose_option(),
 ) -> None:
     """Score dxray's verdicts against a toy zoo's measured ground truth.
 
@@ -143,9 +141,7 @@ def sweep(
     rescore: bool = typer.Option(
         False, help="Score the finished worlds again from their catalogs first (no audit)."
     ),
-    verbose: bool = typer.Option(
-        False, "--verbose", help="Also show what Ray and the models print (always in the log)."
-    ),
+    verbose: bool = verbose_option(),
     scatter: Path = typer.Option(None, help="Write the lift-vs-reliance scatter PNG here."),
     json_out: Path = typer.Option(None, "--json", help="Also write the pooled table as JSON."),
 ) -> None:

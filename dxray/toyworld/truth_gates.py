@@ -139,27 +139,19 @@ def classifier_gates(
     scenes when not given). The fixed release is measured in the original world, so both
     checkpoints answer the same questions.
     """
-    gates = [
-        check(
-            "classifier:unbiased_accuracy",
-            accuracy(classifier, world, n=n, seed=seed),
-            ">=",
-            min_accuracy,
+
+    def unbiased_accuracy(prefix: str, model) -> Gate:
+        return check(
+            f"{prefix}unbiased_accuracy", accuracy(model, world, n=n, seed=seed), ">=", min_accuracy
         )
-    ]
+
+    gates = [unbiased_accuracy("classifier:", classifier)]
     if truth is None:
         truth, _ = compute_truth(world, classifier, n=truth_n, seed=seed)
     gates += reliance_gates(world, truth, prefix="classifier:")
 
     if fixed is not None:
-        gates.append(
-            check(
-                "fixed:unbiased_accuracy",
-                accuracy(fixed, world, n=n, seed=seed),
-                ">=",
-                min_accuracy,
-            )
-        )
+        gates.append(unbiased_accuracy("fixed:", fixed))
         if fixed_truth is None:
             fixed_truth, _ = compute_truth(world, fixed, n=truth_n, seed=seed)
         gates += reliance_gates(world.fixed(), fixed_truth, prefix="fixed:")
