@@ -34,7 +34,7 @@ from dxray.run.preflight import check_before_models
 from dxray.run.progress import LogProgress, Progress
 from dxray.run.session import ray_session
 from dxray.run.shortcuts import ShortcutSummary, ShortcutTest
-from dxray.run.targets import expand_targets
+from dxray.run.targets import by_work, expand_targets, work_key
 from dxray.shortcuts.unit_score import UnitTarget
 from dxray.spec.model import AuditSpec, SpecError
 from dxray.spec.unit_csv import read_units
@@ -207,7 +207,7 @@ def run_audit(
                 #    it comes back.
                 if todo:
                     stages.stage("targets", summary.skipped, summary.total)
-                parts = [("targets", todo, spec.engine.batch_size)]
+                parts = [("targets", by_work(todo), spec.engine.batch_size, work_key)]
                 parts += test.first_parts() if test is not None else []
                 for stage, rows in session.map_stages(spec, parts, classifier_sha256=sha):
                     lock.heartbeat()  # the lock is alive while batches come back

@@ -34,7 +34,7 @@ import tempfile
 import uuid
 import warnings
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -43,6 +43,7 @@ import numpy as np
 from dxray.spec.model import AuditSpec
 
 log = logging.getLogger("dxray.run")
+Key = Callable[[dict[str, Any]], Any]  # what makes two rows of a stage one work (see map_stages)
 
 # How a host's idle torch threads wait: OpenMP's default spins, and a host with two threads on
 # cores that something else uses (Ray's processes, another host) then ran ~5x slower; passive
@@ -110,15 +111,17 @@ class Session:
     def map_stages(
         self,
         spec: AuditSpec,
-        parts: Sequence[tuple[str, list[dict[str, Any]], int]],
+        parts: Sequence[tuple[str, list[dict[str, Any]], int] | tuple[str, list, int, Key]],
         *,
         classifier_sha256: str | None = None,
     ) -> Iterator[tuple[str, list[dict[str, Any]]]]:
         """Serve stages that depend on nothing from each other in one pipeline: `parts` are
-        (stage, rows, batch size), their batches queued in that order (put the longest first);
-        yield (stage, result rows) per batch as it comes back. No host waits at the end of one
-        stage while another has work."""
-        parts = [(stage, rows, max(1, size)) for stage, rows, size in parts if rows]
+        (stage, rows, batch size) or (stage, rows, batch size, key), their batches queued in
+        that order (put the longest first); yield (stage, result rows) per batch as it comes
+        back. No host waits at the end of one stage while another has work. With `key(row)`,
+        a batch holds at most `batch size` distinct keys and every row of each (rows with one
+        key must be adjacent: the stage computes a key once)."""
+        parts = [(p[0], p[1], max(1, p[2]), p[3] if len(p) > 3 else None) for p in parts if p[1]]
         if not parts:
             return
         import pyarrow as pa
@@ -129,8 +132,9 @@ class Session:
         # there are (a target's result does not depend on how wide the audit runs), and no
         # task has to wait for a CPU the hosts hold (`from_arrow` runs one per block).
         blocks = []
-        for stage, rows, size in parts:
-            for start, end in batch_bounds(len(rows), size):
+        for stage, rows, size, key in parts:
+            keys = list(range(len(rows))) if key is None else [key(row) for row in rows]
+            for start, end in grouped_bounds(keys, size):
                 batch = pa.Table.from_pylist(rows[start:end])
                 blocks.append(batch.append_column(STAGE, pa.array([stage] * batch.num_rows)))
         results = ray.data.from_blocks(blocks).map_batches(
@@ -277,6 +281,17 @@ def batch_bounds(n: int, size: int) -> list[tuple[int, int]]:
             bounds += [(at, min(at + size, end)) for at in range(start, end, size)]
             start, gathered = end, 0
     return bounds
+
+
+def grouped_bounds(keys: Sequence[Any], size: int) -> list[tuple[int, int]]:
+    """`batch_bounds` over the distinct values of `keys` (equal keys adjacent): (start, end)
+    of batches of rows that hold at most `size` distinct keys, never splitting one. With
+    distinct keys, exactly `batch_bounds(len(keys), size)`."""
+    starts = [i for i, k in enumerate(keys) if i == 0 or k != keys[i - 1]]
+    if len(set(keys)) != len(starts):
+        raise ValueError("rows with the same key must be adjacent (dxray.run.targets.by_work)")
+    ends = [*starts[1:], len(keys)]
+    return [(starts[a], ends[b - 1]) for a, b in batch_bounds(len(starts), size)] if keys else []
 
 
 def serve_batch(

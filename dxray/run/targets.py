@@ -2,6 +2,7 @@
 
     rows = expand_targets(spec, classifier.class_names, run_id, unit_ranking=rank)
     objective = objective_for(spec, rows[0])     # the engine's objective of a row
+    rows = by_work(rows)    # rows of one (objective, seed) side by side: they share a work
 
 A row holds exactly `TARGET_KEYS`, the target fields of the catalog's explanations table
 (`dxray.catalog.schema.TARGET_FIELDS`, the one place they are declared): the run, the target
@@ -110,6 +111,21 @@ def expand_targets(
         for seed in spec.targets.seeds:
             rows.append({"run_id": run_id, **target, "objective": objective, "seed": seed})
     return rows
+
+
+def work_key(row: Mapping[str, Any]) -> tuple[str, int]:
+    """What a target row's explanation depends on: its objective and its seed. A unit ranked
+    for two classes is one objective: its rows share one optimisation (`by_work`)."""
+    return str(row["objective"]), int(row["seed"])
+
+
+def by_work(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`rows` in order, but each row that shares its `work_key` with an earlier one moved
+    next to it, so that a batch cut on distinct keys holds every row of a work."""
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(work_key(row), []).append(row)
+    return [row for group in groups.values() for row in group]
 
 
 def objective_for(spec: AuditSpec, row: Mapping[str, Any]) -> Objective:

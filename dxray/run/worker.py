@@ -8,6 +8,7 @@ host splits a batch that fails and gives the row that causes it `target_error_ro
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -18,9 +19,9 @@ import numpy as np
 import torch
 
 from dxray.catalog.schema import payload_columns
-from dxray.explain.optimize import explain
+from dxray.explain.optimize import ExplainResult, explain
 from dxray.judge.verdict import verdicts
-from dxray.run.targets import TARGET_KEYS, objective_for
+from dxray.run.targets import TARGET_KEYS, objective_for, work_key
 
 if TYPE_CHECKING:
     from dxray.run.host import ModelHost
@@ -37,12 +38,21 @@ def target_batch(host: ModelHost, rows: list[dict[str, Any]]) -> list[dict[str, 
     if failing & {r["target_id"] for r in rows}:
         raise RuntimeError("injected failure (" + FAIL_TARGETS_ENV + ")")
     started = time.perf_counter()
-    objectives = [objective_for(host.spec, row) for row in rows]
+    # One optimisation per distinct (objective, seed): a unit ranked for two classes is
+    # explained once and judged for each (its rows differ only in their class).
+    firsts: dict[tuple[str, int], int] = {}
+    for i, row in enumerate(rows):
+        firsts.setdefault(work_key(row), i)
+    work = [firsts[work_key(row)] for row in rows]  # row -> its work's first row
+    distinct = list(firsts.values())
     with host.timed("explain"):
-        result = explain(
-            host.generator, host.classifier, objectives, [int(r["seed"]) for r in rows],
+        explained = explain(
+            host.generator, host.classifier,
+            [objective_for(host.spec, rows[i]) for i in distinct],
+            [int(rows[i]["seed"]) for i in distinct],
             host.spec.engine.to_explain_config(),
         )  # fmt: skip
+    result = _fanned_out(explained, [distinct.index(w) for w in work])
     seconds = (time.perf_counter() - started) / len(rows)
     images = result.images
     judge = host.spec.judge
@@ -116,6 +126,23 @@ def target_batch(host: ModelHost, rows: list[dict[str, Any]]) -> list[dict[str, 
                 }
             )
         return out
+
+
+def _fanned_out(result: ExplainResult, take: list[int]) -> ExplainResult:
+    """`result`'s rows in the order `take` lists them (a row may be taken twice)."""
+    index = torch.tensor(take, dtype=torch.long)
+    return dataclasses.replace(
+        result,
+        images=result.images[index],
+        vectors=result.vectors[index],
+        objective=result.objective[index],
+        probability=result.probability[index],
+        steps=result.steps[index],
+        status=[result.status[i] for i in take],
+        errors=[result.errors[i] for i in take],
+        words=[result.words[i] for i in take],
+        history={name: [rows[i] for i in take] for name, rows in result.history.items()},
+    )
 
 
 def _judge_units(

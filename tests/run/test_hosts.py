@@ -131,3 +131,55 @@ def test_batches_are_cut_where_the_previous_pipeline_cut_them():
         assert [end - start for start, end in bounds] == sizes, (n, size)
         assert bounds[0][0] == 0 and bounds[-1][1] == n
         assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:], strict=False))  # no gap
+
+
+def test_batches_cut_on_distinct_works_never_split_one():
+    from dxray.run.session import batch_bounds, grouped_bounds
+
+    assert grouped_bounds(list(range(30)), 16) == batch_bounds(30, 16)  # no shared work
+    keys = ["a", "a", "b", "c", "c", "c", "d", "e", "f", "f"]  # 6 works, 10 rows
+    bounds = grouped_bounds(keys, 4)
+    assert bounds[0][0] == 0 and bounds[-1][1] == len(keys)
+    assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:], strict=False))
+    distinct = [e - s for s, e in batch_bounds(6, 4)]  # [4, 2]
+    assert [len(set(keys[s:e])) for s, e in bounds] == distinct
+    assert all(keys[s] != keys[s - 1] for s, _ in bounds[1:])  # no work split across batches
+    assert grouped_bounds([], 4) == []
+    with pytest.raises(ValueError, match="adjacent"):
+        grouped_bounds(["a", "b", "a"], 4)
+
+
+def test_a_batch_explains_each_work_once_and_judges_each_of_its_rows(tiny_spec, monkeypatch):
+    """One unit audited for two classes: the engine optimises it once per seed, and both
+    targets get that optimisation's image, vectors and numbers, each judged for its class."""
+    import dxray.run.worker as worker
+    from dxray.run.targets import by_work
+
+    spec = AuditSpec.from_dict(tiny_spec)
+    _, targets, _, _ = plan(spec)
+    listed = [r for r in targets if r["kind"] == "unit"]  # penultimate:3, no class, 2 seeds
+    for_class = [
+        {**r, "target_id": f"unit:penultimate:3:{c}", "class_index": c, "class_name": n}
+        for c, n in ((0, "circle"), (2, "triangle"))
+        for r in listed
+    ]
+    rows = by_work([targets[0], *listed, *for_class])  # class 0 seed 0, then 3 rows per seed
+    explained = []
+    real = worker.explain
+    monkeypatch.setattr(
+        worker, "explain", lambda g, c, objectives, seeds, cfg: explained.append(seeds) or real(
+            g, c, objectives, seeds, cfg
+        ),
+    )  # fmt: skip
+    out = ModelHost(tiny_spec).serve("targets", rows)
+    assert explained == [[0, 0, 1]]  # class 0; the unit with seed 0, with seed 1
+    assert [r["target_id"] for r in out] == [r["target_id"] for r in rows]
+    assert all(r["status"] != "error" for r in out)
+    for seed in (0, 1):
+        same = [r for r in out if r["kind"] == "unit" and r["seed"] == seed]
+        assert len(same) == 3
+        for column in ("png", "prompt_vectors", "objective_value", "steps", "words"):
+            assert all(r[column] == same[0][column] for r in same), column
+        assert [r["class_name"] for r in same] == [None, "circle", "triangle"]
+        assert same[1]["object_query"] == "a circle" and same[2]["object_query"] == "a triangle"
+    assert out[1]["png"] != out[4]["png"]  # another seed, another image

@@ -186,3 +186,32 @@ def test_class_queries_must_name_classes(tmp_path):
     spec = _spec(tmp_path, judge={"class_queries": {"dog": "a small dog"}})
     assert spec.judge.object_query("dog") == "a small dog"
     assert spec.judge.object_query("n01440764 tench, Tinca tinca") == "a tench"
+
+
+def test_a_unit_ranked_for_two_classes_is_one_work_whose_rows_sit_together(tmp_path):
+    """Classes 0 and 1 both rank channel 5 first: its two targets (one per class) share an
+    objective, so per seed they are one work, and `by_work` puts their rows side by side
+    (the rest keep their order)."""
+    from dxray.run.targets import by_work, work_key
+
+    def rank(class_index, k):
+        return [("penultimate", 5), ("penultimate", 10 + class_index)][:k]
+
+    spec = _spec(tmp_path, targets={"classes": [0, 1], "units": {"top_k": 2}, "seeds": [0, 1]})
+    rows = expand_targets(spec, NAMES, "r", unit_ranking=rank)
+    units = [r for r in rows if r["kind"] == "unit"]
+    assert len(units) == 8 and len({work_key(r) for r in units}) == 6
+    shared = [r for r in rows if r["channel"] == 5]
+    assert {r["target_id"] for r in shared} == {"unit:penultimate:5:0", "unit:penultimate:5:1"}
+    assert work_key(shared[0]) == work_key(shared[2]) == ("Unit('penultimate', 5)", 0)
+
+    grouped = by_work(rows)
+    assert sorted(map(str, grouped)) == sorted(map(str, rows))  # the same rows
+    keys = [work_key(r) for r in grouped]
+    assert all(k not in keys[: i - 1] for i, k in enumerate(keys) if i and k != keys[i - 1])
+    assert [r["target_id"] for r in grouped[4:8]] == [
+        "unit:penultimate:5:0", "unit:penultimate:5:1",  # seed 0 of both classes
+        "unit:penultimate:5:0", "unit:penultimate:5:1",  # then seed 1
+    ]  # fmt: skip
+    assert [r["seed"] for r in grouped[4:8]] == [0, 0, 1, 1]
+    assert by_work(grouped) == grouped
