@@ -61,10 +61,10 @@ class SweepSettings:
     # agree 94% / 93% / 94% with 1 / 2 / 4 seeds on the default world)
     threads: int = 1  # torch threads of the trainer and of each Ray worker
     # Ray workers of the audits (not in the key: batches are cut the same whatever the number,
-    # so it changes no result). One: with two, the stability reruns of a world (other hosts
-    # within one Ray session) never got their batches served (seen 2026-12-05; not yet
-    # understood); the seed-1 rerun's audits ran on two, its stability reruns were cached.
-    workers: int = 1
+    # so it changes no result). Two, as the toy spec: each takes a core. (Until 2026-12-05 the
+    # stability rerun "threads 2" then needed 4 CPUs of an embedded Ray started with 2, and
+    # waited forever for its second host; the session now starts Ray again, larger.)
+    workers: int = 2
     classifier: ToyClassifierConfig = field(
         default_factory=lambda: ToyClassifierConfig(hide_object=0.1)  # the committed zoos'
     )

@@ -195,6 +195,22 @@ class Session:
         self._stop_hosts()
         import ray
 
+        needed = r.workers * r.num_cpus_per_worker
+        if self.started_ray and needed > ray.cluster_resources().get("CPU", 0):
+            # The Ray started here was sized for an earlier spec (a sweep's stability rerun
+            # with 2 workers of 2 threads after audits of 2 x 1): hosts it cannot place would
+            # wait forever, and every batch with them. Start it again, as large as this spec.
+            log.info("restarting the embedded Ray with %d CPUs for %d hosts", needed, r.workers)
+            self.close()
+            self.spec = spec
+            self._start()
+        elif needed > ray.cluster_resources().get("CPU", 0):
+            log.warning(
+                "the cluster has %g CPUs and %d hosts of %d CPUs need %d: the audit waits until "
+                "Ray can place them (an autoscaler adding nodes); lower ray.workers otherwise",
+                ray.cluster_resources().get("CPU", 0), r.workers, r.num_cpus_per_worker, needed,
+            )  # fmt: skip
+
         resources = {
             "num_cpus": r.num_cpus_per_worker,
             "num_gpus": r.num_gpus_per_worker,

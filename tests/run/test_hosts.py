@@ -183,3 +183,29 @@ def test_a_batch_explains_each_work_once_and_judges_each_of_its_rows(tiny_spec, 
         assert [r["class_name"] for r in same] == [None, "circle", "triangle"]
         assert same[1]["object_query"] == "a circle" and same[2]["object_query"] == "a triangle"
     assert out[1]["png"] != out[4]["png"]  # another seed, another image
+
+
+def test_a_spec_with_more_cpus_than_the_embedded_ray_restarts_it(tiny_spec):
+    """A session's embedded Ray is as large as its first spec needs (at least the machine's
+    cores). A later spec whose hosts need more (a sweep's stability rerun: 2 workers of 2
+    threads after audits of 2 x 1) used to leave a host unplaced and the audit waiting on it
+    forever; the session now starts Ray again, as large as that spec, and the audit runs."""
+    import os
+
+    import ray
+
+    first = AuditSpec.from_dict({**tiny_spec, "targets": {"classes": [0], "seeds": [0]}})
+    cores = os.cpu_count() or 1
+    wide = cores + 1  # threads per host: two hosts need more CPUs than the first Ray has
+    second = AuditSpec.from_dict(
+        {**first.to_dict(), "name": "wide",
+         "ray": {**tiny_spec["ray"], "workers": 2, "num_cpus_per_worker": wide}}
+    )  # fmt: skip
+    with ray_session(first) as session:
+        assert run_audit(first).status == "finished"
+        assert ray.cluster_resources()["CPU"] == max(1, cores)
+        session._hosts_for(second, None)  # checked before any batch could wait on a host
+        assert ray.cluster_resources()["CPU"] >= 2 * wide
+        summary = run_audit(second)
+        assert summary.status == "finished" and session.workers == 2
+    assert not ray.is_initialized()
