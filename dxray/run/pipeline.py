@@ -190,7 +190,15 @@ def run_audit(
             writer.write("labels", labels, run_id)
         shortcuts = spec.shortcuts.enabled and limit is None
         stages.plan(
-            describe_plan(spec, run_id, len(targets), summary.skipped, len(todo), shortcuts)
+            describe_plan(
+                spec,
+                run_id,
+                len(targets),
+                summary.skipped,
+                len(todo),
+                shortcuts,
+                shared=len(todo) - len({work_key(t) for t in todo}),
+            )  # fmt: skip
         )
         try:
             with ray_session(spec) as session:
@@ -245,15 +253,25 @@ def run_audit(
 
 
 def describe_plan(
-    spec: AuditSpec, run_id: str, total: int, skipped: int, todo: int, shortcuts: bool
+    spec: AuditSpec,
+    run_id: str,
+    total: int,
+    skipped: int,
+    todo: int,
+    shortcuts: bool,
+    *,
+    shared: int = 0,
 ) -> str:
-    """The line an audit starts with: what it will compute, and where."""
+    """The line an audit starts with: what it will compute, and where. `shared`: targets to
+    compute whose optimisation another one does (`dxray.run.targets.work_key`)."""
     r = spec.ray
     where = "embedded Ray" if r.address is None else f"Ray at {r.address}"
     each = f"{r.num_cpus_per_worker} CPU" + (
         f", {r.num_gpus_per_worker:g} GPU" if r.num_gpus_per_worker else ""
     )
     text = f"run {run_id}: {todo} of {total} targets to compute ({skipped} in the catalog)"
+    if shared:
+        text += f", {todo - shared} optimisations (a unit ranked for k classes is optimised once)"
     if shortcuts:
         from dxray.run.shortcut_plans import pool_plan, vocabulary_plan
 

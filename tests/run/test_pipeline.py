@@ -321,3 +321,12 @@ def test_the_embedded_ray_listens_on_loopback_only():
         stop_ray()
     assert listening, "no listening socket found: the measurement itself is broken"
     assert listening <= {"127.0.0.1", "::ffff:127.0.0.1", "::1"}, listening
+
+
+def test_the_plan_line_says_how_many_optimisations_the_targets_take(tiny_spec):
+    from dxray.run.pipeline import describe_plan
+
+    spec = AuditSpec.from_dict(tiny_spec)
+    shared = describe_plan(spec, "r", 30, 0, 30, False, shared=4)
+    assert "30 of 30 targets to compute (0 in the catalog), 26 optimisations" in shared
+    assert "optimisations" not in describe_plan(spec, "r", 30, 0, 30, False)
