@@ -212,6 +212,9 @@ def test_loading_a_spec_does_not_import_torch():
         ({"shortcuts": {"with_object": "yes"}}, ["shortcuts.with_object", "findings"]),
         ({"shortcuts": {"attributes": "water"}}, ["shortcuts.attributes", "a list"]),
         ({"shortcuts": {"seeds": 0}}, ["shortcuts.seeds", ">= 1"]),
+        ({"shortcuts": {"unit_seeds": 0}}, ["shortcuts.unit_seeds", ">= 1"]),
+        ({"shortcuts": {"seeds": 8, "unit_seeds": 9}}, ["shortcuts.unit_seeds", "at most 8"]),
+        ({"shortcuts": {"units": "no"}}, ["shortcuts.units", "true or false"]),
         ({"shortcuts": {"confidence": 1.0}}, ["shortcuts.confidence", "<= 0.999"]),
         ({"gate": {"lift_margin": -0.5}}, ["gate.lift_margin", ">= 0"]),
         ({"gate": {"lift_margin": ".5"}}, ["gate.lift_margin", "a number"]),
@@ -337,6 +340,15 @@ def test_spec_hash_ignores_key_order_and_where_it_runs(tmp_path):
     assert gate.gate.lift_margin == 2.0 and gate != spec
     assert gate.spec_hash() == spec.spec_hash()
     assert gate.run_id_for("abcdef01") == spec.run_id_for("abcdef01")
+
+
+def test_the_unit_test_can_be_turned_off_and_sized():
+    """`shortcuts.units: false` was read as true until 2026-12-05: the parser never read it."""
+    spec = AuditSpec.from_dict({**MINIMAL, "shortcuts": {"units": False, "unit_seeds": 8}})
+    assert spec.shortcuts.units is False and spec.shortcuts.unit_seeds == 8
+    assert AuditSpec.from_dict(spec.to_dict()) == spec
+    default = AuditSpec.from_dict(MINIMAL).shortcuts
+    assert default.units is True and default.unit_seeds is None
 
 
 def test_the_shortcut_vocabulary_defaults_to_the_probes_and_keeps_entries_as_written():

@@ -71,12 +71,13 @@ def pool_plan(spec: AuditSpec) -> list[dict[str, Any]]:
 def object_on_scenes_plan(
     spec: AuditSpec, class_names: Sequence[str], classes: set[int]
 ) -> list[Render]:
-    """The unit test's with-object renders: each class's object on every scene, no overlay
-    (the same renders, by key, as the with-object variant's)."""
+    """The unit test's with-object renders: each class's object on every scene with the first
+    `unit_seeds` seeds, no overlay (the same renders, by key, as the with-object variant's)."""
     sc = spec.shortcuts
     attributes, _ = parse_vocabulary(sc.entries(spec.judge))
     objects = {c: spec.judge.object_query(class_names[c]) for c in sorted(classes)}
-    renders = with_object_renders(attributes, sc.template, range(sc.seeds), objects, _tag(spec))
+    seeds = range(sc.unit_seeds or sc.seeds)
+    renders = with_object_renders(attributes, sc.template, seeds, objects, _tag(spec))
     return [r for r in renders if r.overlay is None]
 
 

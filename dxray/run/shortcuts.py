@@ -219,8 +219,9 @@ class ShortcutTest:
                 findings.setdefault(r["class_index"], []).append(r["attribute"])
         sc = self.spec.shortcuts
         out = unit_rows(
-            renders, self.units, self.attributes, findings, UnitRule(sc.confidence, sc.min_images)
-        )
+            renders, self.units, self.attributes, findings, UnitRule(sc.confidence, sc.min_images),
+            object_seeds=sc.unit_seeds,
+        )  # fmt: skip
         self.summary.units_tested = len(out)
         self.summary.spurious_units = [
             (self.class_names[r["class_index"]], r["unit"], r["factor"], r["margin"])

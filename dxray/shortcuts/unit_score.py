@@ -74,12 +74,16 @@ def unit_rows(
     rule: UnitRule = UnitRule(),
     *,
     seed: int = 0,
+    object_seeds: int | None = None,
 ) -> list[dict]:
     """One row per unit: its factor and object responses, the margin and its interval, the
     verdict. `renders`: the test's rendered rows (variant, scene, overlay, class_index,
     status, `unit_means`: layer -> channel means); `findings`: class -> the attributes the
-    class-shortcut test found for it."""
+    class-shortcut test found for it. `object_seeds`: read only the with-object images of
+    seeds below it (every class the same number, whatever else was rendered for findings)."""
     kept = [r for r in renders if r["status"] == KEPT and r.get("unit_means")]
+    if object_seeds is not None:
+        kept = [r for r in kept if r["variant"] == "object_free" or r["seed"] < object_seeds]
     by_attribute: dict[str, list[Mapping]] = {a.name: [] for a in attributes}
     objects: dict[int, list[Mapping]] = {}
     for r in kept:

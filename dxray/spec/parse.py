@@ -378,11 +378,17 @@ def _parse_shortcuts(sec: Section) -> ShortcutSpec:
         )
     if isinstance(objects, int) and objects < 1:
         raise sec.error("objects", f"must be >= 1, got {objects}")
+    seeds = sec.integer("seeds", ShortcutSpec.seeds, lo=1)
+    unit_seeds = sec.integer("unit_seeds", None, lo=1, nullable=True)
+    if unit_seeds is not None and unit_seeds > seeds:
+        raise sec.error(
+            "unit_seeds", f"{unit_seeds} is more than seeds ({seeds}): use at most {seeds}"
+        )
     return ShortcutSpec(
         enabled=sec.boolean("enabled", ShortcutSpec.enabled),
         template=template,
         attributes=attributes,
-        seeds=sec.integer("seeds", ShortcutSpec.seeds, lo=1),
+        seeds=seeds,
         objects=objects,
         with_object=sec.choice(
             "with_object", ShortcutSpec.with_object, ("findings", "all", "none")
@@ -395,6 +401,8 @@ def _parse_shortcuts(sec: Section) -> ShortcutSpec:
         pool=sec.integer("pool", ShortcutSpec.pool, lo=0),
         top=sec.integer("top", ShortcutSpec.top, lo=1),
         fill=sec.choice("fill", ShortcutSpec.fill, ("texture", "blur", "mean")),
+        units=sec.boolean("units", ShortcutSpec.units),
+        unit_seeds=unit_seeds,
     )
 
 

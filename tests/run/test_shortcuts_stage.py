@@ -208,3 +208,20 @@ def test_class_units_get_the_unit_test_and_old_renders_are_rendered_again(shortc
         dataclasses.replace(spec, shortcuts=dataclasses.replace(spec.shortcuts, units=True))
     )
     assert again.shortcuts.rendered == 0 and again.shortcuts.units_tested == 1
+
+
+def test_unit_seeds_sizes_the_unit_tests_object_renders(shortcut_spec):
+    """Each class with units gets its object on every scene for the first `unit_seeds` seeds
+    only (the renders grow with the classes: a 1,000-class audit's largest shortcut cost)."""
+    import dataclasses
+
+    from dxray.run.shortcut_plans import object_on_scenes_plan
+
+    names = ["circle", "square", "triangle"]
+    full = object_on_scenes_plan(shortcut_spec, names, {0, 2})
+    sc = dataclasses.replace(shortcut_spec.shortcuts, unit_seeds=1)
+    fewer = object_on_scenes_plan(dataclasses.replace(shortcut_spec, shortcuts=sc), names, {0, 2})
+    seeds = shortcut_spec.shortcuts.seeds
+    assert seeds > 1 and len(full) == seeds * len(fewer)
+    assert {r.seed for r in fewer} == {0} and {r.class_index for r in fewer} == {0, 2}
+    assert {r.key for r in fewer} <= {r.key for r in full}  # the same renders, by key

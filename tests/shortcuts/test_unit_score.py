@@ -83,3 +83,22 @@ def test_the_rule_and_the_interval_are_reproducible():
     assert rule.verdict(math.nan, 0.5, (8, 8)) == "uncertain"
     args = (_world(1.2, 0.1, 1.0, 0.9), [UnitTarget(0, "fc", 0)], [WATER, SAND], {})
     assert unit_rows(*args) == unit_rows(*args)
+
+
+def test_object_seeds_reads_the_same_number_of_object_images_for_every_class():
+    """With `object_seeds`, only the with-object images of seeds below it count: a class whose
+    findings made more of them (all 16 seeds) is read on as many as the others."""
+    renders = []
+    for seed in range(16):
+        renders.append({**_render("object_free", "water", [3.0 + 0.01 * seed]), "seed": seed})
+        # the object drives the unit on the first 4 seeds only
+        value = 6.0 if seed < 4 else 0.1
+        renders.append(
+            {**_render("with_object", "sand", [value + 0.01 * seed], class_index=0), "seed": seed}
+        )
+    unit = [UnitTarget(0, "fc", 0)]
+    every = unit_rows(renders, unit, [WATER, SAND], {})[0]
+    first4 = unit_rows(renders, unit, [WATER, SAND], {}, object_seeds=4)[0]
+    assert every["object_images"] == 16 and first4["object_images"] == 4
+    assert every["factor_images"] == first4["factor_images"] == 16  # object-free: all kept
+    assert first4["verdict"] == "core" and every["verdict"] == "spurious"
