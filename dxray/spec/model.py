@@ -240,7 +240,7 @@ class ShortcutSpec:
     # The unit test's images of a class's object: the first `unit_seeds` seeds on each scene
     # (None: `seeds`). Its renders grow with the classes that have units (a 1,000-class CSV
     # audit: 1,000 x scenes x unit_seeds); re-scored on the sweep's 12 worlds, 8 of 16 seeds
-    # gave the same balanced accuracy and precision (docs/BENCHMARKS.md).
+    # found one spurious unit fewer, precision unchanged (docs/SHORTCUTS.md).
     unit_seeds: int | None = None
 
     def entries(self, judge: JudgeSpec) -> tuple[Any, ...]:
