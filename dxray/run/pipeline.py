@@ -271,7 +271,7 @@ def describe_plan(
     )
     text = f"run {run_id}: {todo} of {total} targets to compute ({skipped} in the catalog)"
     if shared:
-        text += f", {todo - shared} optimisations (a unit ranked for k classes is optimised once)"
+        text += f", {todo - shared} optimisations (a unit shared by classes is optimised once)"
     if shortcuts:
         from dxray.run.shortcut_plans import pool_plan, vocabulary_plan
 
