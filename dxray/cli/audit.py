@@ -72,8 +72,9 @@ def _run_quietly(spec, command: str, verbose: bool, **options):
     log = log_path(spec.output.catalog, command)
     with library_output(log, verbose=verbose) as terminal:
         # Live bars only when nothing else writes to the terminal meanwhile
-        progress = TerminalProgress(terminal, log=log, live=False if verbose else None)
-        return run_audit(spec, stages=progress, **options)
+        live = False if verbose else None
+        with TerminalProgress(terminal, log=log, live=live) as progress:
+            return run_audit(spec, stages=progress, **options)
 
 
 def _exit_for(summary) -> None:

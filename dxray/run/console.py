@@ -1,7 +1,8 @@
 """Keep the terminal for dxray's own lines: what libraries print goes to a log file.
 
     with library_output(catalog / "logs" / "audit-20261205T080000Z.log") as terminal:
-        run_audit(spec, stages=TerminalProgress(terminal))
+        with TerminalProgress(terminal) as progress:
+            run_audit(spec, stages=progress)
 
 Inside the block, whatever goes to `sys.stdout` or `sys.stderr` is written to the log file:
 Ray's start-up lines, its authentication notice and the worker logs it forwards (the hosts'

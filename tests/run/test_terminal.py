@@ -100,8 +100,38 @@ def test_bars_live_on_a_terminal_and_a_few_lines_on_a_pipe():
         mine = [line for line in lines if line.strip().startswith(stage)]
         assert len(mine) == 5 and mine[-1].split()[-3] == "32/32", mine  # start + 4 quarters
     live = io.StringIO()
-    feed(TerminalProgress(live, live=True))
+    with TerminalProgress(live, live=True, tick=60) as progress:  # no redraw of its own here
+        feed(progress)
     text = live.getvalue()
     # the block redrawn in place: after its first line, then after both
     assert text.count("\x1b[1F") == 1 and text.count("\x1b[2F") == 2 * 9 - 2
     assert text.rstrip("\n").endswith("\x1b[K")
+
+
+def test_live_bars_keep_their_clock_moving_between_batches_and_stop_with_the_block():
+    """A stage whose first batch takes a minute must not look frozen: the live block is
+    redrawn every `tick` while a stage runs; a finished stage's clock stops; leaving the
+    block stops the redrawing."""
+    import io
+    import time
+
+    from dxray.run.progress import TerminalProgress
+
+    stream = io.StringIO()
+    with TerminalProgress(stream, live=True, tick=0.05) as progress:
+        progress.stage("targets", 0, 30)
+        deadline = time.monotonic() + 10
+        while stream.getvalue().count("\x1b[1F") < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert stream.getvalue().count("\x1b[1F") >= 3  # redrawn with no new batch
+        progress.stage("targets", 30, 30)
+        time.sleep(0.3)
+        finished = stream.getvalue()
+        # all stages done: nothing is redrawn, and the line shows the stage's own time
+        assert finished.rstrip("\n").endswith("\x1b[K") and "30/30" in finished[-80:]
+        time.sleep(0.3)
+        assert stream.getvalue() == finished
+        progress.stage("pool", 0, 8)
+    after = stream.getvalue()
+    time.sleep(0.3)
+    assert stream.getvalue() == after  # closed: the ticker stopped
