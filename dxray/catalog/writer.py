@@ -349,17 +349,20 @@ def write_text_atomic(path: Path, text: str) -> None:
         temp.unlink(missing_ok=True)
 
 
-def json_safe(value: Any) -> Any:
+def json_safe(value: Any, digits: int | None = None) -> Any:
     """`value` as plain JSON (what catalog rows become in diffs and gate files): timestamps as
-    ISO text, non-finite floats as null, anything else unknown as its text."""
+    ISO text, non-finite floats as null, anything else unknown as its text; with `digits`,
+    floats rounded to that many (files that diff cleanly from run to run)."""
     if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
+        return {str(k): json_safe(v, digits) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
+        return [json_safe(v, digits) for v in value]
     if isinstance(value, datetime | date):
         return value.isoformat()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return None
+        return value if digits is None else round(value, digits)
     if value is None or isinstance(value, bool | int | float | str):
         return value
     return str(value)

@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from dxray.catalog.writer import json_safe
 from dxray.eval.sweep_scoring import score_world
 from dxray.spec.model import AuditSpec
 from dxray.spec.parse import with_overrides
@@ -267,20 +268,8 @@ def rescore_world(folder: Path) -> dict | None:
 
 def _write_json(path: Path, data: dict) -> None:
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(_clean(data), indent=1, sort_keys=False) + "\n")
+    tmp.write_text(json.dumps(json_safe(data, digits=6), indent=1, sort_keys=False) + "\n")
     tmp.replace(path)
-
-
-def _clean(value):
-    import math
-
-    if isinstance(value, float):
-        return None if not math.isfinite(value) else round(value, 6)
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    return value
 
 
 def read_result(folder: Path, key: str | None = None) -> dict | None:

@@ -251,3 +251,17 @@ def test_a_resumed_run_keeps_its_start_and_adds_up_its_time(tmp_path):
     writer.write_run("r2")
     writer.finish_run("r2", "finished")
     assert writer.latest_run("r2")["wall_seconds"] < 5
+
+
+def test_json_safe_makes_plain_json_and_rounds_when_asked():
+    import json
+    import math
+
+    from dxray.catalog.writer import json_safe
+
+    value = {1: [math.nan, 1.23456789, (AT, "x")], "ok": {"inf": math.inf, "n": None, "b": True}}
+    plain = json_safe(value)
+    assert plain == {"1": [None, 1.23456789, [AT.isoformat(), "x"]],
+                     "ok": {"inf": None, "n": None, "b": True}}  # fmt: skip
+    assert json_safe(value, digits=3)["1"][1] == 1.235
+    json.dumps(plain, allow_nan=False)  # no NaN, no timestamp object left
