@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dxray.report.markup import esc, fmt
 from dxray.report.queries import queries, query_rows
 from dxray.report.thumbnails import data_uri, thumbnail
+from dxray.shortcuts.render import PRESENT
 from dxray.text import MISSING
 
 SHOWN = 6  # images per strip
@@ -40,9 +41,23 @@ def strip(
         figures.append(
             f'<figure><img src="{uri}" width="{size}" height="{size}" alt="{esc(label)}">'
             f'<figcaption><div class="nums">z <b>{fmt(_z(r["logits"], c))}</b> · seed '
-            f'{esc(r["seed"])}</div><div class="sub">{esc(label)}</div></figcaption></figure>'
+            f'{esc(r["seed"])}</div><div class="sub">{esc(label)}{_presence(r)}</div>'
+            "</figcaption></figure>"
         )
     return f'<div class="seeds">{"".join(figures)}</div>' if figures else ""
+
+
+def _presence(render: Mapping) -> str:
+    """The segmenter's object presence on a render, so that a reader can see why an image with
+    a blob in it counts as object-free (every class's object below the cut) or as the object's."""
+    p = render.get("object_presence")
+    if p is None:
+        return ""
+    if render["variant"] == "object_free":
+        tip = f"the most present object, by the segmenter: under {PRESENT:g}, so no object"
+    else:
+        tip = "the presence of the class's object, by the segmenter"
+    return f' · <span title="{esc(tip)}">object {fmt(p)}</span>'
 
 
 def _explanation(explained: Mapping | None, pool: Mapping[str, Mapping], size: int) -> str:

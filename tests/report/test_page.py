@@ -153,3 +153,5 @@ def test_the_shortcut_section_shows_each_finding_with_its_evidence(page):
     assert "<b>1.30</b> <span class='sub'>[0.90, 1.70]</span>" in section
     assert "water</td>" not in section.split("</table>")[0]
     assert "the same scenes and seeds without it" in section and "the other scenes" in section
+    # under each object-free image, the segmenter's highest object presence: why it counts
+    assert section.count("object 0.01</span>") >= 2

@@ -81,7 +81,7 @@ ORDER BY attribute;
 
 -- name: shortcut_renders
 -- Every usable render of the test (no image data), for picking the evidence to show.
-SELECT render_id, variant, scene, overlay, class_index, seed, status, logits
+SELECT render_id, variant, scene, overlay, class_index, seed, status, logits, object_presence
 FROM shortcut_images
 WHERE run_id = $run_id AND status = 'kept'
 ORDER BY variant, scene, overlay NULLS FIRST, class_index NULLS FIRST, seed;
