@@ -196,7 +196,8 @@ class Session:
         import ray
 
         needed = r.workers * r.num_cpus_per_worker
-        if self.started_ray and needed > ray.cluster_resources().get("CPU", 0):
+        cpus = ray.cluster_resources().get("CPU", 0)
+        if self.started_ray and needed > cpus:
             # The Ray started here was sized for an earlier spec (a sweep's stability rerun
             # with 2 workers of 2 threads after audits of 2 x 1): hosts it cannot place would
             # wait forever, and every batch with them. Start it again, as large as this spec.
@@ -204,11 +205,11 @@ class Session:
             self.close()
             self.spec = spec
             self._start()
-        elif needed > ray.cluster_resources().get("CPU", 0):
+        elif needed > cpus:
             log.warning(
                 "the cluster has %g CPUs and %d hosts of %d CPUs need %d: the audit waits until "
                 "Ray can place them (an autoscaler adding nodes); lower ray.workers otherwise",
-                ray.cluster_resources().get("CPU", 0), r.workers, r.num_cpus_per_worker, needed,
+                cpus, r.workers, r.num_cpus_per_worker, needed,
             )  # fmt: skip
 
         resources = {

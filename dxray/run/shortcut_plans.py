@@ -76,7 +76,7 @@ def object_on_scenes_plan(
     sc = spec.shortcuts
     attributes, _ = parse_vocabulary(sc.entries(spec.judge))
     objects = {c: spec.judge.object_query(class_names[c]) for c in sorted(classes)}
-    seeds = range(sc.unit_seeds or sc.seeds)
+    seeds = range(sc.unit_object_seeds)
     renders = with_object_renders(attributes, sc.template, seeds, objects, _tag(spec))
     return [r for r in renders if r.overlay is None]
 

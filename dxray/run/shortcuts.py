@@ -220,7 +220,7 @@ class ShortcutTest:
         sc = self.spec.shortcuts
         out = unit_rows(
             renders, self.units, self.attributes, findings, UnitRule(sc.confidence, sc.min_images),
-            object_seeds=sc.unit_seeds,
+            object_seeds=sc.unit_object_seeds,
         )  # fmt: skip
         self.summary.units_tested = len(out)
         self.summary.spurious_units = [

@@ -40,19 +40,18 @@ def target_batch(host: ModelHost, rows: list[dict[str, Any]]) -> list[dict[str, 
     started = time.perf_counter()
     # One optimisation per distinct (objective, seed): a unit ranked for two classes is
     # explained once and judged for each (its rows differ only in their class).
-    firsts: dict[tuple[str, int], int] = {}
-    for i, row in enumerate(rows):
-        firsts.setdefault(work_key(row), i)
-    work = [firsts[work_key(row)] for row in rows]  # row -> its work's first row
-    distinct = list(firsts.values())
+    works: dict[tuple[str, int], dict[str, Any]] = {}  # work key -> its first row
+    for row in rows:
+        works.setdefault(work_key(row), row)
+    position = {key: i for i, key in enumerate(works)}
     with host.timed("explain"):
         explained = explain(
             host.generator, host.classifier,
-            [objective_for(host.spec, rows[i]) for i in distinct],
-            [int(rows[i]["seed"]) for i in distinct],
+            [objective_for(host.spec, row) for row in works.values()],
+            [int(row["seed"]) for row in works.values()],
             host.spec.engine.to_explain_config(),
         )  # fmt: skip
-    result = _fanned_out(explained, [distinct.index(w) for w in work])
+    result = _fanned_out(explained, [position[work_key(row)] for row in rows])
     seconds = (time.perf_counter() - started) / len(rows)
     images = result.images
     judge = host.spec.judge

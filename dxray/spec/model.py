@@ -243,6 +243,11 @@ class ShortcutSpec:
     # found one spurious unit fewer, precision unchanged (docs/SHORTCUTS.md).
     unit_seeds: int | None = None
 
+    @property
+    def unit_object_seeds(self) -> int:
+        """How many seeds of each class's object on each scene the unit test renders and reads."""
+        return self.unit_seeds or self.seeds
+
     def entries(self, judge: JudgeSpec) -> tuple[Any, ...]:
         """The vocabulary's entries: `attributes`, or else the judge's probes."""
         return self.attributes if self.attributes is not None else judge.probes

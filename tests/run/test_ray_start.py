@@ -42,16 +42,22 @@ def test_a_start_that_times_out_is_tried_again(tiny_spec, monkeypatch):
         session.stop_ray()
 
 
-def test_it_gives_up_with_one_line_after_its_tries(tiny_spec, monkeypatch):
+def _failing_init(monkeypatch, error: Exception) -> list[int]:
+    """ray.init raises `error` every time; the returned list counts the calls."""
     import ray
 
     calls = []
 
-    def never(*args, **kwargs):
+    def fail(*args, **kwargs):
         calls.append(1)
-        raise Exception("The current node timed out during startup.")
+        raise error
 
-    monkeypatch.setattr(ray, "init", never)
+    monkeypatch.setattr(ray, "init", fail)
+    return calls
+
+
+def test_it_gives_up_with_one_line_after_its_tries(tiny_spec, monkeypatch):
+    calls = _failing_init(monkeypatch, Exception("The current node timed out during startup."))
     before = _ours()
     with pytest.raises(RuntimeError, match=r"Ray did not start in 3 tries.*less loaded"):
         session.ensure_ray(_spec(tiny_spec))
@@ -59,15 +65,7 @@ def test_it_gives_up_with_one_line_after_its_tries(tiny_spec, monkeypatch):
 
 
 def test_another_error_is_not_retried(tiny_spec, monkeypatch):
-    import ray
-
-    calls = []
-
-    def broken(*args, **kwargs):
-        calls.append(1)
-        raise ValueError("bad argument")
-
-    monkeypatch.setattr(ray, "init", broken)
+    calls = _failing_init(monkeypatch, ValueError("bad argument"))
     with pytest.raises(ValueError, match="bad argument"):
         session.ensure_ray(_spec(tiny_spec))
     assert len(calls) == 1
