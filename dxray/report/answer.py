@@ -78,7 +78,11 @@ def _strip_caption(f) -> str:
     shows = (
         f"{f.attribute} added, no object" if f.kind == "overlay" else f"{f.attribute}, no object"
     )
-    return f'<div class="sub strip-caption">{esc(shows)}</div>'
+    tip = "every kept image counts in the test; these are the ones with the least object"
+    return (
+        f'<div class="sub strip-caption">{esc(shows)} · <span title="{esc(tip)}">least object '
+        "first</span></div>"
+    )
 
 
 def _findings(answer: Answer, strips: dict[tuple[int, str], str]) -> str:

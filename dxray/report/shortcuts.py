@@ -97,24 +97,42 @@ def _interleaved(renders: Sequence[Mapping]) -> list[Mapping]:
     return [v[i] for i in range(rounds) for v in by_scene.values() if i < len(v)]
 
 
+def _least_object_first(renders: Sequence[Mapping]) -> list[Mapping]:
+    """Object-free renders, the least object first (a render the segmenter did not score
+    last). Every kept render counts in the test alike; a strip shows only its first few, and
+    those should be the ones in which a reader can see that no object is there."""
+
+    def key(r: Mapping) -> float:
+        p = r.get("object_presence")
+        return float("inf") if p is None else p
+
+    return sorted(renders, key=key)
+
+
 def evidence(finding: Mapping, renders: Sequence[Mapping]) -> list[tuple[str, list[Mapping]]]:
-    """(caption, renders) strips that show a finding."""
+    """(caption, renders) strips that show a finding. Object-free strips show the least object
+    first; the strip of the same scenes and seeds without an overlay follows its pairs' order."""
     a, c = finding["attribute"], finding["class_index"]
-    free = [r for r in renders if r["variant"] == "object_free"]
+    free = _least_object_first([r for r in renders if r["variant"] == "object_free"])
     beside = [r for r in renders if r["variant"] == "with_object" and r["class_index"] == c]
     if finding["kind"] == "overlay":
         with_it = [r for r in free if r["overlay"] == a]
-        seeds = {(r["scene"], r["seed"]) for r in with_it}
-        without = [r for r in free if r["overlay"] is None and (r["scene"], r["seed"]) in seeds]
+        plain = {(r["scene"], r["seed"]): r for r in free if r["overlay"] is None}
+        pairs = [(r, plain.get((r["scene"], r["seed"]))) for r in with_it]
+        with_it = [r for r, other in pairs if other is not None]
+        without = [other for _, other in pairs if other is not None]
         strips = [
-            (f"with {a}, no object", with_it),
+            (f"with {a}, no object (least object first)", with_it),
             ("the same scenes and seeds without it", without),
         ]
         on = [r for r in beside if r["overlay"] == a]
         off = [r for r in beside if r["overlay"] is None]
     else:
         strips = [
-            (f"{a}, no object", [r for r in free if r["scene"] == a and r["overlay"] is None]),
+            (
+                f"{a}, no object (least object first)",
+                [r for r in free if r["scene"] == a and r["overlay"] is None],
+            ),
             (
                 "the other scenes",
                 _interleaved([r for r in free if r["scene"] != a and r["overlay"] is None]),
