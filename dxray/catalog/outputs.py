@@ -3,7 +3,7 @@
 A catalog is written only by dxray's writer. Its readers take every `part-*.parquet` under a
 table's `run_id=` folders, so a file written there by hand (`dxray sql --format parquet --out
 CATALOG/shortcut_pool/run_id=R/part-X.parquet`) would be read back as rows. A catalog's folders
-(its tables, diffs, gates, quarantine) are therefore off limits to `--out`; a file at the
+(its tables, diffs, gates, quarantine, superseded rows) are therefore off limits to `--out`; a file at the
 catalog's top level (`CATALOG/report.html`, as `dxray demo` writes) is not read as data and is
 allowed.
 
@@ -18,9 +18,10 @@ from pathlib import Path
 
 from dxray.catalog.health import QUARANTINE_DIR
 from dxray.catalog.schema import TABLES
+from dxray.catalog.writer import SUPERSEDED_DIR
 
-# Folders a catalog holds besides its tables: scans' diffs and gate results.
-CATALOG_FOLDERS = (*TABLES, QUARANTINE_DIR, "diffs", "gates")
+# Folders a catalog holds besides its tables: scans' diffs and gate results, rows moved aside.
+CATALOG_FOLDERS = (*TABLES, QUARANTINE_DIR, SUPERSEDED_DIR, "diffs", "gates")
 
 
 class OutputRefused(ValueError):

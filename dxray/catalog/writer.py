@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime
@@ -31,6 +32,8 @@ from dxray.catalog.schema import SchemaError, check_run_id, schema, validate
 RETRY_STATUSES = ("error",)
 
 # Packages whose versions a run records, read from installed metadata (nothing is imported).
+# Where `move_run_aside` puts a run's rows that a rerun computes again.
+SUPERSEDED_DIR = "_superseded"
 RECORDED_PACKAGES = ("torch", "diffusers", "transformers", "ray", "pyarrow", "duckdb")
 
 # Fields a caller may give to `write_run`; the rest of a runs row is filled in here.
@@ -283,7 +286,7 @@ class CatalogWriter:
             **fields,
             "dxray_version": _version("dxray"),
             "versions_json": json.dumps(
-                dict(versions) if versions is not None else _recorded_versions(), sort_keys=True
+                dict(versions) if versions is not None else recorded_versions(), sort_keys=True
             ),
             "status": "running",
             "wall_seconds": (earlier or {}).get("wall_seconds") or 0.0,
@@ -316,6 +319,29 @@ class CatalogWriter:
         self.write("runs", [row], run_id)
         return row
 
+    def move_run_aside(self, run_id: str, label: str) -> Path | None:
+        """Move every table's rows of `run_id` to <root>/_superseded/<run_id>-<label>/<table>/
+        (a rerun then computes the run again; nothing is deleted, and no reader lists them).
+        Returns that folder, or None when the run has no rows."""
+        check_run_id(run_id)
+        if not re.fullmatch(r"[A-Za-z0-9._-]+", label):
+            raise ValueError(f"a label of letters, digits, '.', '_' or '-', got {label!r}")
+        base = self.root / SUPERSEDED_DIR / f"{run_id}-{label}"
+        aside, n = base, 1
+        while aside.exists():  # moved aside with this label before: keep both
+            n += 1
+            aside = base.with_name(f"{base.name}.{n}")
+        tables = [] if not self.root.is_dir() else sorted(self.root.iterdir())
+        moved = False
+        for table in tables:
+            rows = table / f"run_id={run_id}"
+            if table.name.startswith(("_", ".")) or not rows.is_dir():
+                continue
+            (aside / table.name).mkdir(parents=True, exist_ok=True)
+            os.replace(rows, aside / table.name / rows.name)
+            moved = True
+        return aside if moved else None
+
     def latest_run(self, run_id: str) -> dict | None:
         """The latest runs row of `run_id`, or None."""
         rows = [
@@ -333,7 +359,8 @@ def _version(package: str) -> str | None:
         return None
 
 
-def _recorded_versions() -> dict[str, str]:
+def recorded_versions() -> dict[str, str]:
+    """The installed versions of `RECORDED_PACKAGES` (those not installed left out)."""
     found = {name: _version(name) for name in RECORDED_PACKAGES}
     return {name: v for name, v in found.items() if v is not None}
 

@@ -8,7 +8,14 @@ from pathlib import Path
 
 import typer
 
-from dxray.cli.common import fail, user_errors, verbose_option
+from dxray.cli.common import (
+    fail,
+    fresh_option,
+    resume_mode,
+    resume_stale_option,
+    user_errors,
+    verbose_option,
+)
 
 
 def audit(
@@ -21,11 +28,13 @@ def audit(
     limit: int = typer.Option(
         None, min=1, help="Compute at most this many targets (a rerun resumes)."
     ),
+    fresh: bool = fresh_option(),
+    resume_stale: bool = resume_stale_option(),
     verbose: bool = verbose_option(),
 ) -> None:
-    """Run an audit, or resume it: targets already in the catalog are skipped. Prints what it
-    will do, a bar per stage and the outcome; what Ray and the models print goes to
-    <catalog>/logs/audit-<time>.log.
+    """Run an audit, or resume it: targets already in the catalog are skipped (if this dxray
+    code computed them: see --fresh). Prints what it will do, a bar per stage and the outcome;
+    what Ray and the models print goes to <catalog>/logs/audit-<time>.log.
 
     Example: dxray audit pipelines/toy.yaml --workers 2
     """
@@ -48,8 +57,9 @@ def audit(
     except (SpecError, OSError) as err:
         fail(str(err))
 
+    resume = resume_mode(fresh, resume_stale)
     try:
-        summary = _run_quietly(spec, "audit", verbose, limit=limit)
+        summary = _run_quietly(spec, "audit", verbose, limit=limit, resume=resume)
     except user_errors() as err:  # found before Ray starts or anything is written
         fail(str(err))
     typer.echo(
@@ -131,10 +141,12 @@ def demo(
     limit: int = typer.Option(
         None, min=1, help="Compute at most this many targets (a partial run; rerun to finish)."
     ),
+    fresh: bool = fresh_option(),
     verbose: bool = verbose_option(),
 ) -> None:
     """What `make demo` runs: the toy-world audit through Ray, its catalog and HTML report.
-    What Ray and the models print goes to <catalog>/logs/demo-<time>.log.
+    What Ray and the models print goes to <catalog>/logs/demo-<time>.log. A demo run that
+    other dxray code computed is computed again (its rows move to <catalog>/_superseded/).
 
     Example: dxray demo
     """
@@ -153,7 +165,11 @@ def demo(
     if not zoo.is_dir():
         fail(f"the toy zoo is missing at {zoo}: train it with `dxray zoo train --out {zoo}`")
 
-    summary = _run_quietly(spec, "demo", verbose, limit=limit)
+    resume = resume_mode(fresh, default="fresh-if-stale")
+    try:
+        summary = _run_quietly(spec, "demo", verbose, limit=limit, resume=resume)
+    except user_errors() as err:
+        fail(str(err))
     report = write_report(summary.catalog, out or summary.catalog / "report.html", summary.run_id)
     typer.echo("")
     typer.echo(

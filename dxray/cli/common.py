@@ -29,9 +29,17 @@ def user_errors() -> tuple[type[Exception], ...]:
     from dxray.models.generator import GeneratorLoadError
     from dxray.models.segmenter import SegmenterLoadError
     from dxray.run.lock import Locked
+    from dxray.run.provenance import StaleRun
     from dxray.spec.model import SpecError
 
-    return (SpecError, Locked, ClassifierLoadError, GeneratorLoadError, SegmenterLoadError)
+    return (
+        SpecError,
+        Locked,
+        StaleRun,
+        ClassifierLoadError,
+        GeneratorLoadError,
+        SegmenterLoadError,
+    )
 
 
 def fail(message: str) -> NoReturn:
@@ -51,3 +59,28 @@ def verbose_option():
     return typer.Option(
         False, "--verbose", help="Also show what Ray and the models print (always in the log)."
     )
+
+
+def fresh_option():
+    """`--fresh` of the commands that run audits (audit, demo, eval)."""
+    return typer.Option(
+        False,
+        "--fresh",
+        help="Compute the run again: its earlier rows move to <catalog>/_superseded/.",
+    )
+
+
+def resume_stale_option():
+    """`--resume-stale` of audit and eval (`dxray.run.provenance`)."""
+    return typer.Option(
+        False,
+        "--resume-stale",
+        help="Resume a run that other dxray code computed (its rows and this code's mix).",
+    )
+
+
+def resume_mode(fresh: bool, resume_stale: bool = False, default: str = "check") -> str:
+    """The `run_audit(resume=...)` that --fresh and --resume-stale ask for."""
+    if fresh and resume_stale:
+        fail("--fresh computes the run again, --resume-stale keeps its rows: give one")
+    return "fresh" if fresh else "any" if resume_stale else default

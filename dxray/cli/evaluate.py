@@ -9,7 +9,13 @@ from pathlib import Path
 
 import typer
 
-from dxray.cli.common import fail, verbose_option
+from dxray.cli.common import (
+    fail,
+    fresh_option,
+    resume_mode,
+    resume_stale_option,
+    verbose_option,
+)
 
 
 def eval_(
@@ -28,9 +34,12 @@ def eval_(
     fixed: bool = typer.Option(True, help="Also audit the zoo's fixed release (bias discovery)."),
     ablations: bool = typer.Option(False, help="Run the ablations (one audit each, ~minutes)."),
     json_out: Path = typer.Option(None, "--json", help="Also write everything as JSON here."),
+    fresh: bool = fresh_option(),
+    resume_stale: bool = resume_stale_option(),
     verbose: bool = verbose_option(),
 ) -> None:
-    """Score dxray's verdicts against a toy zoo's measured ground truth.
+    """Score dxray's verdicts against a toy zoo's measured ground truth. Its audits resume runs
+    in the catalog that this dxray code computed; --fresh computes them all again.
 
     Example: dxray eval pipelines/toy.yaml --truth dxray/toyworld/zoo/default
     """
@@ -46,6 +55,7 @@ def eval_(
     from dxray.toyworld.zoo import zoo_world
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    resume = resume_mode(fresh, resume_stale)
     try:
         world = zoo_world(truth)
         if source.is_dir():
@@ -69,6 +79,7 @@ def eval_(
                 fixed=fixed,
                 ablations=ablations,
                 progress=lambda line: say(f"[dxray eval] {line}"),
+                resume=resume,
             )
     except (SpecError, OSError, ValueError) as err:
         fail(str(err))

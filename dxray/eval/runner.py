@@ -89,14 +89,14 @@ class Interventions:
 # ---------------------------------------------------------------------------------------------
 
 
-def _audit(spec: AuditSpec, label: str, progress) -> str:
+def _audit(spec: AuditSpec, label: str, progress, resume: str = "check") -> str:
     from dxray.run.pipeline import run_audit
 
     def tick(done: int, total: int, statuses) -> None:
         progress(f"  {label}: {done}/{total} targets")
 
     progress(f"audit [{label}]")
-    summary = run_audit(spec, progress=tick)
+    summary = run_audit(spec, progress=tick, resume=resume)
     progress(
         f"  {label}: run {summary.run_id}, {summary.computed} computed in {summary.seconds:.0f} s"
     )
@@ -123,9 +123,11 @@ def evaluate(
     ablations: bool = False,
     rule: FindingRule = FindingRule(),
     progress: Callable[[str], None] = print,
+    resume: str = "check",
 ) -> EvalResult:
     """The evaluation described in the module docstring. With `run_id`, the main audit is
-    read from `catalog` instead of run (it must have audited the truth's units)."""
+    read from `catalog` instead of run (it must have audited the truth's units). `resume`:
+    what each audit does with an earlier run of its id (`dxray.run.provenance`)."""
     from dxray.run.session import ray_session
     from dxray.toyworld.zoo import has_part, zoo_part, zoo_world
 
@@ -137,7 +139,7 @@ def evaluate(
     # an audit runs.
     with ray_session(main_spec):
         if run_id is None:
-            run_id = _audit(main_spec, f"{world.name}: classes and truth units", progress)
+            run_id = _audit(main_spec, f"{world.name}: classes and truth units", progress, resume)
         audit_rows, probe_rows, _ = read_run(catalog, run_id)
         result = EvalResult(run_id=run_id, world=world.name, catalog=Path(catalog))
         truth = _truth_rows(zoo, "truth")
@@ -173,6 +175,7 @@ def evaluate(
                 classes_only(main_spec, zoo_part(zoo, "classifier-fixed")),
                 "fixed release",
                 progress,
+                resume,
             )
             f_audit, f_probes, _ = read_run(catalog, fixed_id)
             f_truth = _truth_rows(zoo, "truth-fixed")
@@ -214,7 +217,7 @@ def evaluate(
             result.add("cost", "reference", run_cost(audit_rows, reference))
             for name, overrides in ABLATIONS.items():
                 variant = with_overrides(main_spec, **overrides, **{"targets.seeds": reference})
-                variant_id = _audit(variant, f"ablation {name}", progress)
+                variant_id = _audit(variant, f"ablation {name}", progress, resume)
                 v_audit, v_probes, _ = read_run(catalog, variant_id)
                 v_judging = {**judging, "interventions": judge_units(catalog, variant_id)}
                 score_into(result, name, v_audit, v_probes, truth, rule, None, **v_judging)

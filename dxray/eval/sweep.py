@@ -247,7 +247,8 @@ def audit_world(spec: AuditSpec, progress: Progress) -> tuple[str, float]:
             last[0] = time.perf_counter()
             progress(f"  audit: {done}/{total} targets")
 
-    summary = run_audit(spec, progress=tick)
+    # A world's run that other dxray code began is computed again, not mixed with this code's
+    summary = run_audit(spec, progress=tick, resume="fresh-if-stale")
     if summary.status != "finished":
         raise RuntimeError(
             f"the audit of {spec.output.catalog} is {summary.status}: {summary.error}"

@@ -22,16 +22,25 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from dxray.catalog.schema import ROW_KEYS, payload_columns
-from dxray.catalog.writer import CatalogWriter
+from dxray.catalog.writer import SUPERSEDED_DIR, CatalogWriter, recorded_versions
 from dxray.run.checkpoints import classifier_sha256
 from dxray.run.lock import FileLock
 from dxray.run.preflight import check_before_models
 from dxray.run.progress import LogProgress, Progress
+from dxray.run.provenance import (
+    CODE_KEY,
+    Resume,
+    StaleRun,
+    check_resume,
+    code_revision,
+    stale_reason,
+)
 from dxray.run.session import ray_session
 from dxray.run.shortcuts import ShortcutSummary, ShortcutTest
 from dxray.run.targets import by_work, expand_targets, work_key
@@ -147,11 +156,15 @@ def run_audit(
     progress: Callable[[int, int, Counter], None] | None = None,
     limit: int | None = None,
     stages: Progress | None = None,
+    resume: Resume = "check",
 ) -> AuditSummary:
     """Run (or resume) the audit `spec` describes; returns what was computed. `progress(done,
     total, statuses)` follows the targets; `stages` gets what the run will do and a bar per
-    stage (`dxray.run.progress`; default: log lines)."""
+    stage (`dxray.run.progress`; default: log lines). `resume`: what to do with the rows of
+    an earlier run of the same id (`dxray.run.provenance`: by default they are resumed if
+    this dxray code computed them, and the run is refused with StaleRun if not)."""
     started = time.perf_counter()
+    check_resume(resume)
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit is a number of targets >= 1, got {limit!r}")
     stages = stages or LogProgress()
@@ -168,7 +181,8 @@ def run_audit(
     )  # fmt: skip
     lock.acquire()
     try:
-        # 2. Skip what the catalog already has; record the run
+        # 2. Skip what the catalog already has, if this code computed it; record the run
+        aside = _rows_of_other_code(writer, run_id, resume)
         done = writer.done_keys(run_id)
         todo = [t for t in targets if (t["target_id"], int(t["seed"])) not in done]
         summary = AuditSummary(
@@ -184,6 +198,7 @@ def run_audit(
             classifier_sha256=sha,
             segmenter=_describe(spec.segmenter.source),
             num_targets=len(targets),
+            versions={**recorded_versions(), CODE_KEY: code_revision()},
         )
         labels = label_rows(spec, targets)
         if labels:
@@ -199,6 +214,7 @@ def run_audit(
                 shortcuts,
                 shared=len(todo) - len({work_key(t) for t in todo}),
             )  # fmt: skip
+            + (f"\n  {aside}" if aside else "")
         )
         try:
             with ray_session(spec) as session:
@@ -250,6 +266,27 @@ def run_audit(
         return summary
     finally:
         lock.release()
+
+
+def _rows_of_other_code(writer: CatalogWriter, run_id: str, resume: Resume) -> str | None:
+    """Apply `resume` to the run's earlier rows (`dxray.run.provenance`): keep them, move them
+    aside (returns the line that says where), or refuse with StaleRun."""
+    earlier = writer.latest_run(run_id)
+    if earlier is None or resume == "any":
+        return None
+    stale = stale_reason(earlier, code_revision())
+    if resume == "check" and stale:
+        raise StaleRun(
+            f"run {run_id} in {writer.root} was {stale}: resuming it would mix rows of both. "
+            "Rerun with --fresh to compute it again (its rows move to "
+            f"{writer.root / SUPERSEDED_DIR}/), or --resume-stale to keep them."
+        )
+    if resume == "fresh" or (resume == "fresh-if-stale" and stale):
+        label = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        moved = writer.move_run_aside(run_id, label)
+        why = stale or "computed by this dxray code"
+        return f"its earlier rows ({why}) moved to {moved}" if moved else None
+    return None
 
 
 def describe_plan(

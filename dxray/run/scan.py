@@ -359,7 +359,8 @@ def _audit_all(
         for i, (path, run_id) in enumerate(result.planned, 1):
             say(f"audit {path} as run {run_id} ({i}/{len(result.planned)})")
             try:
-                summary = run_audit(_spec_for(spec, path), progress=beat)
+                # an interrupted run that other dxray code began is computed again, not mixed
+                summary = run_audit(_spec_for(spec, path), progress=beat, resume="fresh-if-stale")
             except Exception as err:  # noqa: BLE001 - one bad checkpoint must not stop the scan
                 log.debug("audit of %s failed", path, exc_info=True)  # the traceback: --debug
                 error = f"{type(err).__name__}: {first_line(err)}"
