@@ -284,8 +284,8 @@ def _rows_of_other_code(writer: CatalogWriter, run_id: str, resume: Resume) -> s
     if resume == "fresh" or (resume == "fresh-if-stale" and stale):
         label = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         moved = writer.move_run_aside(run_id, label)
-        why = stale or "computed by this dxray code"
-        return f"its earlier rows ({why}) moved to {moved}" if moved else None
+        why = f", {stale}," if stale else ""
+        return f"its earlier rows{why} moved to {moved}" if moved else None
     return None
 
 

@@ -74,7 +74,7 @@ def stale_reason(run: Mapping | None, revision: str) -> str | None:
     if recorded == revision:
         return None
     was = f"dxray code {recorded}" if recorded else "a dxray that recorded no code revision"
-    return f"computed by {was}, not this one's ({revision})"
+    return f"computed by {was} (this is {revision})"
 
 
 def check_resume(resume: str) -> None:

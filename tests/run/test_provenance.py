@@ -53,7 +53,7 @@ def test_a_run_is_stale_unless_it_recorded_this_revision():
     mine = {"versions_json": json.dumps({"torch": "2.13.0", "dxray_code": "abc"})}
     assert recorded_revision(mine) == "abc" and stale_reason(mine, "abc") is None
     assert stale_reason(None, "abc") is None  # nothing to resume
-    assert "dxray code abc, not this one's (def)" in stale_reason(mine, "def")
+    assert stale_reason(mine, "def") == "computed by dxray code abc (this is def)"
     for old in ({"versions_json": json.dumps({"torch": "2.13.0"})}, {"versions_json": "{"}, {}):
         assert recorded_revision(old) is None
         assert "recorded no code revision" in stale_reason(old, "abc")
@@ -137,7 +137,7 @@ def test_a_rerun_resumes_only_what_this_code_computed(tiny_spec, tmp_path, monke
         said = _Plan()
         again = run_audit(spec, limit=3, resume="fresh-if-stale", stages=said)
         assert again.skipped == 0 and _rows(catalog) == 3
-        assert "earlier rows (computed by dxray code 0123456789ab" in said.lines[0]
+        assert "earlier rows, computed by dxray code 0123456789ab (this is ba98" in said.lines[0]
         (aside,) = (catalog / "_superseded").iterdir()
         assert str(aside) in said.lines[0] and aside.name.startswith(first.run_id)
         assert len(list((aside / "explanations").rglob("*.parquet"))) >= 1
