@@ -32,7 +32,6 @@ import torch
 from dxray.eval.baseline import compare_baseline
 from dxray.eval.classes import FindingRule
 from dxray.eval.metrics import confusion_rows
-from dxray.eval.neurons import neuron_agreement
 from dxray.eval.reads import decode_png, read_run, stored_images
 from dxray.eval.results import DEFAULT, DXRAY, EvalResult
 from dxray.eval.scoring import bias_values, run_cost, score, score_into, success_metrics
@@ -150,14 +149,11 @@ def evaluate(
             "object_probes": object_probes(spec, zoo),
             "thresholds": main_spec.judge.thresholds(),
             "interventions": judge_units(catalog, run_id),
+            "unit_test": unit_test_calls(catalog, run_id),
         }
         agreements, result.neurons, result.classes = score_into(
             result, DEFAULT, audit_rows, probe_rows, truth, rule, None, **judging
         )
-        unit_calls = unit_test_calls(catalog, run_id)
-        if unit_calls and result.neurons:
-            tested = neuron_agreement(result.neurons, calls=unit_calls)
-            result.add("neurons", DEFAULT, tested.as_metrics(), tested.n, judge="unit test")
         for level in ("neurons", "classes"):
             if (level, DXRAY) in agreements:
                 result.confusion[level] = confusion_rows(agreements[level, DXRAY])
@@ -219,7 +215,11 @@ def evaluate(
                 variant = with_overrides(main_spec, **overrides, **{"targets.seeds": reference})
                 variant_id = _audit(variant, f"ablation {name}", progress, resume)
                 v_audit, v_probes, _ = read_run(catalog, variant_id)
-                v_judging = {**judging, "interventions": judge_units(catalog, variant_id)}
+                v_judging = {
+                    **judging,
+                    "interventions": judge_units(catalog, variant_id),
+                    "unit_test": unit_test_calls(catalog, variant_id),
+                }
                 score_into(result, name, v_audit, v_probes, truth, rule, None, **v_judging)
                 result.add("success", name, success_metrics(v_audit))
                 result.add("cost", name, run_cost(v_audit))

@@ -46,8 +46,12 @@ def score(
     object_probes: Sequence[str] = (),
     thresholds: Thresholds = Thresholds(),
     interventions: Mapping[tuple[str, int], str] | None = None,
+    unit_test: Mapping[tuple[str, str], Mapping] | None = None,
 ) -> tuple[dict[tuple[str, str], Agreement], list[dict], list[dict]]:
-    """Agreements by (level, judge): ("neurons", "dxray"): the audit's own unit verdicts;
+    """Agreements by (level, judge): ("neurons", "dxray"): the unit verdicts the audit shows
+    (the unit_summary view's: the unit-shortcut test's where `unit_test` ((class name, unit)
+    -> {"verdict": ...}, `dxray.eval.runner.unit_test_calls`) has one, else the majority of
+    the audit's per-seed verdicts); ("neurons", "unit test") given `unit_test`;
     ("neurons", "presence"): is the unit's class's object in its images; ("neurons",
     "intervention") given `interventions` ((target_id, seed) -> verdict, see
     `dxray.eval.runner.Interventions`); ("neurons", "any-object") when `object_probes` were
@@ -57,6 +61,12 @@ def score(
     neurons = neuron_rows(neuron_truth, unit_verdicts(audit_rows, seeds))
     classes = class_rows(class_truth, probe_rows, rule, seeds)
     out: dict[tuple[str, str], Agreement] = {}
+    if unit_test and any(r["seeds"] for r in neurons):
+        out["neurons", "unit test"] = neuron_agreement(neurons, calls=unit_test)
+        for n in neurons:  # coalesce(unit test, majority), as unit_summary decides
+            call = (unit_test.get((n["class_name"], n["unit"])) or {}).get("verdict")
+            if n["seeds"] and call is not None:
+                n["verdict"] = call
     if any(r["seeds"] for r in neurons):
         for judge in (DXRAY, "always-core"):
             out["neurons", judge] = neuron_agreement(neurons, judge=judge)

@@ -73,6 +73,32 @@ def test_dxray_beats_the_always_core_judge_when_it_finds_the_spurious_unit():
         neuron_agreement(neuron_rows(TRUTH, {}))
 
 
+def test_dxrays_unit_verdict_is_the_unit_tests_where_it_judged_as_the_catalog_shows():
+    """The headline's neuron agreement scores the verdict unit_summary shows: the unit test's
+    where it has one (uncertain included), else the majority of the per-seed verdicts."""
+    from dxray.eval.scoring import score
+
+    audit = [
+        unit_row("circle", 1, 0, "spurious", 0.2),  # the intervention calls the core unit wrong
+        unit_row("circle", 2, 0, "core", 0.9),  # ... and the spurious one
+        unit_row("star", 3, 0, "core", 0.8),
+    ]
+    tested = {
+        ("circle", "penultimate:1"): {"verdict": "core"},
+        ("circle", "penultimate:2"): {"verdict": "spurious"},
+        ("star", "penultimate:3"): {"verdict": None},  # not judged by the test: the majority
+    }
+    out, neurons, _ = score(audit, [], [], TRUTH)
+    assert out["neurons", "dxray"].accuracy == pytest.approx(1 / 3)
+    out, neurons, _ = score(audit, [], [], TRUTH, unit_test=tested)
+    assert [n["verdict"] for n in neurons] == ["core", "spurious", "core"]
+    assert out["neurons", "dxray"].accuracy == 1.0
+    assert out["neurons", "unit test"].n == 3 and out["neurons", "unit test"].accuracy < 1.0
+    tested[("circle", "penultimate:2")] = {"verdict": "uncertain"}
+    _, neurons, _ = score(audit, [], [], TRUTH, unit_test=tested)
+    assert neurons[1]["verdict"] == "uncertain"
+
+
 def test_any_object_judge_takes_the_most_present_class_object():
     audit = [unit_row("circle", 1, 0, "spurious", 0.0)]  # its own object is absent ...
     probes = [
