@@ -39,7 +39,8 @@ def eval_(
     verbose: bool = verbose_option(),
 ) -> None:
     """Score dxray's verdicts against a toy zoo's measured ground truth. Its audits resume runs
-    in the catalog that this dxray code computed; --fresh computes them all again.
+    in the catalog that this dxray code computed; --fresh computes them all again. Given a
+    catalog, it scores a run already there (and reads its fixed-release run as it is).
 
     Example: dxray eval pipelines/toy.yaml --truth dxray/toyworld/zoo/default
     """
@@ -55,7 +56,8 @@ def eval_(
     from dxray.toyworld.zoo import zoo_world
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    resume = resume_mode(fresh, resume_stale)
+    # Re-scoring a catalog reads what is there, whatever code computed it
+    resume = resume_mode(fresh, resume_stale, default="any" if source.is_dir() else "check")
     try:
         world = zoo_world(truth)
         if source.is_dir():

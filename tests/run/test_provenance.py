@@ -7,6 +7,7 @@ import pytest
 
 from dxray.catalog.views import connect
 from dxray.catalog.writer import CatalogWriter
+from dxray.eval.reads import query
 from dxray.run import pipeline
 from dxray.run.pipeline import run_audit
 from dxray.run.provenance import (
@@ -93,11 +94,7 @@ class _Plan:
 
 
 def _rows(catalog) -> int:
-    con = connect(catalog, read_only=True)
-    try:
-        return con.sql("SELECT count(*) FROM explanations").fetchall()[0][0]
-    finally:
-        con.close()
+    return query(catalog, "SELECT count(*) AS n FROM explanations", [])[0]["n"]
 
 
 def test_a_rerun_resumes_only_what_this_code_computed(tiny_spec, tmp_path, monkeypatch):
