@@ -111,12 +111,13 @@ def _least_object_first(renders: Sequence[Mapping]) -> list[Mapping]:
 
 def evidence(finding: Mapping, renders: Sequence[Mapping]) -> list[tuple[str, list[Mapping]]]:
     """(caption, renders) strips that show a finding. Object-free strips show the least object
-    first; the strip of the same scenes and seeds without an overlay follows its pairs' order."""
+    first (an overlay's: each scene's in turn); the strip of the same scenes and seeds without
+    the overlay follows its pairs' order."""
     a, c = finding["attribute"], finding["class_index"]
     free = _least_object_first([r for r in renders if r["variant"] == "object_free"])
     beside = [r for r in renders if r["variant"] == "with_object" and r["class_index"] == c]
     if finding["kind"] == "overlay":
-        with_it = [r for r in free if r["overlay"] == a]
+        with_it = _interleaved([r for r in free if r["overlay"] == a])  # every scene in turn
         plain = {(r["scene"], r["seed"]): r for r in free if r["overlay"] is None}
         pairs = [(r, plain.get((r["scene"], r["seed"]))) for r in with_it]
         with_it = [r for r, other in pairs if other is not None]

@@ -45,12 +45,15 @@ def test_overlay_strips_keep_their_pairs_in_the_same_order():
         _render("m1", "water", 1, 0.05, overlay=mark),
         _render("m2", "grass", 0, 0.10, overlay=mark),
         _render("m3", "grass", 1, 0.00, overlay=mark),  # its plain pair was dropped
+        _render("m4", "water", 4, 0.06, overlay=mark),
         _render("p0", "water", 0, 0.01),
         _render("p1", "water", 1, 0.30),
         _render("p2", "grass", 0, 0.02),
+        _render("p4", "water", 4, 0.02),
     ]
     strips = dict(evidence({"attribute": mark, "class_index": 2, "kind": "overlay"}, renders))
     with_it = strips[f"with {mark}, no object (least object first)"]
     without = strips["the same scenes and seeds without it"]
-    assert [r["render_id"] for r in with_it] == ["m1", "m2", "m0"]
+    # the least object first, the scenes in turn (not water, water, grass)
+    assert [r["render_id"] for r in with_it] == ["m1", "m2", "m4", "m0"]
     assert [(r["scene"], r["seed"]) for r in without] == [(r["scene"], r["seed"]) for r in with_it]
