@@ -172,7 +172,8 @@ def truth_class_rows(truth_rows: Sequence[Mapping], rule: FindingRule = FindingR
 def class_agreement(rows: Sequence[Mapping], *, judge: str = "dxray") -> Agreement:
     """Agreement of the findings with the measured reliance. judge="never" is the trivial
     judge that finds no bias anywhere (most (class, factor) pairs have none); judge="units"
-    scores `flagged_by_units` (see `unit_findings`); judge="shortcuts" the shortcut test's
+    scores `flagged_by_units` (`unit_test_findings`, or `unit_findings` for an audit without
+    the unit test); judge="shortcuts" the shortcut test's
     findings (`attach_shortcuts`)."""
     if not rows:
         raise ValueError(
@@ -190,6 +191,22 @@ def class_agreement(rows: Sequence[Mapping], *, judge: str = "dxray") -> Agreeme
     if judge not in calls:
         raise ValueError(f"unknown judge {judge!r}; known: {sorted(calls)}")
     return agreement(truth, calls[judge], positive="relied", negative="none")
+
+
+def unit_test_findings(
+    calls: Mapping[tuple[str, str], Mapping], factors: Iterable[str]
+) -> set[tuple[str, str]]:
+    """Class-level findings from the unit-shortcut test, as the catalog's unit_summary states
+    them: (class, factor) for each unit of the class the test calls spurious, driven by that
+    factor's attribute. `calls`: (class name, unit) -> {"verdict", "factor"}
+    (`dxray.eval.runner.unit_test_calls`)."""
+    factors = set(factors)
+    found = set()
+    for (cls, _), call in calls.items():
+        factor = probe_factor(call.get("factor") or "", factors)
+        if call.get("verdict") == "spurious" and factor is not None:
+            found.add((cls, factor))
+    return found
 
 
 def unit_findings(

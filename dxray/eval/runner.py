@@ -234,6 +234,10 @@ def unit_test_calls(catalog, run_id: str) -> dict[tuple[str, str], dict]:
     from dxray.eval.reads import query
 
     rows = query(
-        catalog, "SELECT class_name, unit, verdict FROM unit_shortcuts WHERE run_id = ?", [run_id]
+        catalog,
+        "SELECT class_name, unit, verdict, factor FROM unit_shortcuts WHERE run_id = ?",
+        [run_id],
     )
-    return {(r["class_name"], r["unit"]): {"verdict": r["verdict"]} for r in rows}
+    return {
+        (r["class_name"], r["unit"]): {"verdict": r["verdict"], "factor": r["factor"]} for r in rows
+    }

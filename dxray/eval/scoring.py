@@ -9,7 +9,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-from dxray.eval.classes import FindingRule, class_agreement, class_rows, unit_findings
+from dxray.eval.classes import (
+    FindingRule,
+    class_agreement,
+    class_rows,
+    unit_findings,
+    unit_test_findings,
+)
 from dxray.eval.metrics import SUCCESS_PROB, Agreement, median
 from dxray.eval.neurons import any_object_verdicts, neuron_agreement, neuron_rows, unit_verdicts
 from dxray.eval.results import DEFAULT, DXRAY, EvalResult
@@ -51,7 +57,9 @@ def score(
     """Agreements by (level, judge): ("neurons", "dxray"): the unit verdicts the audit shows
     (the unit_summary view's: the unit-shortcut test's where `unit_test` ((class name, unit)
     -> {"verdict": ...}, `dxray.eval.runner.unit_test_calls`) has one, else the majority of
-    the audit's per-seed verdicts); ("neurons", "unit test") given `unit_test`;
+    the audit's per-seed verdicts); ("neurons", "unit test") given `unit_test`, whose
+    spurious units (and the attributes that drive them) also make the class rows'
+    `flagged_by_units` (else the intervention's spurious units' images do: `unit_findings`);
     ("neurons", "presence"): is the unit's class's object in its images; ("neurons",
     "intervention") given `interventions` ((target_id, seed) -> verdict, see
     `dxray.eval.runner.Interventions`); ("neurons", "any-object") when `object_probes` were
@@ -75,12 +83,15 @@ def score(
             out["neurons", "intervention"] = neuron_agreement(neurons, calls=calls)
             for n in neurons:
                 n["intervention"] = calls.get((n["class_name"], n["unit"]), {}).get("verdict")
-            found = unit_findings(
-                probe_rows, interventions, {t["factor"] for t in class_truth}, rule, seeds
-            )
-            for c in classes:
-                hit = found.get((c["class_name"], c["factor"]))
-                c["flagged_by_units"] = bool(hit and hit["flagged"])
+            factors = {t["factor"] for t in class_truth}
+            found = unit_findings(probe_rows, interventions, factors, rule, seeds)
+            tested = unit_test_findings(unit_test, factors) if unit_test else None
+            for c in classes:  # the spurious units the catalog shows, as for "dxray" above
+                key = (c["class_name"], c["factor"])
+                hit = found.get(key)
+                c["flagged_by_units"] = (
+                    key in tested if tested is not None else bool(hit and hit["flagged"])
+                )
         # The unit verdict audits gave before they judged units by intervention: is the unit's
         # own class's object present in its image?
         by_presence = [

@@ -99,6 +99,20 @@ def test_dxrays_unit_verdict_is_the_unit_tests_where_it_judged_as_the_catalog_sh
     assert neurons[1]["verdict"] == "uncertain"
 
 
+def test_class_findings_via_units_are_the_unit_tests_spurious_units_and_their_attributes():
+    from dxray.eval.classes import unit_test_findings
+
+    calls = {
+        ("star", "penultimate:3"): {"verdict": "spurious", "factor": "a watermark"},
+        ("star", "penultimate:4"): {"verdict": "core", "factor": "water"},
+        ("circle", "penultimate:1"): {"verdict": "spurious", "factor": "brick"},  # no factor
+        ("circle", "penultimate:2"): {"verdict": "uncertain", "factor": "water"},
+        ("square", "penultimate:5"): {"verdict": "spurious", "factor": None},
+    }
+    found = unit_test_findings(calls, {"water", "watermark", "sand"})
+    assert found == {("star", "watermark")}
+
+
 def test_any_object_judge_takes_the_most_present_class_object():
     audit = [unit_row("circle", 1, 0, "spurious", 0.0)]  # its own object is absent ...
     probes = [
