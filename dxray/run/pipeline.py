@@ -33,14 +33,7 @@ from dxray.run.checkpoints import classifier_sha256
 from dxray.run.lock import FileLock
 from dxray.run.preflight import check_before_models
 from dxray.run.progress import LogProgress, Progress
-from dxray.run.provenance import (
-    CODE_KEY,
-    Resume,
-    StaleRun,
-    check_resume,
-    code_revision,
-    stale_reason,
-)
+from dxray.run.provenance import Resume, StaleRun, check_resume, provenance, stale_reason
 from dxray.run.session import ray_session
 from dxray.run.shortcuts import ShortcutSummary, ShortcutTest
 from dxray.run.targets import by_work, expand_targets, work_key
@@ -182,7 +175,8 @@ def run_audit(
     lock.acquire()
     try:
         # 2. Skip what the catalog already has, if this code computed it; record the run
-        aside = _rows_of_other_code(writer, run_id, resume)
+        made_by = provenance(spec)
+        aside = _rows_of_other_code(writer, run_id, resume, made_by)
         done = writer.done_keys(run_id)
         todo = [t for t in targets if (t["target_id"], int(t["seed"])) not in done]
         summary = AuditSummary(
@@ -198,7 +192,7 @@ def run_audit(
             classifier_sha256=sha,
             segmenter=_describe(spec.segmenter.source),
             num_targets=len(targets),
-            versions={**recorded_versions(), CODE_KEY: code_revision()},
+            versions={**recorded_versions(), **made_by},
         )
         labels = label_rows(spec, targets)
         if labels:
@@ -268,13 +262,16 @@ def run_audit(
         lock.release()
 
 
-def _rows_of_other_code(writer: CatalogWriter, run_id: str, resume: Resume) -> str | None:
-    """Apply `resume` to the run's earlier rows (`dxray.run.provenance`): keep them, move them
-    aside (returns the line that says where), or refuse with StaleRun."""
+def _rows_of_other_code(
+    writer: CatalogWriter, run_id: str, resume: Resume, made_by: dict[str, str]
+) -> str | None:
+    """Apply `resume` to the run's earlier rows (`dxray.run.provenance`; `made_by`: this
+    run's `provenance`): keep them, move them aside (returns the line that says where), or
+    refuse with StaleRun."""
     earlier = writer.latest_run(run_id)
     if earlier is None or resume == "any":
         return None
-    stale = stale_reason(earlier, code_revision())
+    stale = stale_reason(earlier, made_by)
     if resume == "check" and stale:
         raise StaleRun(
             f"run {run_id} in {writer.root} was {stale}: resuming it would mix rows of both. "

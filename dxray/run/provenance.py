@@ -3,11 +3,14 @@
 A run id names what is audited (the spec, the classifier's weights), not the code that
 audits it, so a rerun resumes the run: it skips the rows the catalog has. Rows that other
 dxray code computed (an upgrade, an edited engine) would then mix with this code's in one
-run, and its report would read both as one. So every run records a digest of the code that
-makes its rows (`code_revision`, in runs.versions_json as "dxray_code") and `run_audit`
-compares it with this code's before it resumes (`Resume`):
+run, and its report would read both as one; so would rows of a generator or segmenter folder
+trained again in place (same path, other weights). So every run records a digest of the code
+that makes its rows (`code_revision`, in runs.versions_json as "dxray_code") and of its local
+generator and segmenter folders (`folder_fingerprint`, "generator_files", "segmenter_files"),
+and `run_audit` compares them with this code's and folders' before it resumes (`Resume`):
 
-    "check"           resume a run this code computed; one of other code is refused (StaleRun)
+    "check"           resume a run this code computed; one of other code (or model files) is
+                      refused (StaleRun)
     "fresh"           move the run's earlier rows aside and compute it again, whatever made them
     "fresh-if-stale"  resume a run this code computed, compute one of other code again (demo)
     "any"             resume whatever code computed the run (its rows mix)
@@ -32,6 +35,10 @@ RESUME_CHOICES: tuple[str, ...] = ("check", "fresh", "fresh-if-stale", "any")
 # catalog's SQL and the evaluation read rows; editing them leaves a run resumable.
 ROW_MAKERS = ("explain", "judge", "models", "run", "shortcuts")
 CODE_KEY = "dxray_code"  # its key in runs.versions_json
+# Model folders whose files are fingerprinted too: a generator or segmenter trained again in
+# place keeps its path, so the spec (and the run id) does not change
+FOLDER_ROLES = ("generator", "segmenter")
+FINGERPRINT_BYTES = 1 << 16
 
 
 class StaleRun(ValueError):
@@ -55,26 +62,66 @@ def source_digest(root: Path) -> str:
     return digest.hexdigest()[:12]
 
 
-def recorded_revision(run: Mapping) -> str | None:
-    """The code revision a runs row recorded; None for a run of a dxray that did not record
-    one (or an unreadable versions_json)."""
+def folder_fingerprint(source: object) -> str | None:
+    """12 hex digits over a local model folder: each file's path, size, and first and last
+    `FINGERPRINT_BYTES` (training that rewrites the weights changes them; copying or moving
+    the folder does not). None for a hub id, or anything else that is not a folder."""
+    folder = Path(str(source))
+    if not folder.is_dir():
+        return None
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        size = path.stat().st_size
+        digest.update(f"{path.relative_to(folder).as_posix()}\0{size}\0".encode())
+        with path.open("rb") as file:
+            digest.update(file.read(FINGERPRINT_BYTES))
+            if size > 2 * FINGERPRINT_BYTES:
+                file.seek(-FINGERPRINT_BYTES, 2)
+                digest.update(file.read(FINGERPRINT_BYTES))
+    return digest.hexdigest()[:12]
+
+
+def provenance(spec) -> dict[str, str]:
+    """What a run records of the code and the model folders that make its rows (the
+    classifier's weights are in the run id already): {CODE_KEY: ..., "<role>_files": ...}."""
+    out = {CODE_KEY: code_revision()}
+    for role in FOLDER_ROLES:
+        fingerprint = folder_fingerprint(getattr(spec, role).source)
+        if fingerprint is not None:
+            out[f"{role}_files"] = fingerprint
+    return out
+
+
+def _recorded(run: Mapping) -> dict:
     try:
         versions = json.loads(run.get("versions_json") or "{}")
     except ValueError:
-        return None
-    value = versions.get(CODE_KEY) if isinstance(versions, dict) else None
+        return {}
+    return versions if isinstance(versions, dict) else {}
+
+
+def recorded_revision(run: Mapping) -> str | None:
+    """The code revision a runs row recorded; None for a run of a dxray that did not record
+    one (or an unreadable versions_json)."""
+    value = _recorded(run).get(CODE_KEY)
     return str(value) if value else None
 
 
-def stale_reason(run: Mapping | None, revision: str) -> str | None:
-    """Why run row `run` is not this code's (None: it is, or there is no earlier run)."""
+def stale_reason(run: Mapping | None, now: Mapping[str, str]) -> str | None:
+    """Why run row `run` was not computed by what `now` (`provenance`) describes: other dxray
+    code, or a model folder whose files changed since (None: it was, or there is no run)."""
     if run is None:
         return None
-    recorded = recorded_revision(run)
-    if recorded == revision:
-        return None
-    was = f"dxray code {recorded}" if recorded else "a dxray that recorded no code revision"
-    return f"computed by {was} (this is {revision})"
+    recorded, revision = recorded_revision(run), now[CODE_KEY]
+    if recorded != revision:
+        was = f"dxray code {recorded}" if recorded else "a dxray that recorded no code revision"
+        return f"computed by {was} (this is {revision})"
+    changed = [
+        f"{key.removesuffix('_files')} folder's files ({_recorded(run).get(key)}, now {value})"
+        for key, value in now.items()
+        if key != CODE_KEY and _recorded(run).get(key) != value
+    ]
+    return f"computed with another {' and '.join(changed)}" if changed else None
 
 
 def check_resume(resume: str) -> None:

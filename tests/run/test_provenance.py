@@ -8,11 +8,12 @@ import pytest
 from dxray.catalog.views import connect
 from dxray.catalog.writer import CatalogWriter
 from dxray.eval.reads import query
-from dxray.run import pipeline
+from dxray.run import provenance
 from dxray.run.pipeline import run_audit
 from dxray.run.provenance import (
     StaleRun,
     code_revision,
+    folder_fingerprint,
     recorded_revision,
     source_digest,
     stale_reason,
@@ -50,14 +51,43 @@ def test_the_digest_follows_the_code_that_makes_rows_only(tmp_path):
     assert len(code_revision()) == 12
 
 
-def test_a_run_is_stale_unless_it_recorded_this_revision():
-    mine = {"versions_json": json.dumps({"torch": "2.13.0", "dxray_code": "abc"})}
-    assert recorded_revision(mine) == "abc" and stale_reason(mine, "abc") is None
-    assert stale_reason(None, "abc") is None  # nothing to resume
-    assert stale_reason(mine, "def") == "computed by dxray code abc (this is def)"
+def test_a_run_is_stale_unless_it_recorded_this_revision_and_these_model_files():
+    made = {"dxray_code": "abc", "generator_files": "g1"}
+    mine = {"versions_json": json.dumps({"torch": "2.13.0", **made})}
+    assert recorded_revision(mine) == "abc" and stale_reason(mine, made) is None
+    assert stale_reason(None, made) is None  # nothing to resume
+    other = {**made, "dxray_code": "def"}
+    assert stale_reason(mine, other) == "computed by dxray code abc (this is def)"
+    retrained = {**made, "generator_files": "g2", "segmenter_files": "s1"}
+    assert stale_reason(mine, retrained) == (
+        "computed with another generator folder's files (g1, now g2) and segmenter folder's "
+        "files (None, now s1)"
+    )
     for old in ({"versions_json": json.dumps({"torch": "2.13.0"})}, {"versions_json": "{"}, {}):
         assert recorded_revision(old) is None
-        assert "recorded no code revision" in stale_reason(old, "abc")
+        assert "recorded no code revision" in stale_reason(old, made)
+
+
+def test_a_model_folder_is_fingerprinted_by_its_files_not_where_it_lies(tmp_path):
+    import shutil
+
+    folder = tmp_path / "generator"
+    (folder / "unet").mkdir(parents=True)
+    weights = bytes(range(256)) * 1024  # 256 KiB: head and tail read, the middle not
+    (folder / "unet" / "model.safetensors").write_bytes(weights)
+    (folder / "model_index.json").write_text("{}")
+    first = folder_fingerprint(folder)
+    assert len(first) == 12 and folder_fingerprint(str(folder)) == first
+    shutil.copytree(folder, tmp_path / "moved")
+    assert folder_fingerprint(tmp_path / "moved") == first
+    retrained = bytearray(weights)
+    retrained[-1] ^= 1  # training rewrites every tensor: the last bytes change too
+    (folder / "unet" / "model.safetensors").write_bytes(bytes(retrained))
+    assert folder_fingerprint(folder) != first
+    (tmp_path / "moved" / "extra.json").write_text("{}")
+    assert folder_fingerprint(tmp_path / "moved") != first
+    assert folder_fingerprint("runwayml/stable-diffusion-v1-5") is None  # a hub id
+    assert folder_fingerprint(tmp_path / "moved" / "extra.json") is None
 
 
 def test_moving_a_run_aside_keeps_its_files_out_of_every_reader(tmp_path):
@@ -112,7 +142,7 @@ def test_a_rerun_resumes_only_what_this_code_computed(tiny_spec, tmp_path, monke
         assert run_audit(spec, limit=2).skipped == 4  # the same code resumes
 
         # Other code: the run is refused before anything is computed or recorded
-        monkeypatch.setattr(pipeline, "code_revision", lambda: "0123456789ab")
+        monkeypatch.setattr(provenance, "code_revision", lambda: "0123456789ab")
         runs_before = len(list((catalog / "runs").rglob("*.parquet")))
         with pytest.raises(StaleRun, match="--fresh to compute it again"):
             run_audit(spec)
@@ -130,7 +160,7 @@ def test_a_rerun_resumes_only_what_this_code_computed(tiny_spec, tmp_path, monke
         # --resume-stale keeps the rows; the demo's policy computes the run again
         kept = run_audit(spec, limit=1, resume="any")
         assert kept.skipped == 6 and _rows(catalog) == 7
-        monkeypatch.setattr(pipeline, "code_revision", lambda: "ba9876543210")
+        monkeypatch.setattr(provenance, "code_revision", lambda: "ba9876543210")
         said = _Plan()
         again = run_audit(spec, limit=3, resume="fresh-if-stale", stages=said)
         assert again.skipped == 0 and _rows(catalog) == 3
@@ -144,5 +174,16 @@ def test_a_rerun_resumes_only_what_this_code_computed(tiny_spec, tmp_path, monke
         fresh = run_audit(spec, limit=2, resume="fresh")
         assert fresh.skipped == 0 and _rows(catalog) == 2
         assert len(list((catalog / "_superseded").iterdir())) == 2
+        # the generator trained again in its folder: refused like other code
+        recorded = CatalogWriter(catalog).latest_run(first.run_id)["versions_json"]
+        assert json.loads(recorded)["generator_files"] == folder_fingerprint(spec.generator.source)
+        real = provenance.folder_fingerprint
+        monkeypatch.setattr(
+            provenance,
+            "folder_fingerprint",
+            lambda source: "feedfacecafe" if source == spec.generator.source else real(source),
+        )
+        with pytest.raises(StaleRun, match="another generator folder's files"):
+            run_audit(spec)
     with pytest.raises(ValueError, match="resume is one of"):
         run_audit(spec, resume="sometimes")
