@@ -31,9 +31,9 @@ from dxray.catalog.schema import SchemaError, check_run_id, schema, validate
 # seed and config diverge the same way again, so retrying it only spends GPU time.
 RETRY_STATUSES = ("error",)
 
-# Packages whose versions a run records, read from installed metadata (nothing is imported).
 # Where `move_run_aside` puts a run's rows that a rerun computes again.
 SUPERSEDED_DIR = "_superseded"
+# Packages whose versions a run records, read from installed metadata (nothing is imported).
 RECORDED_PACKAGES = ("torch", "diffusers", "transformers", "ray", "pyarrow", "duckdb")
 
 # Fields a caller may give to `write_run`; the rest of a runs row is filled in here.

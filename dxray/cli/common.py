@@ -75,7 +75,7 @@ def resume_stale_option():
     return typer.Option(
         False,
         "--resume-stale",
-        help="Resume a run that other dxray code computed (its rows and this code's mix).",
+        help="Resume a run that other dxray code or model files computed (the rows mix).",
     )
 
 

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 DEFAULT = "default"  # the main audit's setting
-DXRAY = "dxray"  # the audit's own verdicts: the judge of an agreement section unless named
+DXRAY = "dxray"  # the verdicts the audit shows (units: unit_summary's); the judge unless named
 # The agreement sections' judges, in the order the agreement table lists them
 JUDGES: dict[str, tuple[str, ...]] = {
     "neurons": (DXRAY, "unit test", "intervention", "presence", "any-object", "always-core"),

@@ -174,9 +174,10 @@ def run_audit(
     )  # fmt: skip
     lock.acquire()
     try:
-        # 2. Skip what the catalog already has, if this code computed it; record the run
+        # 2. Skip what the catalog already has, if this code and these models computed it;
+        #    record the run
         made_by = provenance(spec)
-        aside = _rows_of_other_code(writer, run_id, resume, made_by)
+        aside = _earlier_rows(writer, run_id, resume, made_by)
         done = writer.done_keys(run_id)
         todo = [t for t in targets if (t["target_id"], int(t["seed"])) not in done]
         summary = AuditSummary(
@@ -262,7 +263,7 @@ def run_audit(
         lock.release()
 
 
-def _rows_of_other_code(
+def _earlier_rows(
     writer: CatalogWriter, run_id: str, resume: Resume, made_by: dict[str, str]
 ) -> str | None:
     """Apply `resume` to the run's earlier rows (`dxray.run.provenance`; `made_by`: this
