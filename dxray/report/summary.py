@@ -6,6 +6,8 @@ each returns escaped HTML. The answer below the header is dxray.report.answer.
 
 from __future__ import annotations
 
+import json
+
 from dxray.report.markup import badge, esc
 from dxray.text import MISSING
 
@@ -27,7 +29,7 @@ def header(run: dict, run_id: str, counts: dict) -> str:
         ("segmenter", esc(run.get("segmenter"))),
         ("started", esc(started.strftime("%Y-%m-%d %H:%M UTC") if started else None)),
         ("wall time", esc(f"{wall / 60:.1f} min" if wall is not None else None)),
-        ("dxray", esc(run.get("dxray_version"))),
+        ("dxray", _dxray(run)),
         ("targets × seeds", f'<b data-stat="seeds">{counts["seeds"]}</b>'),
     ]
     status = run.get("status") or "unknown"
@@ -38,6 +40,20 @@ def header(run: dict, run_id: str, counts: dict) -> str:
         f'<h1>{esc(name)} <span class="status {esc(status)}">{esc(status)}</span></h1>'
         f'<dl class="meta">{cells}</dl>{error}</header>'
     )
+
+
+def _dxray(run: dict) -> str:
+    """dxray's version and, where the run recorded it, the digest of the code that computed
+    its rows (dxray.run.provenance), so that two reports can be told apart by their code."""
+    try:
+        code = json.loads(run.get("versions_json") or "{}").get("dxray_code")
+    except (ValueError, AttributeError):
+        code = None
+    version = esc(run.get("dxray_version"))
+    if not code:
+        return version
+    tip = "the digest of the dxray code that computed this run's rows"
+    return f'{version} · <code title="{esc(tip)}">code {esc(code)}</code>'
 
 
 def legend() -> str:

@@ -155,3 +155,17 @@ def test_the_shortcut_section_shows_each_finding_with_its_evidence(page):
     assert "the same scenes and seeds without it" in section and "the other scenes" in section
     # under each object-free image, the segmenter's highest object presence: why it counts
     assert section.count("object 0.01</span>") >= 2
+
+
+def test_the_header_names_the_code_that_computed_the_run():
+    import json
+
+    from dxray.report.summary import header
+
+    run = {"name": "toy", "dxray_version": "0.1.0", "status": "finished"}
+    counts = {"seeds": 2}
+    recorded = {**run, "versions_json": json.dumps({"torch": "2.13.0", "dxray_code": "4964977a"})}
+    assert "code 4964977a</code>" in header(recorded, "r1", counts)
+    for older in (run, {**run, "versions_json": "{"}, {**run, "versions_json": "[]"}):
+        page = header(older, "r1", counts)
+        assert "<dt>dxray</dt><dd>0.1.0</dd>" in page
