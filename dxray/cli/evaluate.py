@@ -51,9 +51,10 @@ def eval_(
     from dxray.eval.results import result_json, write_eval
     from dxray.eval.runner import evaluate
     from dxray.report.page import write_report
+    from dxray.run.checkpoints import classifier_sha256
     from dxray.spec.model import SpecError
     from dxray.spec.parse import load_spec, recorded_spec
-    from dxray.toyworld.zoo import zoo_world
+    from dxray.toyworld.zoo import zoo_part, zoo_world
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     # Re-scoring a catalog reads what is there, whatever code computed it
@@ -62,7 +63,10 @@ def eval_(
         world = zoo_world(truth)
         if source.is_dir():
             catalog = source
-            run = run or latest_run(catalog)
+            # the main audit: the newest run of the zoo's own classifier (the catalog also
+            # holds the fixed release's, audited after it)
+            main = classifier_sha256(zoo_part(truth, "classifier"))
+            run = run or latest_run(catalog, classifier_sha256=main)
             spec = recorded_spec(run_row(catalog, run)["spec_yaml"], f"run {run}")
             if spec is None:
                 fail(f"run {run}'s recorded spec does not parse with this dxray: evaluate a spec")

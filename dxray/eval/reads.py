@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 
-def query(catalog: str | Path, sql: str, params: list) -> list[dict]:
+def query(catalog: str | Path, sql: str, params: list | dict) -> list[dict]:
     """The rows of one read-only query on the catalog, as dicts."""
     from dxray.catalog.views import connect
 
@@ -26,15 +26,21 @@ def query(catalog: str | Path, sql: str, params: list) -> list[dict]:
         con.close()
 
 
-def latest_run(catalog: str | Path) -> str:
-    """The newest finished run of a catalog."""
+def latest_run(catalog: str | Path, classifier_sha256: str | None = None) -> str:
+    """The newest finished run of a catalog; with `classifier_sha256`, the newest of that
+    classifier (an evaluation's catalog also holds the fixed release's and the ablations')."""
     rows = query(
         catalog,
-        "SELECT run_id FROM runs WHERE status = 'finished' ORDER BY created_at DESC LIMIT 1",
-        [],
+        "SELECT run_id FROM runs WHERE status = 'finished' AND "
+        "($sha IS NULL OR classifier_sha256 = $sha) ORDER BY created_at DESC LIMIT 1",
+        {"sha": classifier_sha256},
     )
     if not rows:
-        raise ValueError(f"{catalog} has no finished run: run `dxray audit <spec>` first")
+        which = "" if classifier_sha256 is None else f" of classifier {classifier_sha256[:12]}"
+        raise ValueError(
+            f"{catalog} has no finished run{which}: run `dxray audit <spec>` first, or name "
+            "the run with --run"
+        )
     return rows[0]["run_id"]
 
 

@@ -158,6 +158,24 @@ def test_cli_evaluates_a_catalog_without_rerunning(evaluated, small_zoo, tmp_pat
     assert len(again["neurons"]) == len(result.neurons)
 
 
+def test_a_catalog_without_run_is_scored_on_the_zoos_own_classifiers_latest_run(
+    evaluated, small_zoo, tmp_path
+):
+    """The evaluation's catalog also holds the fixed release's audit, which ran after the main
+    one: the newest run of all is that one, which the truth does not describe."""
+    from dxray.cli.main import app
+    from dxray.eval.reads import latest_run
+
+    result, catalog, _ = evaluated
+    assert latest_run(catalog) != result.run_id  # the fixed release's
+    out = tmp_path / "eval.json"
+    args = ["eval", str(catalog), "--truth", str(small_zoo), "--no-baseline", "--no-fixed",
+            "--json", str(out)]  # fmt: skip
+    run = CliRunner().invoke(app, args)
+    assert run.exit_code == 0, run.output
+    assert json.loads(out.read_text())["run_id"] == result.run_id
+
+
 def test_cli_errors_name_the_problem(small_zoo, tmp_path):
     from dxray.cli.main import app
 
