@@ -6,9 +6,8 @@ each returns escaped HTML. The answer below the header is dxray.report.answer.
 
 from __future__ import annotations
 
-import json
-
 from dxray.report.markup import badge, esc
+from dxray.run.provenance import recorded_revision
 from dxray.text import MISSING
 
 
@@ -45,10 +44,7 @@ def header(run: dict, run_id: str, counts: dict) -> str:
 def _dxray(run: dict) -> str:
     """dxray's version and, where the run recorded it, the digest of the code that computed
     its rows (dxray.run.provenance), so that two reports can be told apart by their code."""
-    try:
-        code = json.loads(run.get("versions_json") or "{}").get("dxray_code")
-    except (ValueError, AttributeError):
-        code = None
+    code = recorded_revision(run)
     version = esc(run.get("dxray_version"))
     if not code:
         return version

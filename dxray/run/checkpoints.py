@@ -37,6 +37,12 @@ class Checkpoint:
     sha256: str = ""
 
 
+def folder_files(folder: Path) -> dict[str, Path]:
+    """A folder's files (in its subfolders too) by relative name, in path order: what the
+    content hashes of a model folder read (`classifier_sha256`, `provenance.folder_fingerprint`)."""
+    return {str(p.relative_to(folder)): p for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
 def classifier_sha256(source: Any) -> str:
     """Content hash of a classifier's weights: a file's bytes, or every file of a directory
     (relative names and bytes); for a hub id, the hash of the id itself. A renamed or copied
@@ -48,7 +54,7 @@ def classifier_sha256(source: Any) -> str:
     if path.is_file():
         files = {"": path}
     elif path.is_dir():
-        files = {str(p.relative_to(path)): p for p in sorted(path.rglob("*")) if p.is_file()}
+        files = folder_files(path)
     else:
         digest.update(str(source).encode())
         return digest.hexdigest()

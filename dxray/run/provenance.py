@@ -28,6 +28,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
+from dxray.run.checkpoints import folder_files
+
 Resume = Literal["check", "fresh", "fresh-if-stale", "any"]
 RESUME_CHOICES: tuple[str, ...] = ("check", "fresh", "fresh-if-stale", "any")
 
@@ -70,9 +72,9 @@ def folder_fingerprint(source: object) -> str | None:
     if not folder.is_dir():
         return None
     digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+    for name, path in folder_files(folder).items():
         size = path.stat().st_size
-        digest.update(f"{path.relative_to(folder).as_posix()}\0{size}\0".encode())
+        digest.update(f"{name}\0{size}\0".encode())
         with path.open("rb") as file:
             digest.update(file.read(FINGERPRINT_BYTES))
             if size > 2 * FINGERPRINT_BYTES:
@@ -112,14 +114,15 @@ def stale_reason(run: Mapping | None, now: Mapping[str, str]) -> str | None:
     code, or a model folder whose files changed since (None: it was, or there is no run)."""
     if run is None:
         return None
-    recorded, revision = recorded_revision(run), now[CODE_KEY]
-    if recorded != revision:
-        was = f"dxray code {recorded}" if recorded else "a dxray that recorded no code revision"
+    recorded, revision = _recorded(run), now[CODE_KEY]
+    code = recorded.get(CODE_KEY) or None
+    if code != revision:
+        was = f"dxray code {code}" if code else "a dxray that recorded no code revision"
         return f"computed by {was} (this is {revision})"
     changed = [
-        f"{key.removesuffix('_files')} folder's files ({_recorded(run).get(key)}, now {value})"
+        f"{key.removesuffix('_files')} folder's files ({recorded.get(key)}, now {value})"
         for key, value in now.items()
-        if key != CODE_KEY and _recorded(run).get(key) != value
+        if key != CODE_KEY and recorded.get(key) != value
     ]
     return f"computed with another {' and '.join(changed)}" if changed else None
 

@@ -40,9 +40,10 @@ def target_batch(host: ModelHost, rows: list[dict[str, Any]]) -> list[dict[str, 
     started = time.perf_counter()
     # One optimisation per distinct (objective, seed): a unit ranked for two classes is
     # explained once and judged for each (its rows differ only in their class).
+    keys = [work_key(row) for row in rows]
     works: dict[tuple[str, int], dict[str, Any]] = {}  # work key -> its first row
-    for row in rows:
-        works.setdefault(work_key(row), row)
+    for key, row in zip(keys, rows, strict=True):
+        works.setdefault(key, row)
     position = {key: i for i, key in enumerate(works)}
     with host.timed("explain"):
         explained = explain(
@@ -51,7 +52,7 @@ def target_batch(host: ModelHost, rows: list[dict[str, Any]]) -> list[dict[str, 
             [int(row["seed"]) for row in works.values()],
             host.spec.engine.to_explain_config(),
         )  # fmt: skip
-    result = _fanned_out(explained, [position[work_key(row)] for row in rows])
+    result = _fanned_out(explained, [position[key] for key in keys])
     seconds = (time.perf_counter() - started) / len(rows)
     images = result.images
     judge = host.spec.judge
